@@ -1,0 +1,143 @@
+"""Box table, converters and the box-aware dataset wrapper, with real worker processes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision import transforms
+
+from timm_ccrop import (
+    Box,
+    BoxedDataset,
+    BoxTable,
+    ContrastiveCrop,
+    MultiViewTransform,
+    from_official,
+    multi_view_transform,
+    to_official,
+)
+
+from .helpers import CoordinateImages, crop_centre
+
+
+def test_official_boxes_convert_both_ways_and_sample_identically() -> None:
+    # Official: rows 3..12 and columns 5..20 of a 32 x 32 map, stored as last index / size.
+    official = torch.tensor([[3 / 32, 5 / 32, 12 / 32, 20 / 32], [0.0, 0.0, 31 / 32, 31 / 32]])
+    ours = from_official(official, image_size=(32, 32))
+    assert torch.allclose(ours[0], torch.tensor([5 / 32, 3 / 32, 21 / 32, 13 / 32]))
+    assert torch.allclose(ours[1], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    assert torch.allclose(to_official(ours, image_size=(32, 32)), official)
+    # The sampler's last covered pixel (ceil(H*y1)-1) equals the official int(H*h_max).
+    import math
+
+    assert math.ceil(32 * float(ours[0, 3]) - 1e-4) - 1 == int(32 * float(official[0, 2]))
+    assert torch.equal(from_official(official)[:, [1, 0, 3, 2]], official)
+
+
+def test_box_table_validates_on_write_and_serves_rows() -> None:
+    table = BoxTable(4)
+    assert table.get(0) is None  # inactive
+    table.set_active(True)
+    assert table.get(0) is None  # no valid row yet: random crop
+    table.update([[0.1, 0.2, 0.3, 0.4]], indices=[2])
+    assert table.get(2) == Box(*torch.tensor([0.1, 0.2, 0.3, 0.4]).tolist())
+    assert isinstance(table.get(2), Box) and table.get(1) is None
+    table.update([[0.0, 0.0, 0.5, 0.5]] * 2, indices=[0, 1], valid=[True, False])
+    assert table.get(0) is not None and table.get(1) is None
+    with pytest.raises(ValueError, match="x1 < x0"):
+        table.update([[0.5, 0.0, 0.1, 0.5]], indices=[0])
+    with pytest.raises(ValueError, match="NaN"):
+        table.update([[0.1, float("nan"), 0.2, 0.5]], indices=[0])
+    with pytest.raises(ValueError, match="indices must lie"):
+        table.update([[0.1, 0.1, 0.2, 0.5]], indices=[4])
+    with pytest.raises(ValueError, match="4 samples"):
+        table.update([[0.1, 0.1, 0.2, 0.5]])
+    state = table.state_dict()
+    fresh = BoxTable(4)
+    fresh.load_state_dict(state)
+    assert fresh.is_active and torch.equal(fresh.boxes, table.boxes)
+    with pytest.raises(ValueError, match="another dataset"):
+        BoxTable(5).load_state_dict(state)
+
+
+class DictDataset:
+    """A Hugging Face ``datasets`` split yields dicts like these."""
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, index: int) -> dict:
+        return {"img": Image.new("RGB", (40, 40)), "label": index + 10}
+
+
+def test_wrapper_returns_views_target_index_for_many_dataset_kinds() -> None:
+    views = multi_view_transform("cifar", crop_mode="ccrop")
+    for base, target in [
+        (DictDataset(), 12),
+        ([(Image.new("RGB", (40, 40)), 7)] * 3, 7),
+        ([Image.new("RGB", (40, 40))] * 3, -1),
+    ]:
+        out, label, index = BoxedDataset(base, views)[2]
+        assert len(out) == 2 and out[0].shape == (3, 32, 32)
+        assert label == target and index == 2
+    plain = BoxedDataset(DictDataset(), return_index=False)[1]
+    assert len(plain) == 2 and plain[1] == 11
+
+
+def test_wrapper_rejects_misuse() -> None:
+    dataset = CoordinateImages(4)
+    dataset.transform = lambda img: img
+    with pytest.raises(ValueError, match="already has a transform"):
+        BoxedDataset(dataset)
+    with pytest.raises(ValueError, match="box table has 3 rows"):
+        BoxedDataset(CoordinateImages(4), boxes=BoxTable(3))
+    with pytest.raises(KeyError, match="image_key"):
+        BoxedDataset([{"pixels": 1}])[0]
+
+
+def centres(loader: DataLoader) -> list[tuple[int, float, float]]:
+    found = []
+    for (view,), _, indices in loader:
+        for image, index in zip(view.numpy(), indices.tolist(), strict=True):
+            x, y = crop_centre(image)
+            found.append((index, x, y))
+    return found
+
+
+def inside(found: list, boxes: torch.Tensor, size: int = 64) -> np.ndarray:
+    result = []
+    for index, x, y in found:
+        x0, y0, x1, y1 = (boxes[index] * size).tolist()
+        result.append(x0 - 1.5 <= x <= x1 + 1.5 and y0 - 1.5 <= y <= y1 + 1.5)
+    return np.array(result)
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_box_updates_reach_persistent_workers(context: str) -> None:
+    """Warm-up (random crop), switch on, then replace boxes: workers see every change."""
+    dataset = CoordinateImages(24)
+    table = BoxTable(len(dataset))
+    crop = ContrastiveCrop(16, scale=(0.02, 0.05), interpolation="nearest")
+    pipeline = MultiViewTransform([transforms.Compose([crop, transforms.PILToTensor()])])
+    loader = DataLoader(
+        BoxedDataset(dataset, pipeline, table), batch_size=8, num_workers=2,
+        persistent_workers=True, multiprocessing_context=context,
+    )
+    first = torch.tensor([[0.1, 0.1, 0.3, 0.3]] * len(dataset))
+    second = torch.tensor([[0.65, 0.6, 0.85, 0.9]] * len(dataset))
+
+    table.update(first)  # written but not active: still the warm-up
+    warm_up = inside(centres(loader), first)
+    assert len(warm_up) == len(dataset) and warm_up.mean() < 0.5
+
+    table.set_active(True)
+    assert inside(centres(loader), first).all()
+
+    table.update(second)
+    assert inside(centres(loader), second).all()
+
+    table.update(second, valid=[False] * len(dataset))
+    assert inside(centres(loader), second).mean() < 0.5

@@ -1,0 +1,52 @@
+"""timm-ccrop: ContrastiveCrop (Peng et al., CVPR 2022) for timm.
+
+Importing the package adds ``train_crop_mode='ccrop'`` (and ``'simccrop'``) to timm's
+``create_transform`` and ``create_loader``; see :mod:`timm_ccrop.factory`.
+"""
+
+from .boxes import FULL_BOX, Box, BoxTable, from_official, to_official, validate_box
+from .data import BoxedDataset
+from .factory import (
+    create_transform,
+    is_registered,
+    parse_crop_mode,
+    register_timm_crop_mode,
+    unregister_timm_crop_mode,
+)
+from .transforms import SIMCCROP_BOX, ContrastiveCrop, SimCCrop, contrastive_crop_params, to_rgb
+from .views import (
+    VIEW_PRESETS,
+    MultiViewTransform,
+    ViewRecipe,
+    multi_view_transform,
+    view_transform,
+)
+
+__version__ = "0.1.0"
+
+register_timm_crop_mode()
+
+__all__ = [
+    "FULL_BOX",
+    "SIMCCROP_BOX",
+    "VIEW_PRESETS",
+    "Box",
+    "BoxTable",
+    "BoxedDataset",
+    "ContrastiveCrop",
+    "MultiViewTransform",
+    "SimCCrop",
+    "ViewRecipe",
+    "contrastive_crop_params",
+    "create_transform",
+    "from_official",
+    "is_registered",
+    "multi_view_transform",
+    "parse_crop_mode",
+    "register_timm_crop_mode",
+    "to_official",
+    "to_rgb",
+    "unregister_timm_crop_mode",
+    "validate_box",
+    "view_transform",
+]

@@ -1,0 +1,115 @@
+"""Box-aware dataset wrapper: any map-style dataset to ``(views, target, index)``.
+
+timm's datasets call ``transform(img)`` and timm's ``fast_collate`` keeps only
+``(image, target)``, so no transform from the factory ever sees a box by itself. The
+wrapper below loads the sample, looks its box up in a shared :class:`BoxTable` by index
+and hands ``(image, box)`` to the transform when the transform can use it.
+
+It works with a plain ``DataLoader`` (``return_index=True``: ``(views, target, index)``,
+the index being what the localization pass and the trainer need) and with timm's
+``create_loader`` (``return_index=False``: ``(image, target)``; ``create_loader`` sets
+``dataset.transform`` itself from ``train_crop_mode='ccrop'``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from .boxes import BoxTable
+from .views import apply_transform
+
+__all__ = ["BoxedDataset", "split_sample"]
+
+_IMAGE_KEYS = ("image", "img", "pixel_values")
+_LABEL_KEYS = ("label", "labels", "fine_label", "target")
+
+
+def _pick_key(item: dict, key: str | None, candidates: Sequence[str], what: str) -> str | None:
+    if key is not None:
+        if key not in item:
+            raise KeyError(f"{what} key {key!r} not in sample keys {sorted(item)}")
+        return key
+    return next((k for k in candidates if k in item), None)
+
+
+def split_sample(
+    item: Any, image_key: str | None = None, label_key: str | None = None
+) -> tuple[Any, int]:
+    """``(image, target)`` from a dataset item: a tuple, a dict (Hugging Face) or an image.
+
+    Items without a label get target -1.
+    """
+    if isinstance(item, dict):
+        img_key = _pick_key(item, image_key, _IMAGE_KEYS, "image")
+        if img_key is None:
+            raise KeyError(
+                f"no image in sample keys {sorted(item)}; pass image_key= to BoxedDataset"
+            )
+        lbl_key = _pick_key(item, label_key, _LABEL_KEYS, "label")
+        return item[img_key], int(item[lbl_key]) if lbl_key is not None else -1
+    if isinstance(item, (tuple, list)):
+        if len(item) >= 2:
+            return item[0], int(item[1])
+        return item[0], -1
+    return item, -1
+
+
+class BoxedDataset(Dataset):
+    """Wrap a map-style dataset so each sample is cropped with its own box.
+
+    Args:
+        dataset: torchvision CIFAR/STL10/ImageFolder, timm's ImageDataset, a Hugging Face
+            ``datasets`` split, or any dataset of ``(image, target)``. Its own transform
+            must be None: the wrapper applies ``transform``.
+        transform: a pipeline or :class:`~timm_ccrop.views.MultiViewTransform`. Box-aware
+            pipelines (ContrastiveCrop first) get the sample's box.
+        boxes: the shared box table (one row per sample), or None for no boxes.
+        return_index: ``(out, target, index)`` if True, ``(out, target)`` for timm's
+            ``create_loader`` / ``fast_collate``.
+        image_key, label_key: keys of dict samples (default: 'image'/'img', 'label').
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        transform: Callable | None = None,
+        boxes: BoxTable | None = None,
+        return_index: bool = True,
+        image_key: str | None = None,
+        label_key: str | None = None,
+    ) -> None:
+        if getattr(dataset, "transform", None) is not None:
+            raise ValueError(
+                f"{type(dataset).__name__} already has a transform; build it with "
+                "transform=None and pass the transform to BoxedDataset instead, so the "
+                "crop can see each sample's box"
+            )
+        if boxes is not None and len(boxes) != len(dataset):
+            raise ValueError(
+                f"box table has {len(boxes)} rows but the dataset has {len(dataset)} samples; "
+                "make one with BoxTable(len(dataset))"
+            )
+        self.dataset = dataset
+        self.transform = transform
+        self.boxes = boxes
+        self.return_index = return_index
+        self.image_key = image_key
+        self.label_key = label_key
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple:
+        img, target = split_sample(self.dataset[index], self.image_key, self.label_key)
+        box = self.boxes.get(index) if self.boxes is not None else None
+        out = apply_transform(self.transform, img, box)
+        return (out, target, index) if self.return_index else (out, target)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(dataset={type(self.dataset).__name__}[{len(self)}], "
+            f"boxes={self.boxes!r}, return_index={self.return_index})"
+        )

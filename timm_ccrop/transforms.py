@@ -1,0 +1,278 @@
+"""ContrastiveCrop and SimCCrop: box-guided random resized crops (Peng et al., CVPR 2022).
+
+The crop size is drawn exactly as timm's ``RandomResizedCropAndInterpolation`` draws it
+(area fraction in ``scale`` of the whole image, log-uniform aspect ratio in ``ratio``,
+10 tries, then the central fallback). Only the position differs: per axis, the crop's
+centre is drawn between the box's first and last pixel with ``Beta(alpha, alpha)``,
+which pushes crops away from the box centre for ``alpha < 1`` ("center-suppressed").
+
+Per axis (height ``H``, crop height ``h``, box rows ``first..last``)::
+
+    lo  = clamp(first - h // 2, 0, H - h)
+    hi  = clamp(last  - h // 2, 0, H - h)
+    top = lo + min(floor((hi - lo + 1) * u), hi - lo),   u ~ Beta(alpha, alpha)
+
+The range is clamped *before* sampling, so the crop always stays inside the image
+without piling up against the border. The official code uses ``lo + int((hi - lo) * u)``,
+which can never reach ``hi`` (an off-by-one); the ``+ 1`` here fixes that, so
+``alpha = 1`` with the whole-image box gives offsets uniform on ``{0, ..., H - h}``,
+exactly like RandomResizedCrop.
+
+Samples without a box (a bare image, ``box=None``, an invalid row of the box table, the
+warm-up before the first localization pass) are cropped exactly like timm's
+RandomResizedCrop, with the same random stream. Randomness comes from Python's
+``random`` module, as in timm, so ``random.seed`` reproduces crops and DataLoader workers
+are seeded by torch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.data.transforms import RandomResizedCropAndInterpolation
+from torchvision.transforms import functional as F
+
+from .boxes import Box, validate_box
+
+__all__ = [
+    "ContrastiveCrop",
+    "SimCCrop",
+    "SIMCCROP_BOX",
+    "contrastive_crop_params",
+    "to_rgb",
+]
+
+SIMCCROP_BOX = Box(0.25, 0.25, 0.75, 0.75)
+
+# Tolerance for reading float32 box edges back as pixel indices: 3/10 stored in float32
+# times 10 is 2.9999998, which must still mean pixel 3.
+_EDGE_EPS = 1e-4
+
+_16BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
+_MISSING = object()
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL image to 8-bit RGB.
+
+    Grayscale, palette (with or without transparency), RGBA/LA, CMYK and YCbCr go
+    through PIL's own conversion; 16-bit and 32-bit integer images are rescaled from
+    their 16-bit range first (PIL alone would clip them to 255), float images from [0, 1].
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode in _16BIT_MODES or img.mode in ("I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        if img.mode == "F":
+            peak = 1.0 if values.size and np.nanmax(values) <= 1.0 else 255.0
+        elif img.mode == "I" and values.size and values.max() <= 255:
+            peak = 255.0
+        else:
+            peak = 65535.0
+        scaled = np.clip(np.nan_to_num(values) * (255.0 / peak), 0, 255).round()
+        return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def _check_range(name: str, value: Sequence[float], upper: float | None) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a (min, max) pair of numbers, got {value!r}") from err
+    if not (math.isfinite(low) and math.isfinite(high)) or low <= 0 or low > high:
+        raise ValueError(f"{name} must satisfy 0 < min <= max, got {value!r}")
+    if upper is not None and high > upper:
+        raise ValueError(f"{name} max must be <= {upper}, got {value!r}")
+    return low, high
+
+
+def _check_alpha(alpha: float) -> float:
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"alpha must be a positive number, got {alpha!r}") from err
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"alpha must be > 0 (Beta(alpha, alpha) concentration; the paper uses 0.6, "
+            f"the official small-dataset configs 0.1), got {alpha!r}"
+        )
+    return value
+
+
+def _sample_crop_size(
+    height: int, width: int, scale: tuple[float, float], log_ratio: tuple[float, float], rng: Any
+) -> tuple[int, int] | None:
+    """timm's RandomResizedCrop size draw: ``(h, w)``, or None when all 10 tries fail."""
+    area = height * width
+    for _ in range(10):
+        target_area = rng.uniform(*scale) * area
+        aspect_ratio = math.exp(rng.uniform(*log_ratio))
+        crop_w = int(round(math.sqrt(target_area * aspect_ratio)))
+        crop_h = int(round(math.sqrt(target_area / aspect_ratio)))
+        if crop_w <= width and crop_h <= height:
+            return crop_h, crop_w
+    return None
+
+
+def _central_fallback(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, ...]:
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        crop_w, crop_h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        crop_h, crop_w = height, int(round(height * ratio[1]))
+    else:
+        crop_h, crop_w = height, width
+    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
+
+
+def _box_offset(size: int, crop: int, start: float, end: float, alpha: float, rng: Any) -> int:
+    """Offset of a ``crop``-long window whose centre is Beta-sampled inside ``[start, end]``."""
+    first = math.floor(size * start + _EDGE_EPS)
+    last = max(first, math.ceil(size * end - _EDGE_EPS) - 1)
+    limit = size - crop
+    half = crop // 2
+    low = min(max(first - half, 0), limit)
+    high = min(max(last - half, 0), limit)
+    span = high - low + 1
+    if span == 1:
+        return low
+    return low + min(int(span * rng.betavariate(alpha, alpha)), span - 1)
+
+
+def contrastive_crop_params(
+    height: int,
+    width: int,
+    box: Box | None,
+    scale: tuple[float, float] = (0.2, 1.0),
+    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
+    alpha: float = 0.6,
+    rng: Any = None,
+) -> tuple[int, int, int, int]:
+    """Sample ``(top, left, crop_h, crop_w)`` of one ContrastiveCrop.
+
+    Args:
+        height, width: image size in pixels.
+        box: a validated box in the project's convention, or ``None`` for timm's
+            RandomResizedCrop (same random stream, same result for the same seed).
+        scale, ratio: as RandomResizedCrop; not validated here (hot path).
+        alpha: Beta(alpha, alpha) concentration of the centre inside the box.
+        rng: a ``random.Random``; default Python's global generator (as timm).
+    """
+    rng = random if rng is None else rng
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    size = _sample_crop_size(height, width, scale, log_ratio, rng)
+    if size is None:
+        return _central_fallback(height, width, ratio)
+    crop_h, crop_w = size
+    if box is None:
+        return rng.randint(0, height - crop_h), rng.randint(0, width - crop_w), crop_h, crop_w
+    top = _box_offset(height, crop_h, box.y0, box.y1, alpha, rng)
+    left = _box_offset(width, crop_w, box.x0, box.x1, alpha, rng)
+    return top, left, crop_h, crop_w
+
+
+def _image_size(img: Any) -> tuple[int, int]:
+    if isinstance(img, Image.Image):
+        return img.height, img.width
+    if isinstance(img, torch.Tensor):
+        if img.ndim < 2:
+            raise ValueError(f"tensor images must be (C, H, W) or (H, W), got {tuple(img.shape)}")
+        return int(img.shape[-2]), int(img.shape[-1])
+    raise TypeError(
+        f"ContrastiveCrop takes a PIL image or a (C, H, W) tensor, got {type(img).__name__}"
+    )
+
+
+class ContrastiveCrop(RandomResizedCropAndInterpolation):
+    """RandomResizedCrop whose position is guided by the sample's object box.
+
+    Call it with an image, ``(image, box)`` or ``(image, None)``. A box is
+    ``(x0, y0, x1, y1)`` normalised to [0, 1] (see :mod:`timm_ccrop.boxes`); without one
+    the crop is timm's RandomResizedCrop. PIL images of any mode are converted to RGB;
+    uint8 and float ``(C, H, W)`` tensors work too.
+
+    Args:
+        size: output size, int or ``(h, w)``.
+        scale: area fraction of the whole image, as RandomResizedCrop. Default (0.2, 1.0)
+            as in the paper.
+        ratio: aspect-ratio range, as RandomResizedCrop.
+        alpha: Beta(alpha, alpha) parameter of the crop centre inside the box; < 1 pushes
+            crops toward the box edges. Paper: 0.6; official small-dataset configs: 0.1.
+        interpolation: 'bilinear', 'bicubic', 'nearest', ... or 'random' (as timm).
+    """
+
+    def __init__(
+        self,
+        size: int | Sequence[int],
+        scale: Sequence[float] = (0.2, 1.0),
+        ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
+        alpha: float = 0.6,
+        interpolation: str = "bilinear",
+    ) -> None:
+        sizes = (size, size) if isinstance(size, int) else tuple(size)
+        if len(sizes) != 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
+            raise ValueError(f"size must be a positive int or (h, w), got {size!r}")
+        super().__init__(
+            sizes,
+            scale=_check_range("scale", scale, upper=1.0),
+            ratio=_check_range("ratio", ratio, upper=None),
+            interpolation=interpolation,
+        )
+        self.alpha = _check_alpha(alpha)
+
+    def get_box_params(self, img: Any, box: Box | None) -> tuple[int, int, int, int]:
+        """``(top, left, crop_h, crop_w)`` for ``img`` and an already validated box."""
+        height, width = _image_size(img)
+        return contrastive_crop_params(height, width, box, self.scale, self.ratio, self.alpha)
+
+    def _resolve_box(self, box: Any) -> Box | None:
+        if box is None or isinstance(box, Box):
+            return box
+        return validate_box(box)
+
+    def __call__(self, img: Any, box: Any = _MISSING) -> Any:
+        if box is _MISSING:
+            img, box = img if isinstance(img, tuple) and len(img) == 2 else (img, None)
+        box = self._resolve_box(box)
+        if isinstance(img, Image.Image):
+            img = to_rgb(img)
+        top, left, crop_h, crop_w = self.get_box_params(img, box)
+        interpolation = (
+            random.choice(self.interpolation)
+            if isinstance(self.interpolation, (tuple, list))
+            else self.interpolation
+        )
+        return F.resized_crop(img, top, left, crop_h, crop_w, list(self.size), interpolation)
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        return f"{text[:-1]}, alpha={self.alpha})"
+
+
+class SimCCrop(ContrastiveCrop):
+    """ContrastiveCrop with the fixed centre box (0.25, 0.25, 0.75, 0.75) for every image.
+
+    No localization at all (the official README's SimCCrop, alpha 0.1 by default). Any box
+    passed in is ignored.
+    """
+
+    def __init__(
+        self,
+        size: int | Sequence[int],
+        scale: Sequence[float] = (0.2, 1.0),
+        ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
+        alpha: float = 0.1,
+        interpolation: str = "bilinear",
+    ) -> None:
+        super().__init__(size, scale=scale, ratio=ratio, alpha=alpha, interpolation=interpolation)
+
+    def _resolve_box(self, box: Any) -> Box:
+        return SIMCCROP_BOX
