@@ -166,8 +166,21 @@ def contrastive_crop_params(
         alpha: Beta(alpha, alpha) concentration of the centre inside the box.
         rng: a ``random.Random``; default Python's global generator (as timm).
     """
-    rng = random if rng is None else rng
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    return _sample_params(height, width, box, scale, ratio, log_ratio, alpha,
+                          random if rng is None else rng)
+
+
+def _sample_params(
+    height: int,
+    width: int,
+    box: Box | None,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    log_ratio: tuple[float, float],
+    alpha: float,
+    rng: Any,
+) -> tuple[int, int, int, int]:
     size = _sample_crop_size(height, width, scale, log_ratio, rng)
     if size is None:
         return _central_fallback(height, width, ratio)
@@ -227,11 +240,13 @@ class ContrastiveCrop(RandomResizedCropAndInterpolation):
             interpolation=interpolation,
         )
         self.alpha = _check_alpha(alpha)
+        self._log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
 
     def get_box_params(self, img: Any, box: Box | None) -> tuple[int, int, int, int]:
         """``(top, left, crop_h, crop_w)`` for ``img`` and an already validated box."""
         height, width = _image_size(img)
-        return contrastive_crop_params(height, width, box, self.scale, self.ratio, self.alpha)
+        return _sample_params(height, width, box, self.scale, self.ratio, self._log_ratio,
+                              self.alpha, random)
 
     def _resolve_box(self, box: Any) -> Box | None:
         if box is None or isinstance(box, Box):
@@ -250,7 +265,7 @@ class ContrastiveCrop(RandomResizedCropAndInterpolation):
             if isinstance(self.interpolation, (tuple, list))
             else self.interpolation
         )
-        return F.resized_crop(img, top, left, crop_h, crop_w, list(self.size), interpolation)
+        return F.resized_crop(img, top, left, crop_h, crop_w, self.size, interpolation)
 
     def __repr__(self) -> str:
         text = super().__repr__()
