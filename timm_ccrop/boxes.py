@@ -27,7 +27,9 @@ __all__ = [
     "Box",
     "BoxTable",
     "FULL_BOX",
+    "box_area",
     "from_official",
+    "paired_iou",
     "to_official",
     "validate_box",
     "validate_boxes",
@@ -279,3 +281,19 @@ class BoxTable:
         self.boxes.copy_(validate_boxes(boxes))
         self.valid.copy_(state["valid"].to(torch.bool))
         self.active.copy_(state["active"].to(torch.bool).reshape(1))
+
+
+def box_area(boxes: torch.Tensor) -> torch.Tensor:
+    """Area of each box ``[N, 4]`` as a fraction of the image."""
+    return (boxes[:, 2] - boxes[:, 0]).clamp_min(0) * (boxes[:, 3] - boxes[:, 1]).clamp_min(0)
+
+
+def paired_iou(boxes: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """IoU of ``boxes[i]`` with ``other[i]`` (both ``[N, 4]``, the project's convention)."""
+    if boxes.shape != other.shape:
+        raise ValueError(f"box shapes differ: {tuple(boxes.shape)} vs {tuple(other.shape)}")
+    top_left = torch.maximum(boxes[:, :2], other[:, :2])
+    bottom_right = torch.minimum(boxes[:, 2:], other[:, 2:])
+    overlap = (bottom_right - top_left).clamp_min(0).prod(dim=1)
+    union = box_area(boxes) + box_area(other) - overlap
+    return torch.where(union > 0, overlap / union.clamp_min(1e-12), torch.zeros_like(union))

@@ -1,0 +1,60 @@
+"""The box pass under 2 CPU processes (gloo) equals the 1-process pass, whatever the sharding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader, DistributedSampler
+
+from timm_ccrop.data import BoxedDataset
+from timm_ccrop.localize import eval_transform, localize_dataset, localize_loader
+from timm_ccrop.synthetic import SyntheticObjects
+
+from .distributed import spawn_launcher
+
+NUM_SAMPLES = 37  # not divisible by world size x batch size: uneven last batches
+SIZE = 64
+SETTINGS = {"stage": -2, "threshold": 0.6, "reduction": "l2"}  # varied boxes, 4x4 maps
+
+
+def make_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("test_resnet", num_classes=0)
+
+
+def make_dataset() -> SyntheticObjects:
+    return SyntheticObjects(num_samples=NUM_SAMPLES, image_size=SIZE, seed=1)
+
+
+def two_process_passes(out_dir: str) -> None:
+    accelerator = Accelerator(cpu=True)
+    assert accelerator.num_processes == 2, "debug_launcher must start two talking processes"
+    model, dataset = make_model(), make_dataset()
+    results = {}
+    results["accelerate"] = localize_dataset(
+        model, dataset, SIZE, batch_size=4, accelerator=accelerator, progress=False, **SETTINGS
+    ).boxes
+    indexed = BoxedDataset(dataset, eval_transform(SIZE), return_index=True)
+    sampler = DistributedSampler(indexed, num_replicas=2, rank=accelerator.process_index,
+                                 shuffle=True, seed=3)  # pads with duplicates, shuffles order
+    loader = DataLoader(indexed, batch_size=5, sampler=sampler)
+    results["distributed_sampler"] = localize_loader(
+        model, loader, NUM_SAMPLES, (SIZE, SIZE), accelerator=accelerator, progress=False,
+        **SETTINGS,
+    ).boxes
+    if accelerator.is_main_process:
+        torch.save(results, Path(out_dir) / "two_process.pt")
+    accelerator.wait_for_everyone()
+
+
+def test_two_process_box_pass_equals_single_process(tmp_path: Path) -> None:
+    single = localize_dataset(make_model(), make_dataset(), SIZE, batch_size=8, progress=False,
+                              **SETTINGS).boxes
+    assert len({tuple(box) for box in single.tolist()}) > 10, "boxes too uniform to test order"
+    spawn_launcher(two_process_passes, args=(str(tmp_path),), num_processes=2)
+    results = torch.load(tmp_path / "two_process.pt", weights_only=True)
+    for sharding, boxes in results.items():
+        assert torch.equal(boxes, single), sharding
