@@ -141,3 +141,25 @@ def test_box_updates_reach_persistent_workers(context: str) -> None:
 
     table.update(second, valid=[False] * len(dataset))
     assert inside(centres(loader), second).mean() < 0.5
+
+
+def test_seeded_views_do_not_depend_on_workers_or_order() -> None:
+    """Per-sample seeding: same views with 0 or 2 workers, in any order, per epoch."""
+    from timm_ccrop.data import EpochPermutationSampler
+
+    def collect(num_workers: int, epoch: int) -> dict[int, torch.Tensor]:
+        dataset = BoxedDataset(CoordinateImages(12), multi_view_transform("cifar"), seed=7)
+        dataset.set_epoch(epoch)
+        sampler = EpochPermutationSampler(len(dataset), seed=7)
+        sampler.set_epoch(epoch)
+        loader = DataLoader(dataset, batch_size=4, sampler=sampler, num_workers=num_workers)
+        return {int(i): views[0][k] for views, _, index in loader
+                for k, i in enumerate(index)}
+
+    single, workers = collect(0, 1), collect(2, 1)
+    assert all(torch.equal(single[i], workers[i]) for i in single)
+    assert not torch.equal(collect(0, 2)[0], single[0])  # a new epoch, new views
+    first = EpochPermutationSampler(12, seed=7)
+    assert list(first) == list(EpochPermutationSampler(12, seed=7))
+    first.set_epoch(1)
+    assert list(first) != list(EpochPermutationSampler(12, seed=7))

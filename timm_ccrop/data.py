@@ -13,15 +13,18 @@ the index being what the localization pass and the trainer need) and with timm's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from torch.utils.data import Dataset
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
 
 from .boxes import BoxTable
 from .views import apply_transform
 
-__all__ = ["BoxedDataset", "split_sample"]
+__all__ = ["BoxedDataset", "EpochPermutationSampler", "sample_seed", "split_sample"]
 
 _IMAGE_KEYS = ("image", "img", "pixel_values")
 _LABEL_KEYS = ("label", "labels", "fine_label", "target")
@@ -57,6 +60,43 @@ def split_sample(
     return item, -1
 
 
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed for one sample in one epoch (stable across processes and runs)."""
+    mixed = (int(seed) * 1_000_003 + int(epoch)) * 1_000_003 + int(index)
+    return mixed % (2**63 - 1)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (the ones transforms use)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class EpochPermutationSampler(Sampler[int]):
+    """A random order of ``range(num_samples)`` that depends only on ``(seed, epoch)``.
+
+    Every process draws the same order (Accelerate then shards the batches), and a
+    resumed run sees the same order as an uninterrupted one.
+    """
+
+    def __init__(self, num_samples: int, seed: int = 0) -> None:
+        self.num_samples = int(num_samples)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the order of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, 0))
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 class BoxedDataset(Dataset):
     """Wrap a map-style dataset so each sample is cropped with its own box.
 
@@ -70,6 +110,10 @@ class BoxedDataset(Dataset):
         return_index: ``(out, target, index)`` if True, ``(out, target)`` for timm's
             ``create_loader`` / ``fast_collate``.
         image_key, label_key: keys of dict samples (default: 'image'/'img', 'label').
+        seed: if given, every sample's augmentation is seeded from ``(seed, epoch,
+            index)`` (Python, numpy and torch RNGs, about 10 us), so views do not depend
+            on the number of workers, their persistence, the sharding or a resume.
+            Call :meth:`set_epoch` each epoch; it reaches running workers (shared memory).
     """
 
     def __init__(
@@ -80,6 +124,7 @@ class BoxedDataset(Dataset):
         return_index: bool = True,
         image_key: str | None = None,
         label_key: str | None = None,
+        seed: int | None = None,
     ) -> None:
         if getattr(dataset, "transform", None) is not None:
             raise ValueError(
@@ -98,11 +143,19 @@ class BoxedDataset(Dataset):
         self.return_index = return_index
         self.image_key = image_key
         self.label_key = label_key
+        self.seed = seed
+        self.epoch = torch.zeros(1, dtype=torch.long).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch that seeds the augmentation (with ``seed``), in every worker."""
+        self.epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple:
+        if self.seed is not None:
+            seed_everything(sample_seed(self.seed, int(self.epoch[0]), index))
         img, target = split_sample(self.dataset[index], self.image_key, self.label_key)
         box = self.boxes.get(index) if self.boxes is not None else None
         out = apply_transform(self.transform, img, box)

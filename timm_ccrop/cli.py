@@ -1,0 +1,471 @@
+"""The ``timm-ccrop`` command line.
+
+Subcommands:
+    demo        render ContrastiveCrop vs RandomResizedCrop views of a dataset to a PNG
+    show-boxes  render a model's heatmaps, localized boxes and ContrastiveCrop views to a PNG
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import inspect
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .boxes import Box
+
+__all__ = ["main"]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def _unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _image_size(text: str) -> int:
+    value = int(text)
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"must be >= 8 pixels, got {value}")
+    return value
+
+
+def _tile(text: str) -> int:
+    value = int(text)
+    if value < 16:
+        raise argparse.ArgumentTypeError(f"must be >= 16 pixels, got {value}")
+    return value
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .datasets import build_dataset
+    from .viz import crop_views_grid
+
+    dataset = build_dataset(args.data, split="train")
+    count = min(args.num_images, len(dataset))
+    images = [dataset[i][0] for i in range(count)]
+    gt_boxes = getattr(dataset, "gt_boxes", None)
+    if gt_boxes is not None:
+        boxes: list[Box | None] = [Box(*gt_boxes[i].tolist()) for i in range(count)]
+        source = "ground-truth boxes"
+    else:
+        boxes = [None] * count
+        source = "no boxes (whole image)"
+        print(f"note: {args.data} has no ground-truth boxes; showing whole-image boxes")
+    title = f"{args.data}: {source}, alpha={args.alpha}, scale=({args.min_scale}, 1.0)"
+    grid = crop_views_grid(images, boxes, num_views=args.num_views, alpha=args.alpha,
+                           scale=(args.min_scale, 1.0), tile=args.tile, seed=args.seed,
+                           title=title)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out)
+    print(f"wrote {out.resolve()} ({grid.width}x{grid.height}, {count} images, "
+          f"{args.num_views} views per crop mode)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# show-boxes: the model's heatmaps and boxes
+# --------------------------------------------------------------------------------------
+
+#: Keys under which training scripts nest the model's state dict in a checkpoint.
+_CHECKPOINT_NESTS = ("model", "state_dict")
+#: Prefixes added by DDP/DataParallel and torch.compile; stripped from checkpoint keys.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _strip_wrapper_prefixes(key: str) -> str:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix):], True
+    return key
+
+
+def _read_state_dict(path: Path) -> dict[str, Any]:
+    """A state dict from a ``.safetensors`` file or a ``torch.save`` file (weights only).
+
+    Accepts a plain state dict or one nested under ``'model'``/``'state_dict'``; strips
+    ``module.``/``_orig_mod.`` prefixes. Raises ValueError when the file is no state dict.
+    """
+    import torch
+
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist or is not a file")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state: Any = load_file(str(path), device="cpu")
+        except Exception as err:  # SafetensorError, OSError: a corrupt or foreign file
+            raise ValueError(f"cannot read checkpoint {path} as safetensors: {err}") from err
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # UnpicklingError, RuntimeError, EOFError, ...
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ValueError(
+                f"cannot read checkpoint {path} with torch.load(weights_only=True) "
+                f"({type(err).__name__}: {first_line}); it must be a state dict saved with "
+                "torch.save or a .safetensors file"
+            ) from err
+    while isinstance(state, dict):
+        nested = next((state[k] for k in _CHECKPOINT_NESTS if isinstance(state.get(k), dict)),
+                      None)
+        if nested is None:
+            break
+        state = nested
+    if not isinstance(state, dict) or not state:
+        raise ValueError(
+            f"checkpoint {path} holds no state dict (got {type(state).__name__}); expected "
+            "{name: tensor}, possibly nested under 'model' or 'state_dict'"
+        )
+    not_tensors = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise ValueError(
+            f"checkpoint {path} is not a state dict: {len(not_tensors)} entries are not "
+            f"tensors ({', '.join(not_tensors[:5])}); save model.state_dict(), possibly "
+            "nested under 'model' or 'state_dict'"
+        )
+    return {_strip_wrapper_prefixes(str(k)): v for k, v in state.items()}
+
+
+def _classifier_prefixes(model: Any) -> tuple[str, ...]:
+    names = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
+    names = (names,) if isinstance(names, str) else tuple(names)
+    return tuple(f"{name}." for name in names)
+
+
+def _load_checkpoint(model: Any, path: Path, name: str) -> list[str]:
+    """Load ``path`` into ``model`` strictly; returns the classifier keys it ignored.
+
+    The backbone is built without a classifier (``num_classes=0``), so classifier weights
+    of a checkpoint are dropped. Any other missing/unexpected key or shape mismatch is a
+    ValueError that names the first few.
+    """
+    state = _read_state_dict(path)
+    own = model.state_dict()
+    classifier = _classifier_prefixes(model)
+    ignored = [k for k in state if k not in own and classifier and k.startswith(classifier)]
+    for key in ignored:
+        del state[key]
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                for k, v in state.items() if k in own and v.shape != own[k].shape]
+    if missing or unexpected or reshaped:
+        problems = []
+        for what, keys in (("missing", missing), ("unexpected", unexpected),
+                           ("with another shape", reshaped)):
+            if keys:
+                more = f", ... ({len(keys) - 3} more)" if len(keys) > 3 else ""
+                problems.append(f"{len(keys)} {what} ({'; '.join(keys[:3])}{more})")
+        raise ValueError(
+            f"checkpoint {path} does not match model {name!r} (built with num_classes=0): "
+            + ", ".join(problems)
+            + ". Was it saved from another architecture? Pass the --model it was trained with."
+        )
+    model.load_state_dict(state, strict=False)  # strict but for num_batches_tracked
+    return ignored
+
+
+def _accepts_keyword(cls: type, keyword: str) -> bool:
+    """Whether ``cls(...)`` takes ``keyword``, following ``**kwargs`` up the MRO."""
+    for klass in cls.__mro__:
+        if klass is object or "__init__" not in vars(klass):
+            continue
+        try:
+            params = inspect.signature(klass.__init__).parameters
+        except (TypeError, ValueError):
+            return False
+        if keyword in params:
+            return True
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return False
+    return False
+
+
+def _probe_model(name: str) -> tuple[Any, dict[str, Any]]:
+    """Build ``name`` on the meta device (no weights, no memory): fails fast on unknown
+    names, lets the stage be checked before any data is read, and tells whether the model
+    is ViT-like and takes ``dynamic_img_size`` (then True, so any image size works).
+
+    Returns the probe (None if it cannot be built on the meta device) and extra
+    ``create_model`` keyword arguments.
+    """
+    import timm
+    import torch
+    from timm.models import is_model, parse_model_name
+
+    source, arch = parse_model_name(name)
+    if source is None and not is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else \
+            "; see timm.list_models() for the names timm knows"
+        raise ValueError(f"unknown model {name!r}{hint}")
+    try:
+        with torch.device("meta"):
+            probe = timm.create_model(name, pretrained=False, num_classes=0)
+    except Exception as err:
+        if source is None:  # a registered model that cannot be built on meta: build it plainly
+            return None, {}
+        raise ValueError(f"cannot build {name!r}: {type(err).__name__}: {err}") from err
+    vit_like = hasattr(probe, "patch_embed") and hasattr(probe, "dynamic_img_size")
+    if vit_like and _accepts_keyword(type(probe), "dynamic_img_size"):
+        return probe, {"dynamic_img_size": True}
+    return probe, {}
+
+
+def _create_backbone(name: str, pretrained: bool, kwargs: dict[str, Any]) -> Any:
+    import timm
+
+    try:
+        try:
+            return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+        except TypeError as err:
+            if "dynamic_img_size" not in str(err) or not kwargs:
+                raise
+            return timm.create_model(name, pretrained=pretrained, num_classes=0)
+    except Exception as err:
+        if not pretrained:
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(
+            f"cannot load pretrained weights for {name!r} ({type(err).__name__}: {message}). "
+            "Without network access: pass --checkpoint PATH, or put the weights into the "
+            "Hugging Face cache and set HF_HUB_OFFLINE=1 (which also makes a miss fail at once "
+            "instead of after retries)"
+        ) from err
+
+
+def _run_show_boxes(args: argparse.Namespace) -> int:
+    import torch
+    from timm.data import resolve_data_config
+
+    from .boxes import paired_iou
+    from .datasets import build_dataset, default_train_split, parse_data_spec
+    from .localize import (
+        eval_transform,
+        feature_heatmaps,
+        heatmap_boxes,
+        localization_defaults,
+        resolve_stage,
+        warn_if_too_coarse,
+    )
+    from .viz import heatmap_boxes_grid
+
+    # Everything that can be checked without data or weights, first.
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out must name a .png file, got {str(out)!r}")
+    if args.checkpoint is not None and args.pretrained:
+        raise ValueError("give either --checkpoint or --pretrained, not both")
+    checkpoint = Path(args.checkpoint).expanduser() if args.checkpoint is not None else None
+    if checkpoint is not None and not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist or is not a file")
+    spec = parse_data_spec(args.data)
+    split = args.split or default_train_split(spec)
+    probe, model_kwargs = _probe_model(args.model)
+    if probe is not None:
+        info = resolve_stage(probe, args.stage)  # ValueError for a stage it does not have
+
+    dataset = build_dataset(spec, split=split)
+    count = min(args.num_images, len(dataset))
+    images = [dataset[i][0] for i in range(count)]
+    gt_all = getattr(dataset, "gt_boxes", None)
+    gt_boxes = gt_all[:count].float() if gt_all is not None else None
+
+    with torch.random.fork_rng(devices=[]):  # reproducible random init, global RNG untouched
+        torch.manual_seed(args.seed)
+        model = _create_backbone(args.model, args.pretrained, model_kwargs)
+    if checkpoint is not None:
+        ignored = _load_checkpoint(model, checkpoint, args.model)
+        note = f" (ignored classifier weights: {', '.join(ignored)})" if ignored else ""
+        print(f"loaded {checkpoint}{note}")
+    model.eval()
+    info = resolve_stage(model, args.stage)
+    defaults = localization_defaults(model)
+    reduction = args.reduction or defaults.reduction
+    threshold = defaults.threshold if args.threshold is None else args.threshold
+    size = args.image_size or min(max(images[0].size), 224)
+    data_config = resolve_data_config({}, model=model)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        too_coarse = warn_if_too_coarse(model, (size, size), args.stage)
+    for caught_warning in caught:
+        print(f"warning: {caught_warning.message}", file=sys.stderr)
+    transform = eval_transform(size, data_config["mean"], data_config["std"])
+    batch = torch.stack([transform(image) for image in images])
+    try:
+        maps, flat = feature_heatmaps(model, batch, args.stage, reduction,
+                                      return_degenerate=True)
+    except (RuntimeError, AssertionError) as err:  # e.g. a fixed-size model at another size
+        native = data_config.get("input_size", (3, "?", "?"))[1:]
+        raise ValueError(
+            f"{args.model} cannot run at {size}x{size} ({type(err).__name__}: {err}); try "
+            f"--image-size {native[0]} (its native size) or a model that takes any size"
+        ) from err
+    boxes, degenerate = heatmap_boxes(maps, threshold, (size, size), return_degenerate=True)
+    degenerate = degenerate | flat
+    if too_coarse:
+        degenerate = torch.ones_like(degenerate)
+
+    captions = ["no box: random crop" if bad else "" for bad in degenerate.tolist()]
+    mean_iou = None
+    if gt_boxes is not None:
+        ious = paired_iou(boxes, gt_boxes)
+        whole = paired_iou(torch.tensor([[0.0, 0.0, 1.0, 1.0]]).expand_as(gt_boxes), gt_boxes)
+        mean_iou, whole_iou = float(ious.mean()), float(whole.mean())
+        captions = [f"IoU {float(iou):.2f}" + (f", {caption}" if caption else "")
+                    for iou, caption in zip(ious, captions, strict=True)]
+    map_h, map_w = maps.shape[-2:]
+    title = (f"{args.model} stage {args.stage} ({info['module']}, {map_h}x{map_w} map at "
+             f"{size}px), reduction {reduction}, k={threshold:g} | {args.data} [{split}]")
+    grid = heatmap_boxes_grid(
+        images, maps, [None if bad else box for box, bad in zip(boxes, degenerate.tolist(),
+                                                                 strict=True)],
+        gt_boxes, views=args.num_views, opacity=args.opacity, alpha=args.alpha,
+        tile=args.tile, seed=args.seed, title=title, captions=captions,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out, format="PNG")
+    print(f"wrote {out.resolve()} ({grid.width}x{grid.height}, {count} images, "
+          f"{args.num_views} ContrastiveCrop views each)")
+    print(f"{args.model} stage {args.stage} ({info['module']}): {map_h}x{map_w} heatmaps at "
+          f"{size}px, reduction {reduction}, threshold {threshold:g}; "
+          f"{int(degenerate.sum())}/{count} without a box")
+    if mean_iou is not None:
+        print(f"mean IoU with ground truth over the {count} shown images: {mean_iou:.3f} "
+              f"(whole-image box: {whole_iou:.3f})")
+    else:
+        print(f"note: {args.data} has no ground-truth boxes; no IoU")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``timm-ccrop`` (all subcommands)."""
+    from .localize import REDUCTIONS
+
+    parser = argparse.ArgumentParser(
+        prog="timm-ccrop",
+        description="ContrastiveCrop for timm: views, pretraining, evaluation, Hub export.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo", help="render ContrastiveCrop vs RandomResizedCrop views to a PNG",
+        description="Render a grid of images with their boxes and sampled views of both crop "
+                    "modes. Uses ground-truth boxes where the dataset has them (the built-in "
+                    "synthetic set does).",
+    )
+    demo.add_argument("--data", default="synthetic",
+                      help="dataset spec, e.g. synthetic, cifar10:PATH, folder:PATH "
+                           "(default: the built-in synthetic set)")
+    demo.add_argument("--out", default="ccrop_views.png", help="PNG file to write")
+    demo.add_argument("--num-images", type=_positive_int, default=6)
+    demo.add_argument("--num-views", type=_positive_int, default=4)
+    demo.add_argument("--alpha", type=_positive_float, default=0.6,
+                      help="Beta(alpha, alpha) of ContrastiveCrop (paper: 0.6)")
+    demo.add_argument("--min-scale", type=_fraction, default=0.2,
+                      help="smallest crop area fraction (paper: 0.2)")
+    demo.add_argument("--tile", type=_positive_int, default=96, help="tile size in pixels")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=_run_demo)
+
+    show = commands.add_parser(
+        "show-boxes", help="render a model's heatmaps, boxes and ContrastiveCrop views to a PNG",
+        description="Run a timm backbone over a few images and draw what ContrastiveCrop's "
+                    "localization sees: the heatmap (channel reduction of one stage's feature "
+                    "map) overlaid on each image, the box around everything above the "
+                    "threshold (white), the ground-truth box (green) where the dataset has "
+                    "one, and ContrastiveCrop views sampled from the box. Prints the mean IoU "
+                    "with the ground truth.",
+    )
+    show.add_argument("--data", default="synthetic",
+                      help="dataset spec, e.g. synthetic, cifar10:PATH, folder:PATH "
+                           "(default: the built-in synthetic set)")
+    show.add_argument("--split", default=None,
+                      help="dataset split (default: the pretraining split, usually train)")
+    show.add_argument("--model", default="test_resnet",
+                      help="any timm model name, also hf-hub:ORG/NAME or local-dir:PATH "
+                           "(default: test_resnet)")
+    show.add_argument("--checkpoint", default=None, metavar="PATH",
+                      help="weights to load: a .safetensors file or a torch.save'd state "
+                           "dict (possibly nested under 'model'/'state_dict')")
+    show.add_argument("--pretrained", action="store_true",
+                      help="load timm's pretrained weights (needs the Hub or a filled cache)")
+    show.add_argument("--image-size", type=_image_size, default=None,
+                      help="input resolution of the box pass (default: the images' own size, "
+                           "at most 224)")
+    show.add_argument("--stage", type=int, default=-1,
+                      help="feature stage of the heatmap: -1 last, -2 the one before, ...")
+    show.add_argument("--reduction", choices=REDUCTIONS, default=None,
+                      help="channel reduction (default: per model family)")
+    show.add_argument("--threshold", type=_unit_interval, default=None,
+                      help="box threshold k in [0, 1] (default: per model family; paper 0.1)")
+    show.add_argument("--alpha", type=_positive_float, default=0.6,
+                      help="Beta(alpha, alpha) of ContrastiveCrop's views (paper: 0.6)")
+    show.add_argument("--opacity", type=_unit_interval, default=0.5,
+                      help="weight of the heatmap colours in the overlay, in [0, 1]")
+    show.add_argument("--num-images", type=_positive_int, default=6)
+    show.add_argument("--num-views", type=_non_negative_int, default=4,
+                      help="ContrastiveCrop views per image (0 for none)")
+    show.add_argument("--tile", type=_tile, default=96, help="tile size in pixels (>= 16)")
+    show.add_argument("--out", default="ccrop_boxes.png", help="PNG file to write")
+    show.add_argument("--seed", type=int, default=0,
+                      help="seed of the views' sampler and of a randomly initialised model")
+    show.set_defaults(handler=_run_show_boxes)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``timm-ccrop`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"timm-ccrop {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,395 @@
+"""Pictures: what ContrastiveCrop does to an image, as a PNG grid.
+
+:func:`crop_views_grid`: each row shows one image upscaled with its box (green) and the
+crop windows of a few sampled views outlined, then the views themselves: first
+RandomResizedCrop's, then ContrastiveCrop's, so the difference is visible at a glance.
+
+:func:`heatmap_boxes_grid`: what the localization sees. Each row shows the image with the
+windows of the sampled views, the image with its heatmap overlaid (jet colormap, alpha
+blended), the localized box (white) and the ground-truth box (green) when there is one,
+then a few ContrastiveCrop views sampled from the localized box.
+
+Everything is drawn with numpy and PIL; no plotting library is needed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch.nn import functional as nnf
+from torchvision.transforms import functional as F
+
+from .boxes import Box, validate_box
+from .transforms import contrastive_crop_params, to_rgb
+
+__all__ = ["LOCALIZED_BOX_COLOR", "GT_BOX_COLOR", "crop_views_grid", "heatmap_boxes_grid",
+           "heatmap_colors", "render_box_picture"]
+
+_GREEN = (40, 220, 60)
+_RED = (235, 60, 50)
+_BLUE = (60, 140, 255)
+_BACKGROUND = (250, 250, 250)
+_TEXT = (20, 20, 20)
+_WHITE = (255, 255, 255)
+
+#: Outline colour of the localized (heatmap) box in :func:`heatmap_boxes_grid`.
+LOCALIZED_BOX_COLOR = _WHITE
+#: Outline colour of ground-truth boxes (also :func:`crop_views_grid`'s box colour).
+GT_BOX_COLOR = _GREEN
+
+
+def _outline(draw: ImageDraw.ImageDraw, rect: Sequence[float], color: tuple, width: int) -> None:
+    draw.rectangle([rect[0], rect[1], rect[2] - 1, rect[3] - 1], outline=color, width=width)
+
+
+def crop_views_grid(
+    images: Sequence[Image.Image],
+    boxes: Sequence[Box | None],
+    num_views: int = 4,
+    alpha: float = 0.6,
+    scale: tuple[float, float] = (0.2, 1.0),
+    tile: int = 96,
+    seed: int = 0,
+    title: str | None = None,
+) -> Image.Image:
+    """Grid of images with their boxes and sampled random-crop vs ContrastiveCrop views.
+
+    Args:
+        images: PIL images (any mode).
+        boxes: one box per image in the project's convention, or None (whole image).
+        num_views: views per crop mode and image.
+        alpha, scale: ContrastiveCrop parameters.
+        tile: side of each tile in pixels (images are upscaled with nearest neighbour).
+        seed: seed of the crop sampler, for a reproducible picture.
+        title: optional caption above the grid.
+    """
+    if len(images) != len(boxes):
+        raise ValueError(f"{len(images)} images but {len(boxes)} boxes")
+    if not images:
+        raise ValueError("crop_views_grid needs at least one image")
+    rng = random.Random(seed)
+    gap, header = 4, 16
+    top = header * (2 if title else 1)
+    columns = 1 + 2 * num_views
+    canvas = Image.new(
+        "RGB", (columns * (tile + gap) + gap * 3, top + len(images) * (tile + gap) + gap),
+        _BACKGROUND,
+    )
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((gap, 2), title, fill=_TEXT)
+    draw.text((gap, top - header + 2), "image + box", fill=_TEXT)
+    draw.text((tile + 2 * gap, top - header + 2), "RandomResizedCrop views (blue)", fill=_TEXT)
+    draw.text((tile * (1 + num_views) + gap * (3 + num_views), top - header + 2),
+              f"ContrastiveCrop views (red), alpha={alpha}", fill=_TEXT)
+    for row, (image, box) in enumerate(zip(images, boxes, strict=True)):
+        image = to_rgb(image)
+        height, width = image.height, image.width
+        factor_x, factor_y = tile / width, tile / height
+        y = top + row * (tile + gap)
+        panel = image.resize((tile, tile), Image.NEAREST)
+        panel_draw = ImageDraw.Draw(panel)
+        x_offset = tile + 2 * gap
+        for mode_index, (mode_box, color) in enumerate(((None, _BLUE), (box, _RED))):
+            for view in range(num_views):
+                if mode_index == 1 and mode_box is None:
+                    mode_box = Box(0.0, 0.0, 1.0, 1.0)
+                crop_top, crop_left, crop_h, crop_w = contrastive_crop_params(
+                    height, width, mode_box, scale, (3 / 4, 4 / 3), alpha, rng
+                )
+                if mode_index == 1:
+                    _outline(panel_draw, (crop_left * factor_x, crop_top * factor_y,
+                                          (crop_left + crop_w) * factor_x,
+                                          (crop_top + crop_h) * factor_y), color, 1)
+                crop = F.resized_crop(image, crop_top, crop_left, crop_h, crop_w, [tile, tile],
+                                      F.InterpolationMode.NEAREST)
+                x = x_offset + (mode_index * num_views + view) * (tile + gap) + mode_index * gap
+                canvas.paste(crop, (x, y))
+                _outline(draw, (x, y, x + tile, y + tile), color, 2)
+        if box is not None:
+            _outline(panel_draw, (box.x0 * tile, box.y0 * tile, box.x1 * tile, box.y1 * tile),
+                     _GREEN, 2)
+        canvas.paste(panel, (gap, y))
+    return canvas
+
+
+def heatmap_colors(values: Any) -> np.ndarray:
+    """Jet colormap: values in ``[0, 1]`` (any shape) to uint8 RGB of shape ``(..., 3)``.
+
+    0 is dark blue ``(0, 0, 128)``, 0.5 light green, 1 dark red ``(128, 0, 0)``. Values
+    outside ``[0, 1]`` are clipped; NaN counts as 0.
+    """
+    array = np.asarray(values, dtype=np.float32)
+    array = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0).clip(0.0, 1.0)
+    centres = np.array([3.0, 2.0, 1.0], dtype=np.float32)  # red, green, blue peaks of 4v
+    rgb = np.clip(1.5 - np.abs(4.0 * array[..., None] - centres), 0.0, 1.0)
+    return np.round(rgb * 255.0).astype(np.uint8)
+
+
+def _as_box_list(boxes: Any, count: int, what: str) -> list[Box | None]:
+    """Boxes as a list of validated :class:`Box` (or None), one per image."""
+    if isinstance(boxes, (torch.Tensor, np.ndarray)):
+        array = np.asarray(boxes.detach().cpu() if isinstance(boxes, torch.Tensor) else boxes)
+        if array.ndim != 2 or array.shape[1] != 4:
+            raise ValueError(f"{what} must be (N, 4), got shape {tuple(array.shape)}")
+        items: list[Any] = list(array)
+    else:
+        items = list(boxes)
+    if len(items) != count:
+        raise ValueError(f"{count} images but {len(items)} {what}")
+    return [None if box is None else validate_box(box) for box in items]
+
+
+def _as_heatmap_list(heatmaps: Any, count: int) -> list[torch.Tensor]:
+    """Heatmaps as a list of float ``(h, w)`` tensors, one per image."""
+    if isinstance(heatmaps, (torch.Tensor, np.ndarray)):
+        maps = torch.as_tensor(np.asarray(heatmaps) if isinstance(heatmaps, np.ndarray)
+                               else heatmaps.detach().cpu())
+        if maps.ndim == 4 and maps.shape[1] == 1:
+            maps = maps[:, 0]
+        if maps.ndim != 3:
+            raise ValueError(
+                f"heatmaps must be (N, h, w) or (N, 1, h, w), got shape {tuple(maps.shape)}"
+            )
+        items = list(maps)
+    else:
+        items = [torch.as_tensor(np.asarray(m)) for m in heatmaps]
+    if len(items) != count:
+        raise ValueError(f"{count} images but {len(items)} heatmaps")
+    for item in items:
+        if item.ndim != 2 or min(item.shape) < 1:
+            raise ValueError(f"every heatmap must be a non-empty (h, w) map, got "
+                             f"{tuple(item.shape)}")
+    return [item.float() for item in items]
+
+
+def _upsample(heatmap: torch.Tensor, size: int) -> np.ndarray:
+    """Bilinear upsampling to ``size x size`` as the box pass does it (align_corners=False)."""
+    heatmap = torch.nan_to_num(heatmap, nan=0.0, posinf=1.0, neginf=0.0)
+    resized = nnf.interpolate(heatmap[None, None], size=(size, size), mode="bilinear",
+                              align_corners=False)
+    return resized[0, 0].numpy()
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Greedy word wrap of ``text`` (which may hold newlines) to ``width`` pixels."""
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines: list[str] = []
+    for paragraph in str(text).splitlines() or [""]:
+        current = ""
+        for word in paragraph.split(" "):
+            candidate = f"{current} {word}" if current else word
+            if current and measure.textlength(candidate) > width:
+                lines.append(current)
+                current = word
+            else:
+                current = candidate
+        lines.append(current)
+    return lines
+
+
+def _swatch(draw: ImageDraw.ImageDraw, x: int, y: int, color: tuple, label: str) -> int:
+    """A small filled legend square with a dark border, then its label; returns the next x."""
+    draw.rectangle([x, y + 2, x + 9, y + 11], fill=color, outline=_TEXT)
+    draw.text((x + 13, y + 1), label, fill=_TEXT)
+    return x + 13 + int(draw.textlength(label)) + 12
+
+
+def heatmap_boxes_grid(
+    images: Sequence[Image.Image],
+    heatmaps: torch.Tensor | np.ndarray | Sequence[Any],
+    boxes: torch.Tensor | np.ndarray | Sequence[Any],
+    gt_boxes: torch.Tensor | np.ndarray | Sequence[Any] | None = None,
+    views: int = 4,
+    *,
+    opacity: float = 0.5,
+    alpha: float = 0.6,
+    scale: tuple[float, float] = (0.2, 1.0),
+    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
+    tile: int = 96,
+    seed: int = 0,
+    title: str | None = None,
+    captions: Sequence[str] | None = None,
+) -> Image.Image:
+    """Grid of images with their heatmap, localized box, ground truth and ContrastiveCrop views.
+
+    One row per image: (1) the image with the windows of the sampled views outlined in
+    red; (2) the image with the heatmap overlaid (jet colormap, see :func:`heatmap_colors`,
+    blended with ``opacity``), the localized box (white, :data:`LOCALIZED_BOX_COLOR`) and
+    the ground-truth box (green, :data:`GT_BOX_COLOR`) when given; (3) ``views``
+    ContrastiveCrop views sampled from the localized box. A legend with a colour bar of the
+    heatmap scale sits above the grid. Tiles show the whole image squashed to a square,
+    as the box pass's eval transform does, so normalised boxes and heatmaps line up.
+
+    Args:
+        images: PIL images (any mode; converted to RGB).
+        heatmaps: one map per image in ``[0, 1]``: ``(N, h, w)`` or ``(N, 1, h, w)``
+            tensor/array, or a sequence of ``(h, w)`` maps. Maps are upsampled bilinearly
+            (``align_corners=False``, as the box pass) to the tile size.
+        boxes: localized boxes in the project's convention (:mod:`timm_ccrop.boxes`), a
+            ``(N, 4)`` tensor/array or a sequence of boxes; ``None`` for an image without
+            a box (degenerate heatmap): its views come from RandomResizedCrop, as the
+            trainer's fallback.
+        gt_boxes: ground-truth boxes (same forms as ``boxes``) or None.
+        views: number of ContrastiveCrop views per image (0 for none).
+        opacity: heatmap weight in the blend, in ``[0, 1]`` (1 shows the colormap only).
+        alpha: Beta(alpha, alpha) concentration of the crop centre (paper 0.6).
+        scale, ratio: crop area fraction and aspect ratio range, as RandomResizedCrop.
+        tile: side of each tile in pixels.
+        seed: seed of the crop sampler, for a reproducible picture.
+        title: optional caption above the grid.
+        captions: optional one line of text per row (e.g. the IoU), under its tiles.
+
+    Returns:
+        The grid as an RGB PIL image.
+
+    Raises:
+        ValueError: mismatched lengths, malformed heatmaps or boxes, or bad parameters.
+    """
+    count = len(images)
+    if count == 0:
+        raise ValueError("heatmap_boxes_grid needs at least one image")
+    if int(views) != views or views < 0:
+        raise ValueError(f"views must be an integer >= 0, got {views!r}")
+    if not 0.0 <= float(opacity) <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity!r}")
+    if not float(alpha) > 0 or not np.isfinite(float(alpha)):
+        raise ValueError(f"alpha must be > 0 (Beta concentration), got {alpha!r}")
+    if int(tile) < 16:
+        raise ValueError(f"tile must be >= 16 pixels, got {tile!r}")
+    if captions is not None and len(captions) != count:
+        raise ValueError(f"{count} images but {len(captions)} captions")
+    views, tile, opacity = int(views), int(tile), float(opacity)
+    maps = _as_heatmap_list(heatmaps, count)
+    box_list = _as_box_list(boxes, count, "boxes")
+    gt_list = _as_box_list(gt_boxes, count, "gt_boxes") if gt_boxes is not None else None
+
+    rng = random.Random(seed)
+    gap, line = 4, 16
+    views_x = gap + 2 * (tile + gap) + gap
+    legend = [(LOCALIZED_BOX_COLOR, "localized box")]
+    legend += [(GT_BOX_COLOR, "ground truth")] if gt_list is not None else []
+    legend += [(_RED, "ContrastiveCrop views")] if views else []
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    bar_label = "heatmap 0"
+    legend_width = (gap + int(measure.textlength(bar_label)) + 4 + 64 + 3 + 16
+                    + sum(25 + int(measure.textlength(label)) for _, label in legend))
+    width = max(views_x + views * (tile + gap) + gap, legend_width)
+    title_lines = _wrap(title, width - 2 * gap) if title else []
+    top = gap + (len(title_lines) + 2) * line  # title, legend, column headers
+    caption_h = 14 if captions is not None else 0
+    row_h = tile + caption_h + gap
+    canvas = Image.new("RGB", (width, top + count * row_h + gap), _BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+
+    y = gap
+    for text in title_lines:
+        draw.text((gap, y), text, fill=_TEXT)
+        y += line
+    # Legend: the heatmap scale as a colour bar, then the box colours.
+    draw.text((gap, y + 1), bar_label, fill=_TEXT)
+    bar_x = gap + int(draw.textlength(bar_label)) + 4
+    bar = heatmap_colors(np.linspace(0.0, 1.0, 64, dtype=np.float32))[None].repeat(10, axis=0)
+    canvas.paste(Image.fromarray(bar), (bar_x, y + 2))
+    x = bar_x + 64 + 3
+    draw.text((x, y + 1), "1", fill=_TEXT)
+    x += 16
+    for color, label in legend:
+        x = _swatch(draw, x, y, color, label)
+    y += line
+    draw.text((gap, y + 1), "image", fill=_TEXT)
+    draw.text((gap + tile + gap, y + 1), "heatmap + boxes", fill=_TEXT)
+    if views:
+        draw.text((views_x, y + 1), f"views from the box (alpha={alpha:g})", fill=_TEXT)
+
+    for row, image in enumerate(images):
+        image = to_rgb(image)
+        height, width_px = image.height, image.width
+        resample = Image.NEAREST if tile >= max(height, width_px) else Image.BILINEAR
+        y = top + row * row_h
+        panel = image.resize((tile, tile), resample)
+        pixels = np.asarray(panel, dtype=np.float32)
+        colors = heatmap_colors(_upsample(maps[row], tile)).astype(np.float32)
+        blended = (1.0 - opacity) * pixels + opacity * colors
+        overlay = Image.fromarray(np.round(blended).clip(0, 255).astype(np.uint8))
+        overlay_draw = ImageDraw.Draw(overlay)
+        box = box_list[row]
+        if box is not None:
+            rect = (box.x0 * tile, box.y0 * tile, box.x1 * tile, box.y1 * tile)
+            _outline(overlay_draw, rect, LOCALIZED_BOX_COLOR, 2)
+            inner = (rect[0] + 2, rect[1] + 2, rect[2] - 2, rect[3] - 2)
+            if inner[2] - inner[0] > 2 and inner[3] - inner[1] > 2:  # dark inner edge: the
+                _outline(overlay_draw, inner, _TEXT, 1)  # white line shows on any background
+        else:
+            overlay_draw.text((3, tile - 13), "no box", fill=LOCALIZED_BOX_COLOR)
+        if gt_list is not None and gt_list[row] is not None:
+            gt = gt_list[row]
+            _outline(overlay_draw, (gt.x0 * tile, gt.y0 * tile, gt.x1 * tile, gt.y1 * tile),
+                     GT_BOX_COLOR, 2)
+        panel_draw = ImageDraw.Draw(panel)
+        factor_x, factor_y = tile / width_px, tile / height
+        for view in range(views):
+            crop_top, crop_left, crop_h, crop_w = contrastive_crop_params(
+                height, width_px, box, scale, ratio, alpha, rng
+            )
+            _outline(panel_draw, (crop_left * factor_x, crop_top * factor_y,
+                                  (crop_left + crop_w) * factor_x,
+                                  (crop_top + crop_h) * factor_y), _RED, 1)
+            view_resample = (F.InterpolationMode.NEAREST if tile >= max(crop_h, crop_w)
+                             else F.InterpolationMode.BILINEAR)
+            crop = F.resized_crop(image, crop_top, crop_left, crop_h, crop_w, [tile, tile],
+                                  view_resample)
+            x = views_x + view * (tile + gap)
+            canvas.paste(crop, (x, y))
+            _outline(draw, (x, y, x + tile, y + tile), _RED, 2)
+        canvas.paste(panel, (gap, y))
+        canvas.paste(overlay, (gap + tile + gap, y))
+        if captions is not None:
+            draw.text((gap, y + tile + 1), str(captions[row]), fill=_TEXT)
+    return canvas
+
+
+def render_box_picture(
+    backbone: torch.nn.Module,
+    dataset: Any,
+    boxes: Any,
+    path: Any,
+    image_size: int,
+    count: int = 8,
+    stage: int = -1,
+    reduction: str | None = None,
+    alpha: float = 0.6,
+    mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> Image.Image:
+    """The trainer's picture after a box pass: heatmaps, the table's boxes, views.
+
+    Args:
+        backbone: the model being trained (its current weights make the heatmaps).
+        dataset: the training dataset (first ``count`` samples are drawn).
+        boxes: the :class:`~timm_ccrop.boxes.BoxTable` just written by the pass; invalid
+            rows are drawn as "no box" (they are cropped at random).
+        path: PNG file to write.
+        image_size: the box pass's resolution.
+    """
+    from .localize import eval_transform, feature_heatmaps
+
+    count = min(count, len(dataset))
+    images = [to_rgb(dataset[i][0]) for i in range(count)]
+    mean, std = mean_std if mean_std is not None else (None, None)
+    transform = eval_transform(image_size, mean, std)
+    batch = torch.stack([transform(image) for image in images])
+    device = next(backbone.parameters()).device
+    maps = feature_heatmaps(backbone, batch.to(device), stage, reduction).cpu()
+    rows = [Box(*boxes.boxes[i].tolist()) if bool(boxes.valid[i]) else None
+            for i in range(count)]
+    gt = getattr(dataset, "gt_boxes", None)
+    grid = heatmap_boxes_grid(images, maps, rows, gt[:count] if gt is not None else None,
+                              views=4, alpha=alpha, tile=64,
+                              title=f"boxes of the first {count} training images")
+    grid.save(path, format="PNG")
+    return grid
