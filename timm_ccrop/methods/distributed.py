@@ -1,0 +1,89 @@
+"""The few collectives the Siamese methods need, each a no-op on a single process.
+
+Plain ``torch.distributed`` (not Accelerate): the methods run inside whatever process group
+the trainer set up, and ``accelerator.gather`` carries no gradient, which SimCLR's
+negatives need. Per-process batches may differ in size (a last batch without
+``drop_last``): gathers pad to the largest batch and drop the padding again.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = [
+    "broadcast",
+    "gather_sizes",
+    "gather_with_grad",
+    "gather_without_grad",
+    "rank",
+    "world_size",
+]
+
+
+def world_size() -> int:
+    """Number of processes in the default group; 1 without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def rank() -> int:
+    """Rank of this process in the default group; 0 without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return 0
+
+
+def gather_sizes(local_size: int, device: torch.device) -> list[int]:
+    """Every process's ``local_size``, in rank order."""
+    if world_size() == 1:
+        return [local_size]
+    size = torch.tensor([local_size], device=device, dtype=torch.long)
+    sizes = [torch.empty_like(size) for _ in range(world_size())]
+    dist.all_gather(sizes, size)
+    return [int(s.item()) for s in sizes]
+
+
+def _pad_rows(tensor: Tensor, rows: int) -> Tensor:
+    if tensor.shape[0] == rows:
+        return tensor.contiguous()
+    padding = tensor.new_zeros((rows - tensor.shape[0], *tensor.shape[1:]))
+    return torch.cat([tensor, padding])
+
+
+def gather_with_grad(tensor: Tensor, sizes: list[int] | None = None) -> Tensor:
+    """Concatenate every process's ``tensor`` along dim 0, in rank order, keeping autograd.
+
+    The backward pass sums, over all processes, the gradients that reach each process's
+    slice (``torch.distributed.nn.functional.all_gather``; works under gloo and NCCL).
+    Pass ``sizes`` (from :func:`gather_sizes`) to save a collective.
+    """
+    if world_size() == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather  # imports torch.distributed.nn
+
+    sizes = sizes if sizes is not None else gather_sizes(tensor.shape[0], tensor.device)
+    parts = all_gather(_pad_rows(tensor, max(sizes)))
+    return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
+
+
+@torch.no_grad()
+def gather_without_grad(tensor: Tensor, sizes: list[int] | None = None) -> Tensor:
+    """Concatenate every process's ``tensor`` along dim 0, in rank order (no autograd)."""
+    if world_size() == 1:
+        return tensor.detach()
+    sizes = sizes if sizes is not None else gather_sizes(tensor.shape[0], tensor.device)
+    padded = _pad_rows(tensor.detach(), max(sizes))
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
+
+
+@torch.no_grad()
+def broadcast(tensor: Tensor, src: int = 0) -> Tensor:
+    """Rank ``src``'s ``tensor`` on every process (in place; returned for chaining)."""
+    if world_size() > 1:
+        dist.broadcast(tensor, src=src)
+    return tensor
