@@ -4,7 +4,9 @@ Importing the package adds ``train_crop_mode='ccrop'`` (and ``'simccrop'``) to t
 ``create_transform`` and ``create_loader``; see :mod:`timm_ccrop.factory`.
 """
 
+from . import models  # noqa: F401  (registers resnet*_cifar: exported weights reload)
 from .boxes import FULL_BOX, Box, BoxTable, from_official, to_official, validate_box
+from .config import TrainConfig
 from .data import BoxedDataset
 from .factory import (
     create_transform,
@@ -13,6 +15,9 @@ from .factory import (
     register_timm_crop_mode,
     unregister_timm_crop_mode,
 )
+from .methods import BYOL, METHODS, MoCo, SiameseMethod, SimCLR, SimSiam, build_method
+from .models import CIFAR_MEAN, CIFAR_STD, CifarResNet, register_cifar_models
+from .train import train
 from .transforms import SIMCCROP_BOX, ContrastiveCrop, SimCCrop, contrastive_crop_params, to_rgb
 from .views import (
     VIEW_PRESETS,
@@ -27,6 +32,19 @@ __version__ = "0.1.0"
 register_timm_crop_mode()
 
 __all__ = [
+    "BYOL",
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "CifarResNet",
+    "METHODS",
+    "MoCo",
+    "SiameseMethod",
+    "SimCLR",
+    "SimSiam",
+    "build_method",
+    "register_cifar_models",
+    "train",
+    "TrainConfig",
     "FULL_BOX",
     "SIMCCROP_BOX",
     "VIEW_PRESETS",

@@ -3,6 +3,7 @@
 Subcommands:
     demo        render ContrastiveCrop vs RandomResizedCrop views of a dataset to a PNG
     show-boxes  render a model's heatmaps, localized boxes and ContrastiveCrop views to a PNG
+    pretrain    Siamese pretraining of any timm backbone with Accelerate
 """
 
 from __future__ import annotations
@@ -378,6 +379,66 @@ def _run_show_boxes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_value(text: str) -> Any:
+    """A command-line value as YAML: numbers, true/false, null, {k: v} and [..] work."""
+    import yaml
+
+    for number in (int, float):  # YAML reads '1e30' as a string
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
+
+
+def _run_pretrain(args: argparse.Namespace) -> int:
+    from .config import TrainConfig, load_recipe
+    from .train import TrainingStopped, train
+
+    values = load_recipe(args.recipe) if args.recipe else {}
+    overrides = {key: value for key, value in vars(args).items()
+                 if key in TrainConfig.__dataclass_fields__ and value is not None}
+    config = TrainConfig.from_dict({**values, **overrides})
+    resume = args.resume
+    if resume == "auto":
+        from .train import list_checkpoints
+
+        resume = config.output if list_checkpoints(Path(config.output)) else None
+    try:
+        result = train(config, resume=resume)
+    except TrainingStopped as err:
+        print(f"timm-ccrop pretrain: {err}", file=sys.stderr)
+        return 3
+    return 0 if result.stopped is None else 130
+
+
+def _add_pretrain_parser(commands: Any) -> None:
+    from dataclasses import fields
+
+    from .config import TrainConfig, list_recipes
+
+    pretrain = commands.add_parser(
+        "pretrain", help="Siamese pretraining of any timm backbone (SimCLR, MoCo, BYOL, SimSiam)",
+        description="Pretrain with random crop, ContrastiveCrop or SimCCrop views. With no "
+                    "arguments: a short CPU job on the built-in dataset. Run under "
+                    "`accelerate launch` for several GPUs or nodes. A recipe from "
+                    "zoo/recipes sets the paper's settings; every --key overrides it.",
+    )
+    pretrain.add_argument("--recipe", default=None,
+                          help=f"recipe name or YAML path; shipped: {', '.join(list_recipes())}")
+    pretrain.add_argument("--resume", default=None, metavar="PATH|auto",
+                          help="checkpoint file or run folder to resume from; 'auto' resumes "
+                               "the --output folder if it has a checkpoint")
+    defaults = TrainConfig()
+    for field in fields(TrainConfig):
+        default = getattr(defaults, field.name)
+        pretrain.add_argument(
+            f"--{field.name.replace('_', '-')}", dest=field.name, type=_config_value,
+            default=None, metavar="VALUE", help=f"default: {default!r}",
+        )
+    pretrain.set_defaults(handler=_run_pretrain)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``timm-ccrop`` (all subcommands)."""
     from .localize import REDUCTIONS
@@ -450,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--seed", type=int, default=0,
                       help="seed of the views' sampler and of a randomly initialised model")
     show.set_defaults(handler=_run_show_boxes)
+    _add_pretrain_parser(commands)
     return parser
 
 

@@ -1,0 +1,154 @@
+"""The training loop end to end: outputs, exact resume after SIGKILL, signals, NaN, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from PIL import Image
+
+import timm_ccrop  # noqa: F401  (registers the crop modes and architectures)
+from timm_ccrop.cli import main
+from timm_ccrop.train import list_checkpoints, load_checkpoint, save_checkpoint
+
+TINY = [
+    "--model", "test_resnet", "--data", "synthetic:num_samples=96,image_size=32",
+    "--image-size", "32", "--stage", "-3", "--batch-size", "32", "--num-workers", "0",
+    "--knn-max-train", "64", "--progress", "false",
+]
+
+
+def run_cli(tmp: Path, *extra: str) -> int:
+    return main(["pretrain", *TINY, "--output", str(tmp), *extra])
+
+
+def spawn(tmp: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "timm_ccrop.cli", "pretrain", *TINY, "--output", str(tmp), *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Same thread count in this process and the subprocesses: identical float sums."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_end_to_end_outputs_and_exported_backbone(tmp_path: Path) -> None:
+    assert run_cli(tmp_path, "--epochs", "2", "--method", "simclr") == 0
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    assert "knn_top1" in records[-1] and "box_mean_iou" in records[0]
+    assert (tmp_path / "config.yaml").is_file() and list_checkpoints(tmp_path)
+    rows = (tmp_path / "boxes.csv").read_text().splitlines()
+    assert rows[0].startswith("index,sample_id,x0") and len(rows) == 97
+    with Image.open(tmp_path / "boxes-epoch0001.png") as picture:
+        assert picture.width > 100
+    export = tmp_path / "backbone"
+    assert sorted(p.name for p in export.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = timm.create_model(f"local-dir:{export}", pretrained=True).eval()
+    state, _ = load_checkpoint(tmp_path)
+    trained = timm.create_model("test_resnet", num_classes=0)
+    trained.load_state_dict({k[len("backbone."):]: v for k, v in state["model"].items()
+                             if k.startswith("backbone.")})
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(loaded(x), trained.eval()(x))
+    assert loaded.pretrained_cfg["tag"] == "ccrop_simclr"
+
+
+def final_state(folder: Path) -> dict[str, torch.Tensor]:
+    state, _ = load_checkpoint(folder)
+    return {"model": state["model"], "boxes": state["boxes"]["boxes"],
+            "valid": state["boxes"]["valid"], "epoch": state["epoch"]}
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    args = ("--epochs", "5", "--method", "moco", "--method-kwargs", "{queue_size: 64}",
+            "--knn-every", "0", "--pictures", "0")
+    reference = spawn(tmp_path / "reference", *args)
+    killed = spawn(tmp_path / "killed", *args)
+    deadline = time.time() + 300
+    while not (tmp_path / "killed" / "checkpoint-epoch0002.pt").exists():
+        assert killed.poll() is None, killed.stdout.read()
+        assert time.time() < deadline, "no checkpoint after 5 minutes"
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)  # mid-epoch 3 (or its box pass): no chance to save
+    killed.wait()
+    assert not list((tmp_path / "killed").glob("*epoch0005*"))
+    resumed = spawn(tmp_path / "killed", *args, "--resume", "auto")
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output
+    assert "resumed from" in output
+    assert reference.wait(timeout=300) == 0, reference.stdout.read()
+    expected, got = final_state(tmp_path / "reference"), final_state(tmp_path / "killed")
+    assert got["epoch"] == expected["epoch"] == 5
+    assert torch.equal(got["boxes"], expected["boxes"]) and torch.equal(got["valid"],
+                                                                        expected["valid"])
+    assert got["valid"].any(), "the box passes must have run"
+    for key, tensor in expected["model"].items():
+        assert torch.equal(got["model"][key], tensor), key  # queue and momentum encoder too
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path: Path) -> None:
+    process = spawn(tmp_path, "--epochs", "50", "--knn-every", "0", "--pictures", "0")
+    deadline = time.time() + 300
+    while not (tmp_path / "metrics.jsonl").exists():
+        assert process.poll() is None, process.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output
+    assert "stopped by SIGTERM" in output
+    state, _ = load_checkpoint(tmp_path)
+    assert state["partial"] is True and state["epoch"] >= 1
+
+
+def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> None:
+    save_checkpoint({"epoch": 1, "weights": torch.ones(3)}, tmp_path / "checkpoint-epoch0001.pt")
+    save_checkpoint({"epoch": 2, "weights": torch.ones(3)}, tmp_path / "checkpoint-epoch0002.pt")
+    newest = tmp_path / "checkpoint-epoch0002.pt"
+    newest.write_bytes(newest.read_bytes()[:100])
+    state, source = load_checkpoint(tmp_path)
+    assert state["epoch"] == 1 and source.name == "checkpoint-epoch0001.pt"
+    assert not list(tmp_path.glob(".*tmp*")), "atomic writes leave no temp files"
+
+
+def test_a_non_finite_loss_stops_with_a_clear_message(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    code = run_cli(tmp_path, "--epochs", "3", "--lr", "1e30", "--knn-every", "0",
+                   "--pictures", "0", "--crop", "rcrop")
+    assert code == 3
+    assert "non-finite loss" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--lr", "-1"), "lr must be > 0"),
+        (("--batch-size", "512"), "exceeds the 96 training samples"),
+        (("--data", "cifar10:/nowhere"), "/nowhere"),
+        (("--alpha", "0"), "alpha must be > 0"),
+        (("--model", "not_a_model"), "unknown timm model"),
+        (("--method", "swav"), "swav"),
+    ],
+)
+def test_bad_input_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                         extra: tuple, message: str) -> None:
+    assert run_cli(tmp_path, *extra) == 2
+    assert message in capsys.readouterr().err
+    assert not list_checkpoints(tmp_path)

@@ -1,0 +1,536 @@
+"""The single Accelerate training loop for every Siamese method and crop mode.
+
+One CPU, one GPU, or many GPUs and nodes: the same code under ``accelerate launch``.
+Per epoch: set the crop mode (random crop during the warm-up, then ContrastiveCrop with
+the current boxes), train, recompute the boxes when the schedule says so (the model's
+own feature maps, :mod:`timm_ccrop.localize`), run the kNN monitor, log, checkpoint.
+
+Reproducibility: the data order depends only on ``(seed, epoch)`` and every sample's
+augmentation on ``(seed, epoch, index)``, so a run resumed from an epoch checkpoint ends
+with the same weights and boxes as an uninterrupted one (on a CPU; GPUs add their own
+non-determinism).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .boxes import BoxTable
+from .config import TrainConfig
+from .data import BoxedDataset, EpochPermutationSampler, sample_seed, seed_everything
+from .datasets import build_dataset, default_eval_split, default_train_split, parse_data_spec
+from .localize import eval_transform, localize_dataset, warn_if_too_coarse
+from .views import VIEW_PRESETS, multi_view_transform
+
+__all__ = ["TrainResult", "train"]
+
+_LOG = logging.getLogger(__name__)
+CHECKPOINT_PATTERN = "checkpoint-epoch{epoch:04d}.pt"
+
+
+@dataclass
+class TrainResult:
+    """Where a finished (or stopped) run put its outputs."""
+
+    output: Path
+    epochs_done: int
+    checkpoint: Path | None
+    export: Path | None
+    metrics: Path
+    stopped: str | None = None  # 'signal' or 'nan' when the run ended early
+
+
+class TrainingStopped(RuntimeError):
+    """Raised when a NaN/inf loss stops a run (after the last good checkpoint is kept)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Checkpoints: atomic writes, newest-valid reads
+# ---------------------------------------------------------------------------------------
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` atomically: a temp file in the same folder, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def list_checkpoints(output: Path) -> list[Path]:
+    """Epoch checkpoints of a run, newest first."""
+    return sorted(output.glob("checkpoint-epoch*.pt"), reverse=True)
+
+
+def load_checkpoint(output_or_file: Path) -> tuple[dict[str, Any], Path]:
+    """The newest readable checkpoint (``weights_only=True``); corrupt ones are skipped."""
+    candidates = (
+        [output_or_file] if output_or_file.is_file() else list_checkpoints(output_or_file)
+    )
+    if not candidates:
+        raise FileNotFoundError(f"no checkpoint-epoch*.pt in {output_or_file} to resume from")
+    for candidate in candidates:
+        try:
+            return torch.load(candidate, map_location="cpu", weights_only=True), candidate
+        except Exception as err:  # truncated or corrupt: fall back to the previous one
+            _LOG.warning("checkpoint %s is unreadable (%s); trying the previous one",
+                         candidate, err)
+    raise RuntimeError(f"every checkpoint in {output_or_file} is unreadable")
+
+
+# ---------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------
+
+
+def _image_size(config: TrainConfig) -> int:
+    if config.image_size is not None:
+        return int(config.image_size)
+    if config.views not in VIEW_PRESETS:
+        raise ValueError(f"views must be one of {sorted(VIEW_PRESETS)}, got {config.views!r}")
+    return VIEW_PRESETS[config.views][0].size
+
+
+def _normalisation(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    recipe = VIEW_PRESETS[config.views][0]
+    return recipe.mean, recipe.std
+
+
+def _create_backbone(config: TrainConfig) -> torch.nn.Module:
+    from . import models  # noqa: F401  (registers the CIFAR-stem architectures)
+
+    try:
+        return timm.create_model(config.model, num_classes=0, **config.model_kwargs)
+    except RuntimeError as err:
+        if "Unknown model" in str(err):
+            raise ValueError(
+                f"unknown timm model {config.model!r}; see timm.list_models() "
+                "(timm_ccrop adds resnet18_cifar, resnet50_cifar, ...)"
+            ) from err
+        raise
+
+
+def _lr_lambda(config: TrainConfig, steps_per_epoch: int):
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = int(config.lr_warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
+
+    return factor
+
+
+def _build_optimizer(config: TrainConfig, method: Any, lr: float) -> torch.optim.Optimizer:
+    groups = method.parameter_groups(config.weight_decay, config.exclude_norm_bias)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+@contextmanager
+def _stop_signals() -> Iterator[dict[str, str | None]]:
+    """Turn SIGTERM/SIGINT into a flag the loop checks at step boundaries."""
+    flag: dict[str, str | None] = {"signal": None}
+
+    def handler(signum: int, frame: Any) -> None:
+        flag["signal"] = signal.Signals(signum).name
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Outside the main thread signals stay with the caller.
+        with suppress(ValueError):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _agree(accelerator: Accelerator, local: bool) -> bool:
+    """True on every rank if any rank says True (so all ranks stop at the same step)."""
+    if accelerator.num_processes == 1:
+        return local
+    flag = torch.tensor([1.0 if local else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+
+def _write_boxes_csv(path: Path, dataset: Any, boxes: BoxTable) -> None:
+    temporary = path.with_suffix(".csv.tmp")
+    with open(temporary, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "sample_id", "x0", "y0", "x1", "y1", "valid"])
+        sample_id = getattr(dataset, "sample_id", str)
+        for index, (row, valid) in enumerate(zip(boxes.boxes.tolist(), boxes.valid.tolist(),
+                                                 strict=True)):
+            writer.writerow([index, sample_id(index), *(f"{v:.6f}" for v in row), int(valid)])
+    os.replace(temporary, path)
+
+
+def _box_picture(path: Path, model: Any, dataset: Any, config: TrainConfig, size: int,
+                 boxes: BoxTable) -> None:
+    """The localization picture after a box pass (heatmaps, boxes, views)."""
+    try:
+        from .viz import render_box_picture
+    except ImportError:  # pictures are optional; never fail a run on them
+        return
+    try:
+        render_box_picture(model, dataset, boxes, path, image_size=size,
+                           count=config.pictures, stage=config.stage,
+                           reduction=config.reduction, alpha=config.alpha,
+                           mean_std=_normalisation(config))
+    except Exception as err:  # a picture must never kill a training run
+        _LOG.warning("could not draw the box picture %s: %s", path, err)
+
+
+# ---------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
+    """Pretrain ``config.model`` with ``config.method``; see :class:`TrainConfig`.
+
+    Args:
+        config: the run's settings (validated first).
+        resume: a checkpoint file or a run folder (newest valid checkpoint), or None.
+    """
+    from .methods import build_method
+
+    config.validate()
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        log_with=config.log_with,
+        project_dir=config.output,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=False),
+    )
+    output = Path(config.output)
+    is_main = accelerator.is_main_process
+    if is_main:
+        output.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+
+    # data
+    spec = parse_data_spec(config.data)
+    dataset = build_dataset(spec, split=default_train_split(spec))
+    size = _image_size(config)
+    if config.batch_size % accelerator.num_processes:
+        raise ValueError(
+            f"batch_size {config.batch_size} is not divisible by {accelerator.num_processes} "
+            "processes; choose a multiple"
+        )
+    if config.batch_size > len(dataset):
+        raise ValueError(
+            f"batch_size {config.batch_size} exceeds the {len(dataset)} training samples "
+            "(batches drop the last partial one): lower batch_size"
+        )
+    crop_mode = "rcrop" if config.crop == "rcrop" else config.crop
+    views = multi_view_transform(config.views, crop_mode=crop_mode,
+                                 alpha=config.alpha if config.crop != "rcrop" else None, size=size)
+    boxes = BoxTable(len(dataset))
+    if config.crop == "ccrop" and config.box_source == "ground-truth":
+        gt = getattr(dataset, "gt_boxes", None)
+        if gt is None:
+            raise ValueError(f"box_source='ground-truth' needs a dataset with boxes; "
+                             f"{config.data} has none")
+        boxes.update(gt)
+    train_set = BoxedDataset(dataset, views, boxes, seed=config.seed)
+    sampler = EpochPermutationSampler(len(train_set), seed=config.seed)
+    loader = DataLoader(
+        train_set, batch_size=config.batch_size // accelerator.num_processes, sampler=sampler,
+        num_workers=config.num_workers, drop_last=True,
+        persistent_workers=config.num_workers > 0, pin_memory=accelerator.device.type == "cuda",
+    )
+
+    # model
+    backbone = _create_backbone(config)
+    if config.crop == "ccrop" and config.box_source == "model":
+        warn_if_too_coarse(backbone, (size, size), config.stage)
+    method = build_method(config.method, backbone, **config.method_kwargs)
+    if hasattr(method, "warn_if_queue_exceeds"):
+        method.warn_if_queue_exceeds(len(dataset))
+    use_sync_bn = config.sync_bn if config.sync_bn is not None else getattr(
+        method, "sync_batchnorm", False)
+    if use_sync_bn and accelerator.device.type == "cuda" and accelerator.num_processes > 1:
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    if config.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    lr = config.lr * (config.batch_size / config.lr_base_batch if config.lr_base_batch else 1.0)
+    optimizer = _build_optimizer(config, method, lr)
+    steps_per_epoch = len(train_set) // config.batch_size
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        [(lambda step: 1.0) if group.get("fixed_lr") else _lr_lambda(config, steps_per_epoch)
+         for group in optimizer.param_groups],
+    )
+    method, optimizer, loader = accelerator.prepare(method, optimizer, loader)
+    if config.compile:
+        method = torch.compile(method)
+    inner = accelerator.unwrap_model(method)
+
+    start_epoch = 1
+    if resume is not None:
+        state, source = load_checkpoint(Path(resume))
+        inner.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") is not None and accelerator.scaler is not None:
+            accelerator.scaler.load_state_dict(state["scaler"])
+        boxes.load_state_dict(state["boxes"])
+        start_epoch = int(state["epoch"]) + 1
+        if is_main:
+            print(f"resumed from {source} (epoch {state['epoch']} done)")
+
+    knn_data = _knn_datasets(config, spec) if config.knn_every else None
+    if config.log_with and is_main:
+        accelerator.init_trackers("timm-ccrop", config=_flat_config(config))
+    if is_main:
+        (output / "config.yaml").write_text(_yaml(config.to_dict()))
+    metrics_path = output / "metrics.jsonl"
+    last_checkpoint: Path | None = None
+    stopped: str | None = None
+    epoch = start_epoch - 1
+
+    with _stop_signals() as stop:
+        for epoch in range(start_epoch, config.epochs + 1):
+            # Accelerate's loader keeps its own epoch counter and hands it to the sampler at
+            # every iteration; set it, or a resumed run would restart the order at 0.
+            loader.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            train_set.set_epoch(epoch)
+            seed_everything(sample_seed(config.seed, epoch, 2**40 + accelerator.process_index))
+            boxes.set_active(config.uses_boxes_from(epoch))
+            started = time.perf_counter()
+            epoch_stats, stopped = _train_one_epoch(
+                config, accelerator, method, inner, optimizer, scheduler, loader, epoch,
+                steps_per_epoch, stop,
+            )
+            if stopped == "nan":
+                if is_main:
+                    print(f"stopping: non-finite loss in epoch {epoch}; the last good state is "
+                          f"{last_checkpoint or 'not saved (no checkpoint yet)'}")
+                break
+            record: dict[str, Any] = {"epoch": epoch, **epoch_stats,
+                                      "epoch_seconds": time.perf_counter() - started,
+                                      "uses_boxes": boxes.is_active}
+            if stopped is None and config.box_update_due(epoch):
+                result = localize_dataset(
+                    inner.backbone, dataset, size, threshold=config.threshold,
+                    stage=config.stage, reduction=config.reduction,
+                    batch_size=max(1, config.batch_size // accelerator.num_processes),
+                    num_workers=config.num_workers, accelerator=accelerator,
+                    mean=_normalisation(config)[0], std=_normalisation(config)[1],
+                    progress=config.progress,
+                )
+                boxes.update(result.boxes, valid=~result.degenerate)
+                record.update(result.stats)
+                if is_main:
+                    _write_boxes_csv(output / "boxes.csv", dataset, boxes)
+                    if config.pictures:
+                        _box_picture(output / f"boxes-epoch{epoch:04d}.png", inner.backbone,
+                                     dataset, config, size, boxes)
+            if stopped is None and knn_data and (
+                epoch % config.knn_every == 0 or epoch == config.epochs
+            ):
+                record.update(_knn_monitor(config, accelerator, inner.backbone, knn_data, size))
+            record["images_per_second"] = (
+                steps_per_epoch * config.batch_size / max(1e-9, epoch_stats["train_seconds"])
+            )
+            if is_main:
+                with open(metrics_path, "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+                if config.log_with:
+                    accelerator.log(record, step=epoch)
+            if stopped or epoch % config.save_every == 0 or epoch == config.epochs:
+                last_checkpoint = _checkpoint(config, accelerator, inner, optimizer, scheduler,
+                                              boxes, epoch, output, partial=stopped is not None)
+            if stopped:
+                if is_main:
+                    print(f"stopped by {stop['signal']} after saving {last_checkpoint}")
+                break
+
+    export = None
+    if stopped is None and epoch == config.epochs and is_main:
+        export = export_backbone(inner.backbone, output / "backbone", config)
+    accelerator.wait_for_everyone()
+    if config.log_with:
+        accelerator.end_training()
+    if is_main:
+        print(f"run folder: {output.resolve()}\n  metrics: {metrics_path.resolve()}\n"
+              f"  checkpoint: {last_checkpoint and last_checkpoint.resolve()}\n"
+              f"  backbone (timm format): {export and export.resolve()}")
+    if stopped == "nan":
+        raise TrainingStopped(
+            f"non-finite loss in epoch {epoch}; last good checkpoint: {last_checkpoint}. "
+            "Lower the lr, enable grad_clip or use mixed_precision='no'."
+        )
+    return TrainResult(output, epoch if stopped is None else epoch - 1, last_checkpoint,
+                       export, metrics_path, stopped)
+
+
+def _train_one_epoch(
+    config: TrainConfig, accelerator: Accelerator, method: Any, inner: Any,
+    optimizer: torch.optim.Optimizer, scheduler: Any, loader: Any, epoch: int,
+    steps_per_epoch: int, stop: dict[str, str | None],
+) -> tuple[dict[str, float], str | None]:
+    method.train()
+    total_steps = config.epochs * steps_per_epoch
+    loss_sum, steps = 0.0, 0
+    started = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False,
+               disable=not (config.progress and accelerator.is_main_process))
+    for views, _, _ in bar:
+        if config.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        with accelerator.autocast():
+            outputs = method(views)
+        loss = outputs["loss"]
+        if _agree(accelerator, not bool(torch.isfinite(loss.detach()))):
+            return {"loss": loss_sum / max(1, steps), "train_seconds": 0.0}, "nan"
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if config.grad_clip:
+            accelerator.clip_grad_norm_(method.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        progress = ((epoch - 1) * steps_per_epoch + steps + 1) / max(1, total_steps)
+        inner.on_after_optimizer_step(progress)
+        loss_sum += float(loss.detach())
+        steps += 1
+        bar.set_postfix(loss=f"{loss_sum / steps:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.4g}")
+        if _agree(accelerator, stop["signal"] is not None):
+            return ({"loss": loss_sum / steps, "lr": optimizer.param_groups[0]["lr"],
+                     "train_seconds": time.perf_counter() - started}, "signal")
+    return ({"loss": loss_sum / max(1, steps), "lr": optimizer.param_groups[0]["lr"],
+             "train_seconds": time.perf_counter() - started}, None)
+
+
+def _checkpoint(config: TrainConfig, accelerator: Accelerator, inner: Any, optimizer: Any,
+                scheduler: Any, boxes: BoxTable, epoch: int, output: Path,
+                partial: bool) -> Path | None:
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return None
+    # A mid-epoch (signal) checkpoint records the last *finished* epoch: resuming repeats
+    # the interrupted epoch from its start order, with the weights trained so far.
+    done = epoch - 1 if partial else epoch
+    path = output / CHECKPOINT_PATTERN.format(epoch=done)
+    state = {
+        "model": inner.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+        "boxes": boxes.state_dict(),
+        "epoch": done,
+        "partial": partial,
+        "config": config.to_dict(),
+    }
+    save_checkpoint(state, path)
+    for old in list_checkpoints(output)[config.keep_checkpoints:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def _knn_datasets(config: TrainConfig, spec: Any) -> tuple | None:
+    """Labelled train and eval splits for the kNN monitor, or None without labels."""
+    eval_spec = parse_data_spec(config.eval_data) if config.eval_data else spec
+    train_dataset = build_dataset(eval_spec, split="train")
+    if not getattr(train_dataset, "has_labels", False):
+        return None
+    test_dataset = build_dataset(eval_spec, split=default_eval_split(eval_spec))
+    if config.knn_max_train and len(train_dataset) > config.knn_max_train:
+        # A fixed, seeded subset keeps the monitor cheap and comparable across epochs.
+        generator = torch.Generator().manual_seed(config.seed)
+        keep = torch.randperm(len(train_dataset), generator=generator)[: config.knn_max_train]
+        train_dataset = torch.utils.data.Subset(train_dataset, keep.tolist())
+    return train_dataset, test_dataset
+
+
+def _knn_monitor(config: TrainConfig, accelerator: Accelerator, backbone: Any,
+                 knn_data: tuple, size: int) -> dict[str, float]:
+    from .evaluate import extract_features, knn_accuracy
+
+    train_dataset, test_dataset = knn_data
+    mean, std = _normalisation(config)
+    transform = eval_transform(size, mean, std)
+    kwargs = {"batch_size": max(1, config.batch_size // accelerator.num_processes),
+              "num_workers": config.num_workers, "accelerator": accelerator,
+              "progress": config.progress}
+    train_features, train_labels = extract_features(backbone, train_dataset, transform,
+                                                    desc="knn train", **kwargs)
+    test_features, test_labels = extract_features(backbone, test_dataset, transform,
+                                                  desc="knn test", **kwargs)
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    accuracy = knn_accuracy(train_features, train_labels, test_features, test_labels,
+                            num_classes, k=config.knn_k, temperature=config.knn_temperature)
+    return {f"knn_{key}": value for key, value in accuracy.items()}
+
+
+def export_backbone(backbone: torch.nn.Module, folder: Path, config: TrainConfig) -> Path:
+    """The backbone in timm's Hub layout (config.json + model.safetensors)."""
+    from timm.models import save_for_hf
+
+    mean, std = _normalisation(config)
+    size = _image_size(config)
+    pretrained_cfg = {
+        "tag": f"ccrop_{config.method}" if config.crop == "ccrop" else config.method,
+        "custom_load": False,
+        "input_size": [3, size, size],
+        "fixed_input_size": False,
+        "interpolation": "bilinear",
+        "crop_pct": 1.0,
+        "crop_mode": "center",
+        "mean": list(mean),
+        "std": list(std),
+        "num_classes": 0,
+        "pool_size": None,
+        "first_conv": getattr(backbone, "pretrained_cfg", {}).get("first_conv"),
+        "classifier": getattr(backbone, "pretrained_cfg", {}).get("classifier"),
+        "license": "apache-2.0",
+        "origin_url": None,
+        "paper_ids": "arXiv:2202.03278",
+        "paper_name": "Crafting Better Contrastive Views for Siamese Representation Learning",
+        "test_input_size": None,
+        "test_crop_pct": None,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone.pretrained_cfg = {**getattr(backbone, "pretrained_cfg", {}), **pretrained_cfg}
+    save_for_hf(backbone, folder, model_config={"architecture": config.model},
+                model_args=config.model_kwargs or None, safe_serialization=True)
+    return folder
+
+
+def _flat_config(config: TrainConfig) -> dict[str, Any]:
+    return {k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
+            for k, v in config.to_dict().items() if v is not None}
+
+
+def _yaml(values: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(values, sort_keys=False)
