@@ -163,3 +163,25 @@ def test_seeded_views_do_not_depend_on_workers_or_order() -> None:
     assert list(first) == list(EpochPermutationSampler(12, seed=7))
     first.set_epoch(1)
     assert list(first) != list(EpochPermutationSampler(12, seed=7))
+
+
+class FlakyFiles:
+    """Samples 1 and 2 are unreadable files, as PIL reports them."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        if index in (1, 2):
+            raise OSError(f"image file is truncated (sample {index})")
+        return Image.new("RGB", (8, 8), (index * 60, 0, 0)), index
+
+
+def test_unreadable_samples_are_skipped_with_a_warning_and_counted() -> None:
+    dataset = BoxedDataset(FlakyFiles())
+    with pytest.warns(UserWarning, match="skipping unreadable sample 1"):
+        image, target, index = dataset[1]
+    assert (target, index) == (3, 1) and image.getpixel((0, 0))[0] == 180
+    assert int(dataset.skipped[0]) == 2
+    with pytest.raises(OSError, match="truncated"):
+        BoxedDataset(FlakyFiles(), skip_unreadable=False)[2]

@@ -152,3 +152,28 @@ def test_bad_input_fails_before_training(tmp_path: Path, capsys: pytest.CaptureF
     assert run_cli(tmp_path, *extra) == 2
     assert message in capsys.readouterr().err
     assert not list_checkpoints(tmp_path)
+
+
+def test_bf16_mixed_precision_on_cpu(tmp_path: Path) -> None:
+    assert run_cli(tmp_path, "--epochs", "1", "--mixed-precision", "bf16", "--method", "byol",
+                   "--knn-every", "0", "--pictures", "0") == 0
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert torch.isfinite(torch.tensor(record["loss"]))
+
+
+def test_two_processes_under_accelerate_launch(tmp_path: Path) -> None:
+    """The real multi-process path: `accelerate launch` with 2 CPU processes (gloo)."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+        "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "timm_ccrop.cli", "pretrain", *TINY, "--output", str(tmp_path), "--epochs", "2",
+        "--method", "moco", "--method-kwargs", "{queue_size: 64}", "--pictures", "0",
+    ]
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]  # one writer, not one per process
+    assert records[0]["processes"] == 2
+    assert "box_mean_iou" in records[0] and "knn_top1" in records[-1]
+    assert (tmp_path / "backbone" / "model.safetensors").is_file()

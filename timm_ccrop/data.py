@@ -14,6 +14,7 @@ the index being what the localization pass and the trainer need) and with timm's
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -110,6 +111,9 @@ class BoxedDataset(Dataset):
         return_index: ``(out, target, index)`` if True, ``(out, target)`` for timm's
             ``create_loader`` / ``fast_collate``.
         image_key, label_key: keys of dict samples (default: 'image'/'img', 'label').
+        skip_unreadable: replace a sample whose image cannot be read (corrupt or truncated
+            file) by the next readable one, with a warning; :attr:`skipped` counts them
+            across workers. If False, the error propagates.
         seed: if given, every sample's augmentation is seeded from ``(seed, epoch,
             index)`` (Python, numpy and torch RNGs, about 10 us), so views do not depend
             on the number of workers, their persistence, the sharding or a resume.
@@ -125,6 +129,7 @@ class BoxedDataset(Dataset):
         image_key: str | None = None,
         label_key: str | None = None,
         seed: int | None = None,
+        skip_unreadable: bool = True,
     ) -> None:
         if getattr(dataset, "transform", None) is not None:
             raise ValueError(
@@ -144,7 +149,9 @@ class BoxedDataset(Dataset):
         self.image_key = image_key
         self.label_key = label_key
         self.seed = seed
+        self.skip_unreadable = skip_unreadable
         self.epoch = torch.zeros(1, dtype=torch.long).share_memory_()
+        self.skipped = torch.zeros(1, dtype=torch.long).share_memory_()
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch that seeds the augmentation (with ``seed``), in every worker."""
@@ -156,10 +163,30 @@ class BoxedDataset(Dataset):
     def __getitem__(self, index: int) -> tuple:
         if self.seed is not None:
             seed_everything(sample_seed(self.seed, int(self.epoch[0]), index))
-        img, target = split_sample(self.dataset[index], self.image_key, self.label_key)
+        img, target = self._load(index)
         box = self.boxes.get(index) if self.boxes is not None else None
         out = apply_transform(self.transform, img, box)
         return (out, target, index) if self.return_index else (out, target)
+
+    def _load(self, index: int) -> tuple[Any, int]:
+        """The sample at ``index``, or the next readable one in its place.
+
+        The index stays the requested one, so the box pass and training see the same
+        stand-in image for it and every index still gets a box.
+        """
+        for attempt in range(len(self.dataset)):
+            position = (index + attempt) % len(self.dataset)
+            try:
+                img, target = split_sample(self.dataset[position], self.image_key,
+                                           self.label_key)
+                return img, target
+            except (OSError, SyntaxError, ValueError) as err:  # PIL's unreadable-file errors
+                if not self.skip_unreadable:
+                    raise
+                self.skipped += 1
+                warnings.warn(f"skipping unreadable sample {position} "
+                              f"({type(err).__name__}: {err})", stacklevel=2)
+        raise RuntimeError(f"no readable sample in {type(self.dataset).__name__}")
 
     def __repr__(self) -> str:
         return (

@@ -358,6 +358,8 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
                 epoch % config.knn_every == 0 or epoch == config.epochs
             ):
                 record.update(_knn_monitor(config, accelerator, inner.backbone, knn_data, size))
+            record["skipped_unreadable"] = int(train_set.skipped[0])
+            record["processes"] = accelerator.num_processes
             record["images_per_second"] = (
                 steps_per_epoch * config.batch_size / max(1e-9, epoch_stats["train_seconds"])
             )
