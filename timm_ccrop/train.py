@@ -29,6 +29,7 @@ from typing import Any
 import timm
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -223,6 +224,9 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     from .methods import build_method
 
     config.validate()
+    # AcceleratorState is a process-wide singleton: a second run in the same process (a
+    # notebook, a sweep) with other settings needs a fresh one. The process group stays.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         log_with=config.log_with,
