@@ -626,7 +626,9 @@ def test_localize_dataset_single_process(synthetic):
     assert result.boxes.shape == (20, 4) and result.degenerate.shape == (20,)
     assert result.degenerate.dtype == torch.bool
     validate_boxes(result.boxes)
-    assert (result.threshold, result.reduction, result.stage) == (0.1, "sum", -1)
+    defaults = localization_defaults(model)
+    assert (result.threshold, result.reduction, result.stage) == (
+        defaults.threshold, defaults.reduction, -1)
     assert {
         "box_pass_seconds", "box_mean_area", "box_degenerate_share", "box_mean_iou",
         "whole_image_mean_iou",
@@ -636,8 +638,8 @@ def test_localize_dataset_single_process(synthetic):
     # Same as the pieces by hand, in sample order.
     transform = eval_transform(96)
     batch = torch.stack([transform(synthetic[i][0]) for i in range(20)])
-    maps = feature_heatmaps(model, batch, reduction="sum")
-    expected, bad = heatmap_boxes(maps, 0.1, (96, 96), return_degenerate=True)
+    maps = feature_heatmaps(model, batch, reduction=defaults.reduction)
+    expected, bad = heatmap_boxes(maps, defaults.threshold, (96, 96), return_degenerate=True)
     torch.testing.assert_close(result.boxes, expected, atol=1e-6, rtol=0)
     assert torch.equal(result.degenerate, bad)
     # The batch split does not matter.
