@@ -428,7 +428,9 @@ def _train_one_epoch(
         inner.on_after_optimizer_step(progress)
         loss_sum += float(loss.detach())
         steps += 1
-        bar.set_postfix(loss=f"{loss_sum / steps:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.4g}")
+        rate = steps * config.batch_size / max(1e-9, time.perf_counter() - started)
+        bar.set_postfix(loss=f"{loss_sum / steps:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.4g}",
+                        img_s=f"{rate:.1f}")
         if _agree(accelerator, stop["signal"] is not None):
             return ({"loss": loss_sum / steps, "lr": optimizer.param_groups[0]["lr"],
                      "train_seconds": time.perf_counter() - started}, "signal")
