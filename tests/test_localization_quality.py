@@ -68,12 +68,7 @@ def _measure():
 
 
 def test_trained_boxes_beat_whole_image_and_random_init_does_not():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # steadier than 2 spinning threads on a shared 2-core CPU
-    try:
-        whole_iou, untrained_iou, trained_iou, result = _measure()
-    finally:
-        torch.set_num_threads(threads)
+    whole_iou, untrained_iou, trained_iou, result = _measure()  # 1 thread: conftest.py
     defaults = localization_defaults(timm.create_model("test_resnet"))
     assert (result.reduction, result.threshold) == (defaults.reduction, defaults.threshold)
     report = (

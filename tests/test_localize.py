@@ -41,14 +41,6 @@ from timm_ccrop.synthetic import SyntheticObjects
 WHOLE = torch.tensor([0.0, 0.0, 1.0, 1.0])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is as fast, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 # --------------------------------------------------------------------------- models
 # Small members of each layout family. Real architectures are shrunk through their own
 # constructor arguments (same classes, same hooked modules, same output layouts).

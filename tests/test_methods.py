@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import timm
@@ -29,14 +28,6 @@ SMALL = {  # narrow heads: the tests are about wiring, not capacity
     "byol": dict(hidden_dim=32, out_dim=16, pred_hidden_dim=32),
     "simsiam": dict(hidden_dim=32, out_dim=32, pred_hidden_dim=8),
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_backbone(name: str = "test_resnet") -> torch.nn.Module:

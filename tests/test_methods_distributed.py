@@ -7,10 +7,8 @@ The backbone and heads have no BatchNorm, so the per-process statistics cannot d
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import timm
 import torch
 from accelerate import Accelerator
@@ -29,14 +27,6 @@ SETTINGS = {
     # 12 keys, 8 per step: the second step wraps around the end of the queue.
     "moco": dict(hidden_dim=32, out_dim=16, queue_size=12, momentum=0.9, shuffle_bn=True),
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_method(name: str) -> SiameseMethod:

@@ -38,15 +38,6 @@ def spawn(tmp: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Same thread count in this process and the subprocesses: identical float sums."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_end_to_end_outputs_and_exported_backbone(tmp_path: Path) -> None:
     assert run_cli(tmp_path, "--epochs", "2", "--method", "simclr") == 0
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -25,6 +25,8 @@ from timm.models._builder import build_model_with_cfg
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
+from .views import CIFAR_MEAN, CIFAR_STD
+
 __all__ = [
     "CIFAR_MEAN",
     "CIFAR_STD",
@@ -38,8 +40,6 @@ __all__ = [
 
 #: CIFAR-10 training-set channel statistics (the exact ones, not the widespread
 #: (0.2023, 0.1994, 0.2010) std, which is the mean of per-image stds).
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 #: Architectures this module registers with timm.
 CIFAR_MODEL_NAMES = ("resnet_tiny_cifar", "resnet18_cifar", "resnet34_cifar", "resnet50_cifar")
