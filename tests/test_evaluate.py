@@ -67,3 +67,191 @@ def test_extract_features_keeps_index_order() -> None:
     assert torch.equal(targets, torch.arange(9))
     direct = model(torch.stack([transforms.ToTensor()(img) for img, _ in images]))
     assert torch.allclose(features, direct.detach(), atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------
+# kNN edge cases, linear probes, recipes, validation split, backbone sources
+# --------------------------------------------------------------------------------------
+
+
+def test_k_larger_than_the_train_set_uses_every_sample(features) -> None:
+    train, labels, test = features
+    small = train[:12], labels[:12]
+    huge = knn_predict(*small, test, 5, k=10**6, chunk_size=16, train_chunk_size=5)
+    exact = knn_predict(*small, test, 5, k=12)
+    assert torch.allclose(huge, exact)
+    assert torch.allclose(huge, dense_reference(*small, test, 5, 12, 0.1), rtol=1e-4)
+    truth = torch.zeros(len(test), dtype=torch.long)
+    assert set(knn_accuracy(*small, test, truth, 5, k=500)) == {"top1", "top5"}
+
+
+def separable_problem(seed: int = 0, per_class: int = 40, num_classes: int = 6, dim: int = 16):
+    """Gaussian clusters around orthogonal centres: linearly separable by a wide margin."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.eye(dim)[:num_classes] * 4
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    features = centres[labels] + 0.3 * torch.randn(len(labels), dim, generator=generator)
+    return features, labels
+
+
+def test_linear_probe_learns_a_separable_problem() -> None:
+    from timm_ccrop.evaluate import ProbeRecipe, linear_probe_features
+
+    train, train_labels = separable_problem(0)
+    test, test_labels = separable_problem(1, per_class=10)
+    recipe = ProbeRecipe(epochs=20, batch_size=64, lr=1.0)
+    result = linear_probe_features(train, train_labels, 6, recipe,
+                                   {"test": (test, test_labels), "val": (test, test_labels)})
+    assert result.accuracy["test"]["top1"] == 100.0
+    assert result.accuracy["test"]["top5"] == 100.0
+    assert [row["epoch"] for row in result.history] == list(range(1, 21))
+    assert result.history[-1]["loss"] < result.history[0]["loss"] / 5
+    assert result.history[-1]["val_top1"] == 100.0
+    # lr x0.1 after 60% and 80% of the epochs (12 and 16 of 20)
+    assert [row["lr"] for row in result.history][11:13] == pytest.approx([1.0, 0.1])
+    assert result.history[-1]["lr"] == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="feature size mismatch"):
+        linear_probe_features(train, train_labels, 6, recipe, {"test": (test[:, :3], test_labels)})
+    with pytest.raises(ValueError, match="unlabeled"):
+        linear_probe_features(train, train_labels - 1, 6, recipe)
+
+
+def test_fast_probe_equals_the_paper_probe_without_augmentation() -> None:
+    import timm
+
+    from timm_ccrop.evaluate import ProbeRecipe, linear_probe_features, linear_probe_images
+    from timm_ccrop.localize import eval_transform
+    from timm_ccrop.synthetic import SyntheticObjects
+
+    torch.manual_seed(0)
+    backbone = timm.create_model("test_resnet", num_classes=0).eval()
+    train = SyntheticObjects(num_samples=40, image_size=16, num_classes=4, seed=2)
+    test = SyntheticObjects(num_samples=12, image_size=16, num_classes=4, seed=2, split="test")
+    transform = eval_transform(16, (0.5,) * 3, (0.5,) * 3)
+    recipe = ProbeRecipe(epochs=4, batch_size=16, lr=0.5)  # 3 batches/epoch, last partial
+    train_features, train_labels = extract_features(backbone, train, transform, batch_size=7,
+                                                    progress=False)
+    test_set = extract_features(backbone, test, transform, batch_size=5, progress=False)
+    fast = linear_probe_features(train_features, train_labels, 4, recipe, {"test": test_set},
+                                 seed=3)
+    paper = linear_probe_images(backbone, train, 4, transform, recipe, {"test": test_set}, seed=3)
+    assert (fast.mode, paper.mode, paper.augment) == ("fast", "paper", False)
+    assert torch.allclose(fast.head.weight, paper.head.weight, atol=1e-4)
+    assert torch.allclose(fast.head(test_set[0]), paper.head(test_set[0]), atol=1e-3)
+    assert fast.accuracy == paper.accuracy
+    for row_fast, row_paper in zip(fast.history, paper.history, strict=True):
+        assert row_fast["loss"] == pytest.approx(row_paper["loss"], rel=1e-4)
+    assert all(p.requires_grad for p in backbone.parameters())  # unfrozen again afterwards
+
+
+def test_paper_probe_augments_and_counts_unreadable_images() -> None:
+    import timm
+    from PIL import Image
+
+    from timm_ccrop.evaluate import ProbeRecipe, linear_probe_images, probe_train_transform
+
+    class OneBroken(torch.utils.data.Dataset):
+        targets = [0, 1, 0, 1, 0, 1]
+        transform = None
+
+        def __len__(self) -> int:
+            return len(self.targets)
+
+        def __getitem__(self, index: int):
+            if index == 2:
+                raise OSError("truncated file")
+            return Image.new("RGB", (12, 12), (40 * index, 0, 0)), self.targets[index]
+
+    torch.manual_seed(0)
+    backbone = timm.create_model("test_resnet", num_classes=0)
+    recipe = ProbeRecipe(epochs=2, batch_size=4)
+    augment = probe_train_transform(16, (0.5,) * 3, (0.5,) * 3, recipe)
+    with pytest.warns(UserWarning, match="unreadable"):
+        result = linear_probe_images(backbone, OneBroken(), 2, augment, recipe)
+    assert result.augment and result.skipped == 1 and len(result.history) == 2
+    counters: dict[str, int] = {}
+    with pytest.warns(UserWarning, match="unreadable"):
+        extract_features(backbone, OneBroken(), augment, progress=False, counters=counters)
+    assert counters == {"skipped": 1}
+
+
+def test_shipped_probe_recipes_are_the_official_ones(tmp_path) -> None:
+    from timm_ccrop.evaluate import list_probe_recipes, load_probe_recipe
+
+    assert {"small", "imagenet"} <= set(list_probe_recipes())
+    small, imagenet = load_probe_recipe("small"), load_probe_recipe("imagenet")
+    for recipe, lr in ((small, 10.0), (imagenet, 30.0)):
+        assert (recipe.epochs, recipe.batch_size, recipe.lr) == (100, 512, lr)
+        assert (recipe.momentum, recipe.weight_decay, recipe.init_std) == (0.9, 0.0, 0.01)
+        assert recipe.milestones() == [60, 80] and recipe.gamma == 0.1
+    assert small.test_crop_pct == 1.0 and imagenet.test_crop_pct == 0.875
+    assert small.replace(epochs=10).milestones() == [6, 8]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 10\nlearning_rate: 3\n")
+    with pytest.raises(ValueError, match="learning_rate"):
+        load_probe_recipe(str(bad))
+    with pytest.raises(FileNotFoundError, match="shipped"):
+        load_probe_recipe("no-such-recipe")
+
+
+def test_validation_split_is_seeded_and_disjoint() -> None:
+    from timm_ccrop.evaluate import split_validation
+
+    train, val = split_validation(50, 0.2, seed=1)
+    assert len(val) == 10 and sorted(train + val) == list(range(50))
+    assert split_validation(50, 0.2, seed=1) == (train, val)
+    assert split_validation(50, 0.2, seed=2)[1] != val
+    assert split_validation(7, 0.0) == (list(range(7)), [])
+    with pytest.raises(ValueError, match="no sample to train"):
+        split_validation(1, 0.5)
+
+
+def test_backbone_sources_resolve_and_load(tmp_path) -> None:
+    import hashlib
+
+    import timm
+    import yaml
+    from timm.models import save_for_hf
+
+    from timm_ccrop.evaluate import load_backbone, resolve_backbone_source
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet_tiny_cifar", num_classes=0)
+    # a run folder with only a checkpoint (the method's state: backbone.* + a head)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": "resnet_tiny_cifar",
+                                                      "data": "synthetic", "views": "cifar"}))
+    state = {f"backbone.{k}": v for k, v in model.state_dict().items()}
+    state["projector.weight"] = torch.zeros(2, 2)
+    torch.save({"model": state, "epoch": 3}, run / "checkpoint-epoch0003.pt")
+    source = resolve_backbone_source(str(run))
+    assert (source.kind, source.folder, source.run_config["data"]) == ("checkpoint", run,
+                                                                      "synthetic")
+    loaded, info = load_backbone(source)
+    assert info["epoch"] == 3 and info["sha256_of"] == "state_dict"
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert tuple(loaded.pretrained_cfg["mean"]) == pytest.approx((0.4914, 0.4822, 0.4465))
+    # after the export, the run folder uses backbone/ and hashes its weights file
+    save_for_hf(model, run / "backbone", safe_serialization=True)
+    source = resolve_backbone_source(str(run))
+    assert (source.kind, source.folder) == ("export", run)
+    loaded, info = load_backbone(source)
+    weights = (run / "backbone" / "model.safetensors").read_bytes()
+    assert info["sha256"] == hashlib.sha256(weights).hexdigest()
+    assert resolve_backbone_source(str(run / "backbone")).folder == run / "backbone"
+    # timm names: a plain architecture is a seeded random init
+    baseline = resolve_backbone_source("resnet_tiny_cifar")
+    assert (baseline.kind, baseline.pretrained, baseline.folder) == ("timm", False, None)
+    first, second = load_backbone(baseline, seed=4)[1], load_backbone(baseline, seed=4)[1]
+    assert first["sha256"] == second["sha256"] and first["random_init"]
+    # errors, before anything is loaded
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_backbone_source(str(tmp_path / "missing-run"))
+    with pytest.raises(FileNotFoundError, match="holds no backbone"):
+        resolve_backbone_source(str(tmp_path))
+    with pytest.raises(ValueError, match="did you mean"):
+        resolve_backbone_source("resnet_tiny_cifra")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_backbone_source(f"local-dir:{tmp_path / 'nothing'}")
