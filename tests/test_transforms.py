@@ -254,3 +254,13 @@ def test_tensor_images(dtype: torch.dtype) -> None:
     assert out.shape == (3, 16, 20) and out.dtype == dtype
     with pytest.raises(TypeError, match="PIL image or a"):
         ContrastiveCrop(16)(np.zeros((3, 8, 8)))
+
+
+@pytest.mark.parametrize("alpha", [0.02, 0.1, 0.6, 1.0, 1.7, 20.0])
+def test_beta_quantile_table_matches_the_beta_distribution(alpha: float) -> None:
+    from timm_ccrop.transforms import beta_quantiles
+
+    table = np.array(beta_quantiles(alpha))
+    exact = stats.beta.ppf(np.linspace(0.0, 1.0, len(table)), alpha, alpha)
+    assert np.abs(table - exact).max() < 1e-6
+    assert np.all(np.diff(table) >= 0) and table[0] == 0.0 and table[-1] == 1.0

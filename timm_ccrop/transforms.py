@@ -22,11 +22,12 @@ Samples without a box (a bare image, ``box=None``, an invalid row of the box tab
 warm-up before the first localization pass) are cropped exactly like timm's
 RandomResizedCrop, with the same random stream. Randomness comes from Python's
 ``random`` module, as in timm, so ``random.seed`` reproduces crops and DataLoader workers
-are seeded by torch.
+are seeded by torch. Beta draws use a cached inverse-CDF table (:func:`beta_quantiles`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Sequence
@@ -133,6 +134,43 @@ def _central_fallback(height: int, width: int, ratio: tuple[float, float]) -> tu
     return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
 
 
+_QUANTILE_POINTS = 4096
+
+
+@functools.lru_cache(maxsize=64)
+def beta_quantiles(alpha: float) -> tuple[float, ...]:
+    """Inverse CDF of the symmetric Beta(alpha, alpha) at ``u = i / 4096``, ``i = 0..4096``.
+
+    Sampling by table lookup costs one ``random()`` and a linear interpolation (about
+    0.3 us) instead of two gamma draws (about 1.2 us in ``random.betavariate``). The CDF
+    is integrated once per alpha on [0, 1/2] (symmetry gives the rest); for alpha < 1
+    after substituting ``t = s ** (1 / alpha)``, which removes the singularity at 0:
+    ``int_0^x t^(a-1) (1-t)^(a-1) dt = (1/a) int_0^(x^a) (1 - s^(1/a))^(a-1) ds``.
+    The interpolation error is far below what any crop offset can resolve (the tests
+    compare offsets with the exact distribution).
+    """
+    if alpha < 1.0:
+        s = np.linspace(0.0, 0.5**alpha, 400_001)
+        grid, integrand = s ** (1.0 / alpha), (1.0 - s ** (1.0 / alpha)) ** (alpha - 1.0)
+    else:  # no singularity: integrate the density itself
+        s = grid = np.linspace(0.0, 0.5, 400_001)
+        integrand = (grid * (1.0 - grid)) ** (alpha - 1.0)
+    steps = (integrand[1:] + integrand[:-1]) * 0.5 * np.diff(s)
+    cumulative = np.concatenate([[0.0], np.cumsum(steps)])
+    lower_cdf = 0.5 * cumulative / cumulative[-1]  # CDF on [0, 1/2], 0.5 at x = 1/2
+    half = _QUANTILE_POINTS // 2
+    lower = np.interp(np.linspace(0.0, 0.5, half + 1), lower_cdf, grid)
+    return tuple(np.concatenate([lower, 1.0 - lower[::-1][1:]]).tolist())
+
+
+def _beta_draw(alpha: float, rng: Any) -> float:
+    """One Beta(alpha, alpha) draw from the cached inverse CDF."""
+    table = beta_quantiles(alpha)
+    position = rng.random() * _QUANTILE_POINTS
+    index = int(position)
+    return table[index] + (position - index) * (table[index + 1] - table[index])
+
+
 def _box_offset(size: int, crop: int, start: float, end: float, alpha: float, rng: Any) -> int:
     """Offset of a ``crop``-long window whose centre is Beta-sampled inside ``[start, end]``."""
     first = math.floor(size * start + _EDGE_EPS)
@@ -144,7 +182,7 @@ def _box_offset(size: int, crop: int, start: float, end: float, alpha: float, rn
     span = high - low + 1
     if span == 1:
         return low
-    return low + min(int(span * rng.betavariate(alpha, alpha)), span - 1)
+    return low + min(int(span * _beta_draw(alpha, rng)), span - 1)
 
 
 def contrastive_crop_params(
@@ -241,6 +279,7 @@ class ContrastiveCrop(RandomResizedCropAndInterpolation):
         )
         self.alpha = _check_alpha(alpha)
         self._log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        self._fixed_box: Box | None = None
 
     def get_box_params(self, img: Any, box: Box | None) -> tuple[int, int, int, int]:
         """``(top, left, crop_h, crop_w)`` for ``img`` and an already validated box."""
@@ -254,17 +293,23 @@ class ContrastiveCrop(RandomResizedCropAndInterpolation):
         return validate_box(box)
 
     def __call__(self, img: Any, box: Any = _MISSING) -> Any:
+        # The hot path of every training view: kept flat, no helper calls for PIL inputs.
         if box is _MISSING:
-            img, box = img if isinstance(img, tuple) and len(img) == 2 else (img, None)
-        box = self._resolve_box(box)
+            img, box = img if type(img) is tuple and len(img) == 2 else (img, None)
+        if box is not None and type(box) is not Box or self._fixed_box is not None:
+            box = self._resolve_box(box)
         if isinstance(img, Image.Image):
-            img = to_rgb(img)
-        top, left, crop_h, crop_w = self.get_box_params(img, box)
-        interpolation = (
-            random.choice(self.interpolation)
-            if isinstance(self.interpolation, (tuple, list))
-            else self.interpolation
+            if img.mode != "RGB":
+                img = to_rgb(img)
+            width, height = img.size
+        else:
+            height, width = _image_size(img)
+        top, left, crop_h, crop_w = _sample_params(
+            height, width, box, self.scale, self.ratio, self._log_ratio, self.alpha, random
         )
+        interpolation = self.interpolation
+        if type(interpolation) in (tuple, list):
+            interpolation = random.choice(interpolation)
         return F.resized_crop(img, top, left, crop_h, crop_w, self.size, interpolation)
 
     def __repr__(self) -> str:
@@ -288,6 +333,7 @@ class SimCCrop(ContrastiveCrop):
         interpolation: str = "bilinear",
     ) -> None:
         super().__init__(size, scale=scale, ratio=ratio, alpha=alpha, interpolation=interpolation)
+        self._fixed_box = SIMCCROP_BOX
 
     def _resolve_box(self, box: Any) -> Box:
         return SIMCCROP_BOX
