@@ -389,7 +389,7 @@ def render_box_picture(
             for i in range(count)]
     gt = getattr(dataset, "gt_boxes", None)
     grid = heatmap_boxes_grid(images, maps, rows, gt[:count] if gt is not None else None,
-                              views=4, alpha=alpha, tile=64,
+                              views=4, alpha=alpha, tile=80,
                               title=f"boxes of the first {count} training images")
     grid.save(path, format="PNG")
     return grid
