@@ -500,37 +500,12 @@ def _knn_monitor(config: TrainConfig, accelerator: Accelerator, backbone: Any,
 
 
 def export_backbone(backbone: torch.nn.Module, folder: Path, config: TrainConfig) -> Path:
-    """The backbone in timm's Hub layout (config.json + model.safetensors)."""
-    from timm.models import save_for_hf
+    """The backbone in timm's Hub layout (config.json + model.safetensors), written
+    atomically; see :func:`timm_ccrop.hub.export_backbone` (``timm-ccrop export`` adds the
+    model card)."""
+    from .hub import export_backbone as export
 
-    mean, std = _normalisation(config)
-    size = _image_size(config)
-    pretrained_cfg = {
-        "tag": f"ccrop_{config.method}" if config.crop == "ccrop" else config.method,
-        "custom_load": False,
-        "input_size": [3, size, size],
-        "fixed_input_size": False,
-        "interpolation": "bilinear",
-        "crop_pct": 1.0,
-        "crop_mode": "center",
-        "mean": list(mean),
-        "std": list(std),
-        "num_classes": 0,
-        "pool_size": None,
-        "first_conv": getattr(backbone, "pretrained_cfg", {}).get("first_conv"),
-        "classifier": getattr(backbone, "pretrained_cfg", {}).get("classifier"),
-        "license": "apache-2.0",
-        "origin_url": None,
-        "paper_ids": "arXiv:2202.03278",
-        "paper_name": "Crafting Better Contrastive Views for Siamese Representation Learning",
-        "test_input_size": None,
-        "test_crop_pct": None,
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    backbone.pretrained_cfg = {**getattr(backbone, "pretrained_cfg", {}), **pretrained_cfg}
-    save_for_hf(backbone, folder, model_config={"architecture": config.model},
-                model_args=config.model_kwargs or None, safe_serialization=True)
-    return folder
+    return export(backbone, folder, config)
 
 
 def _flat_config(config: TrainConfig) -> dict[str, Any]:
