@@ -168,3 +168,12 @@ def test_two_processes_under_accelerate_launch(tmp_path: Path) -> None:
     assert records[0]["processes"] == 2
     assert "box_mean_iou" in records[0] and "knn_top1" in records[-1]
     assert (tmp_path / "backbone" / "model.safetensors").is_file()
+
+
+def test_device_augmentation_path_trains_with_boxes(tmp_path: Path) -> None:
+    """--augment-on device: uint8 batches from the loader, views made batched."""
+    assert run_cli(tmp_path, "--epochs", "3", "--augment-on", "device", "--knn-every", "0",
+                   "--pictures", "0") == 0
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["uses_boxes"] for r in records] == [False, True, True]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)

@@ -36,6 +36,7 @@ class TrainConfig:
     views: str = "cifar"  # view preset of timm_ccrop.views
     image_size: int | None = None  # default: the preset's size
     num_workers: int = 2
+    augment_on: str = "loader"  # 'loader' (PIL, per image) or 'device' (batched tensors)
     # model and method
     model: str = "resnet_tiny_cifar"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -131,6 +132,8 @@ class TrainConfig:
         need(self.optimizer in OPTIMIZERS,
              f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         need(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        need(self.augment_on in ("loader", "device"),
+             f"augment_on must be 'loader' or 'device', got {self.augment_on!r}")
         need(self.save_every >= 1, f"save_every must be >= 1, got {self.save_every}")
         need(self.keep_checkpoints >= 1,
              f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")

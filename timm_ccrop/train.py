@@ -253,9 +253,22 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
             f"batch_size {config.batch_size} exceeds the {len(dataset)} training samples "
             "(batches drop the last partial one): lower batch_size"
         )
-    crop_mode = "rcrop" if config.crop == "rcrop" else config.crop
-    views = multi_view_transform(config.views, crop_mode=crop_mode,
-                                 alpha=config.alpha if config.crop != "rcrop" else None, size=size)
+    alpha = config.alpha if config.crop != "rcrop" else None
+    device_views = None
+    if config.augment_on == "device":
+        # Workers only decode and squash to a fixed size; crops and colour run batched on
+        # the training device (timm_ccrop.augment). Boxes are normalised, so squashing
+        # keeps them valid.
+        from torchvision import transforms as tv_transforms
+
+        from .augment import BatchedViews
+
+        views = tv_transforms.Compose([tv_transforms.Resize((size, size)),
+                                       tv_transforms.PILToTensor()])
+        device_views = BatchedViews.from_preset(config.views, config.crop, alpha, size=size)
+        device_views = device_views.to(accelerator.device)
+    else:
+        views = multi_view_transform(config.views, crop_mode=config.crop, alpha=alpha, size=size)
     boxes = BoxTable(len(dataset))
     if config.crop == "ccrop" and config.box_source == "ground-truth":
         gt = getattr(dataset, "gt_boxes", None)
@@ -330,9 +343,12 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
             seed_everything(sample_seed(config.seed, epoch, 2**40 + accelerator.process_index))
             boxes.set_active(config.uses_boxes_from(epoch))
             started = time.perf_counter()
+            augment = None
+            if device_views is not None:
+                augment = _device_augmenter(device_views, boxes, accelerator, config, epoch)
             epoch_stats, stopped = _train_one_epoch(
                 config, accelerator, method, inner, optimizer, scheduler, loader, epoch,
-                steps_per_epoch, stop,
+                steps_per_epoch, stop, augment,
             )
             if stopped == "nan":
                 if is_main:
@@ -399,10 +415,27 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
                        export, metrics_path, stopped)
 
 
+def _device_augmenter(views: Any, boxes: BoxTable, accelerator: Accelerator,
+                      config: TrainConfig, epoch: int) -> Any:
+    """Views of a uint8 batch made on the device, with the boxes of this epoch."""
+    device = accelerator.device
+    generator = torch.Generator(device).manual_seed(
+        sample_seed(config.seed, epoch, 2**41 + accelerator.process_index))
+    table_boxes = boxes.boxes.to(device)
+    table_valid = (boxes.valid & boxes.is_active).to(device)
+
+    def augment(images: torch.Tensor, indices: torch.Tensor) -> list[torch.Tensor]:
+        indices = indices.to(device)
+        return views(images.to(device, non_blocking=True), table_boxes[indices],
+                     table_valid[indices], generator)
+
+    return augment
+
+
 def _train_one_epoch(
     config: TrainConfig, accelerator: Accelerator, method: Any, inner: Any,
     optimizer: torch.optim.Optimizer, scheduler: Any, loader: Any, epoch: int,
-    steps_per_epoch: int, stop: dict[str, str | None],
+    steps_per_epoch: int, stop: dict[str, str | None], augment: Any = None,
 ) -> tuple[dict[str, float], str | None]:
     method.train()
     total_steps = config.epochs * steps_per_epoch
@@ -410,7 +443,9 @@ def _train_one_epoch(
     started = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False,
                disable=not (config.progress and accelerator.is_main_process))
-    for views, _, _ in bar:
+    for views, _, indices in bar:
+        if augment is not None:
+            views = augment(views, indices)
         if config.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         with accelerator.autocast():
