@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .boxes import Box
+from .weights import strip_wrapper_prefixes
 
 __all__ = ["main"]
 
@@ -108,18 +109,6 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 #: Keys under which training scripts nest the model's state dict in a checkpoint.
 _CHECKPOINT_NESTS = ("model", "state_dict")
-#: Prefixes added by DDP/DataParallel and torch.compile; stripped from checkpoint keys.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-def _strip_wrapper_prefixes(key: str) -> str:
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in _WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key, stripped = key[len(prefix):], True
-    return key
 
 
 def _read_state_dict(path: Path) -> dict[str, Any]:
@@ -167,7 +156,7 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
             f"tensors ({', '.join(not_tensors[:5])}); save model.state_dict(), possibly "
             "nested under 'model' or 'state_dict'"
         )
-    return {_strip_wrapper_prefixes(str(k)): v for k, v in state.items()}
+    return {strip_wrapper_prefixes(str(k)): v for k, v in state.items()}
 
 
 def _classifier_prefixes(model: Any) -> tuple[str, ...]:

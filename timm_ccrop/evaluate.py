@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -42,6 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+
+from .weights import sha256_file, state_dict_sha256
 
 __all__ = [
     "PROTOCOLS",
@@ -815,24 +816,6 @@ def resolve_backbone_source(text: str) -> BackboneSource:
     return BackboneSource(text, "timm", arch, pretrained=bool(tag))
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
-    """sha256 over the sorted names, dtypes, shapes and raw bytes of a state dict."""
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        tensor = state[key].detach().cpu().contiguous()
-        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def _run_preset(run_config: dict[str, Any] | None) -> dict[str, Any]:
     """input size, mean and std of a run's views preset (as its export would record)."""
     from .config import TrainConfig
@@ -882,7 +865,7 @@ def load_backbone(source: BackboneSource | str, seed: int = 0) -> tuple[nn.Modul
             raise ValueError(f"cannot build backbone {source.text!r} ({type(err).__name__}: "
                              f"{first}).{hint}") from err
         if source.weights is not None:
-            info["sha256"], info["sha256_of"] = _sha256_file(source.weights), "file"
+            info["sha256"], info["sha256_of"] = sha256_file(source.weights), "file"
         else:
             info["sha256"] = state_dict_sha256(model.state_dict())
             info["sha256_of"] = "state_dict"

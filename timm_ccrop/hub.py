@@ -23,7 +23,6 @@ leaves a half-written folder. :func:`push_folder` validates a folder and uploads
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -38,6 +37,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .weights import sha256_file, state_dict_sha256, strip_wrapper_prefixes
 
 __all__ = [
     "BIBTEX",
@@ -272,22 +273,6 @@ def _staging_folder(target: Path, overwrite: bool) -> Iterator[Path]:
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str | None:
-    try:
-        from .evaluate import state_dict_sha256
-    except ImportError:  # pragma: no cover - evaluate is part of the package
-        return None
-    return state_dict_sha256(dict(state))
 
 
 # --------------------------------------------------------------------------------------
@@ -762,8 +747,8 @@ def export_run(run: str | Path, out: str | Path, *, checkpoint: str | Path | Non
                   *(Path(p) for p in eval_reports)]
     with _staging_folder(out, overwrite) as staging:
         _write_weights_and_config(backbone, staging, cfg, dict(config.model_kwargs) or None)
-        hashes = {_sha256_file(staging / WEIGHTS_NAME)}
-        state_hash = _state_dict_sha256(backbone.state_dict())
+        hashes = {sha256_file(staging / WEIGHTS_NAME)}
+        state_hash = state_dict_sha256(backbone.state_dict())
         if state_hash:
             hashes.add(state_hash)
         reports = _matching_eval_reports(candidates, hashes)
@@ -817,17 +802,6 @@ _OFFICIAL_BACKBONE_KEY = re.compile(
     rf"^(conv1\.weight|bn1\.{_BN}|layer[1-4]\.\d+\.(conv[1-3]\.weight|bn[1-3]\.{_BN}"
     rf"|downsample\.0\.weight|downsample\.1\.{_BN}))$"
 )
-_WRAPPERS = ("module.", "_orig_mod.")
-
-
-def _strip_wrappers(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _WRAPPERS:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
-    return key
 
 
 def official_method(checkpoint: Mapping[str, Any]) -> str:
@@ -856,7 +830,7 @@ def convert_official_state_dict(state: Mapping[str, torch.Tensor],
     out: dict[str, torch.Tensor] = {}
     strays = []
     for raw_key, value in state.items():
-        key = _strip_wrappers(str(raw_key))
+        key = strip_wrapper_prefixes(str(raw_key))
         if prefix and not key.startswith(prefix):
             continue  # encoder_k, predictor, queue, queue_ptr
         key = key[len(prefix):]
@@ -988,8 +962,8 @@ def export_official(checkpoint: str | Path, out: str | Path, *, method: str | No
         _write_weights_and_config(backbone, staging, cfg, None)
         if boxes and isinstance(official_boxes, torch.Tensor):
             _write_boxes_csv(staging / "boxes.csv", official_boxes, size)
-        hashes = {_sha256_file(staging / WEIGHTS_NAME)}
-        state_hash = _state_dict_sha256(backbone.state_dict())
+        hashes = {sha256_file(staging / WEIGHTS_NAME)}
+        state_hash = state_dict_sha256(backbone.state_dict())
         if state_hash:
             hashes.add(state_hash)
         reports = _matching_eval_reports([out / "eval.json", *(Path(p) for p in eval_reports)],

@@ -21,7 +21,6 @@ default tag is left as it was.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import models as _models  # noqa: F401  (the CIFAR-stem architectures come first)
+from .weights import sha256_file
 
 __all__ = [
     "ZooEntry",
@@ -131,14 +131,6 @@ def load_zoo(path: str | Path | None = None) -> list[ZooEntry]:
 # --------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _recipe_path(entry: ZooEntry, root: Path) -> Path:
@@ -277,7 +269,7 @@ def _bundled_problems(entry: ZooEntry, folder: Path, weights: Mapping[str, Any],
         expected = weights.get("sha256")
         if not expected:
             problems.append("weights.sha256 (of the bundled model.safetensors) is missing")
-        elif _sha256(weights_file) != expected:
+        elif sha256_file(weights_file) != expected:
             problems.append(f"bundled {weights_file.name} does not match weights.sha256")
     return problems
 
