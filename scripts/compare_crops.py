@@ -1,0 +1,460 @@
+"""Compare crop modes (issue 8): rcrop vs ccrop (model boxes) vs ccrop (ground-truth boxes,
+the oracle) vs simccrop, with identical seeds and budgets, on the built-in synthetic dataset
+in its "small off-centre objects" setting.
+
+For every method x crop mode x seed it pretrains (``timm_ccrop.train``), then evaluates the
+exported backbone with kNN and the fast linear probe (``timm_ccrop.evaluate``). A randomly
+initialised network of the same architecture is evaluated too (one per seed), so the reader
+sees whether the rcrop baseline learned anything at all. From the same runs it also reports
+
+* false positives: the share of sampled positive view pairs in which at least one view
+  covers less than ``--fp-threshold`` of the ground-truth object box (coverage =
+  area(view ∩ gt box) / area(gt box)); views are sampled with
+  ``contrastive_crop_params`` and each run's final boxes (boxes.csv), no training needed;
+* box quality: mean IoU of the model boxes with the ground truth after each box pass, next
+  to the IoU of the whole-image box (metrics.jsonl);
+* overhead: box-pass seconds as a share of the training time (metrics.jsonl).
+
+Writes a Markdown report (``--out``, default docs/results.md) and a PNG bar plot next to it
+(drawn with PIL). Default grid: SimCLR x 4 crop modes x seeds 0 1 2, sized for <= 45 min on
+a 2-core CPU with ``--augment-on device`` (6 epochs x 2500 images: ~40 min estimated from
+~100 training images/s measured in the smoke run, plus ~15 s of evaluation per 1000 images)::
+
+    python scripts/compare_crops.py                       # the full default grid
+    python scripts/compare_crops.py --epochs 3 --num-samples 1000 --seeds 0   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import random
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CROP_MODES = {
+    # name: (crop, box_source)
+    "rcrop": ("rcrop", "model"),
+    "ccrop": ("ccrop", "model"),
+    "ccrop-gt": ("ccrop", "ground-truth"),
+    "simccrop": ("simccrop", "model"),
+}
+DEFAULT_OBJECT_SCALE = (0.2, 0.35)  # "small off-centre" setting of docs/synthetic.md
+DEFAULT_CENTER_BIAS = -0.5
+VIEW_SCALE = (0.2, 1.0)  # the cifar view preset's RandomResizedCrop area range
+VIEW_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+
+
+# --------------------------------------------------------------------------- data spec
+
+
+@contextlib.contextmanager
+def object_scale_options() -> Iterator[None]:
+    """Let a synthetic spec carry ``object_scale_lo``/``object_scale_hi``.
+
+    Spec strings only hold scalars, so ``object_scale=(lo, hi)`` cannot be written in one;
+    inside this context the two scalar options are turned into the tuple before the
+    dataset is built. Runs written here therefore name a spec that only this script (or
+    this context) can rebuild.
+    """
+    from timm_ccrop import datasets
+
+    original = datasets._build_synthetic
+
+    def build(spec: Any, split: str) -> Any:
+        options = dict(spec.options)
+        lo, hi = options.pop("object_scale_lo", None), options.pop("object_scale_hi", None)
+        if lo is not None or hi is not None:
+            options["object_scale"] = (float(lo if lo is not None else hi),
+                                       float(hi if hi is not None else lo))
+        return original(dataclasses.replace(spec, options=options), split)
+
+    datasets._build_synthetic = build
+    try:
+        yield
+    finally:
+        datasets._build_synthetic = original
+
+
+def data_spec(num_samples: int, image_size: int, object_scale: Sequence[float],
+              center_bias: float) -> str:
+    return (f"synthetic:num_samples={num_samples},image_size={image_size},"
+            f"object_scale_lo={object_scale[0]},object_scale_hi={object_scale[1]},"
+            f"center_bias={center_bias}")
+
+
+# --------------------------------------------------------------------------- false positives
+
+
+def coverage(views: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Fraction of each ground-truth box ``gt[i]`` covered by ``views[i]`` (both ``[N, 4]``,
+    normalised x0 y0 x1 y1)."""
+    top_left = torch.maximum(views[:, :2], gt[:, :2])
+    bottom_right = torch.minimum(views[:, 2:], gt[:, 2:])
+    inter = (bottom_right - top_left).clamp_min(0).prod(dim=1)
+    area = (gt[:, 2:] - gt[:, :2]).clamp_min(0).prod(dim=1)
+    return torch.where(area > 0, inter / area.clamp_min(1e-12), torch.ones_like(area))
+
+
+def false_positive_rate(view_a: torch.Tensor, view_b: torch.Tensor, gt: torch.Tensor,
+                        threshold: float = 0.2) -> float:
+    """Share of view pairs ``(view_a[i], view_b[i])`` in which at least one view covers
+    less than ``threshold`` of the ground-truth box ``gt[i]``."""
+    bad = (coverage(view_a, gt) < threshold) | (coverage(view_b, gt) < threshold)
+    return float(bad.double().mean()) if len(bad) else float("nan")
+
+
+def sample_views(boxes: Sequence[Any], size: int, alpha: float, pairs: int, seed: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample ``pairs`` view pairs per image with ``contrastive_crop_params``.
+
+    ``boxes[i]`` is the crop box of image ``i`` (a :class:`~timm_ccrop.boxes.Box`) or None
+    (RandomResizedCrop). Returns normalised view boxes A, B and the image index of each pair.
+    """
+    from timm_ccrop.transforms import contrastive_crop_params
+
+    rng = random.Random(seed)
+    a, b, index = [], [], []
+    for i, box in enumerate(boxes):
+        for _ in range(pairs):
+            for out in (a, b):
+                top, left, h, w = contrastive_crop_params(size, size, box, VIEW_SCALE,
+                                                          VIEW_RATIO, alpha, rng)
+                out.append((left / size, top / size, (left + w) / size, (top + h) / size))
+            index.append(i)
+    return torch.tensor(a), torch.tensor(b), torch.tensor(index)
+
+
+def read_boxes_csv(path: Path, count: int) -> list[Any]:
+    """Crop boxes of a run's final box table; invalid rows (and a missing file) -> None."""
+    from timm_ccrop.boxes import validate_box
+
+    boxes: list[Any] = [None] * count
+    if not path.exists():
+        return boxes
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if int(row["valid"]):
+                boxes[int(row["index"])] = validate_box(
+                    [float(row[k]) for k in ("x0", "y0", "x1", "y1")])
+    return boxes
+
+
+def crop_boxes(mode: str, run: Path | None, gt: torch.Tensor) -> list[Any]:
+    from timm_ccrop.boxes import validate_box
+    from timm_ccrop.transforms import SIMCCROP_BOX
+
+    n = len(gt)
+    if mode == "rcrop":
+        return [None] * n
+    if mode == "simccrop":
+        return [SIMCCROP_BOX] * n
+    if mode == "ccrop-gt":
+        return [validate_box(row) for row in gt.tolist()]
+    assert run is not None
+    return read_boxes_csv(run / "boxes.csv", n)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def evaluate(backbone: str, data: str, output: Path, seed: int, workers: int
+             ) -> dict[str, float]:
+    from timm_ccrop.evaluate import EvalConfig, run_evaluation
+
+    report = run_evaluation(EvalConfig(backbone=backbone, data=data, protocol="both",
+                                       linear_mode="fast", output=str(output), seed=seed,
+                                       num_workers=workers, progress=False))
+    return {"knn": report["knn"]["test"]["top1"], "linear": report["linear"]["test"]["top1"]}
+
+
+def run_cell(args: argparse.Namespace, method: str, mode: str, seed: int, data: str,
+             root: Path) -> dict[str, Any]:
+    from timm_ccrop.config import TrainConfig
+    from timm_ccrop.train import train
+
+    crop, box_source = CROP_MODES[mode]
+    folder = root / f"{method}-{mode}-seed{seed}"
+    config = TrainConfig(
+        data=data, model=args.model, method=method, crop=crop, box_source=box_source,
+        alpha=args.alpha, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        augment_on=args.augment_on, knn_every=0, pictures=0, progress=False,
+        output=str(folder), seed=seed, num_workers=args.workers, image_size=args.image_size,
+    )
+    started = time.perf_counter()
+    result = train(config)
+    train_wall = time.perf_counter() - started
+    metrics = read_metrics(result.metrics)
+    accuracy = evaluate(str(folder), data, folder / "eval.json", seed, args.workers)
+    epoch_seconds = sum(m.get("epoch_seconds", 0.0) for m in metrics)
+    box_seconds = sum(m.get("box_pass_seconds", 0.0) for m in metrics)
+    return {
+        "method": method, "mode": mode, "seed": seed, "run": str(folder), **accuracy,
+        "train_wall_s": train_wall, "epoch_seconds": epoch_seconds,
+        "box_pass_seconds": box_seconds,
+        "box_passes": [
+            {"epoch": m["epoch"], "box_mean_iou": m["box_mean_iou"],
+             "whole_image_mean_iou": m.get("whole_image_mean_iou")}
+            for m in metrics if "box_mean_iou" in m
+        ],
+    }
+
+
+def fp_rate_for(cell: dict[str, Any], gt: torch.Tensor, args: argparse.Namespace) -> float:
+    boxes = crop_boxes(cell["mode"], Path(cell["run"]), gt)
+    a, b, index = sample_views(boxes, args.image_size, args.alpha, args.fp_pairs, cell["seed"])
+    return false_positive_rate(a, b, gt[index], args.fp_threshold)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def mean_std(values: Sequence[float]) -> str:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.2f} (n=1)"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _mean(values: Sequence[float]) -> float:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.mean(values) if values else float("nan")
+
+
+def _std(values: Sequence[float]) -> float:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def draw_plot(path: Path, groups: list[tuple[str, dict[str, list[float]]]],
+              title: str) -> None:
+    """Bar plot (kNN and linear top-1, mean with a ±std whisker) per group, with PIL."""
+    from PIL import Image, ImageDraw
+
+    bar_w, gap, pad_l, pad_b, top, height = 26, 28, 50, 70, 40, 300
+    width = pad_l + len(groups) * (2 * bar_w + gap) + gap
+    image = Image.new("RGB", (max(width, 360), top + height + pad_b), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((10, 10), title, fill="black")
+    y0 = top + height
+    for tick in range(0, 101, 20):
+        y = y0 - tick / 100 * height
+        draw.line([(pad_l - 4, y), (image.width - 5, y)], fill=(225, 225, 225))
+        draw.text((8, y - 6), f"{tick}%", fill="black")
+    colours = {"knn": (70, 120, 200), "linear": (230, 140, 40)}
+    x = pad_l + gap
+    for name, values in groups:
+        for key in ("knn", "linear"):
+            m, s = _mean(values[key]), _std(values[key])
+            if not math.isnan(m):
+                draw.rectangle([x, y0 - m / 100 * height, x + bar_w, y0], fill=colours[key])
+                if s:
+                    cx = x + bar_w // 2
+                    draw.line([(cx, y0 - (m + s) / 100 * height),
+                               (cx, y0 - max(0, m - s) / 100 * height)], fill="black")
+                draw.text((x, y0 - m / 100 * height - 12), f"{m:.0f}", fill="black")
+            x += bar_w
+        draw.text((x - 2 * bar_w, y0 + 6), name[:14], fill="black")
+        x += gap
+    draw.line([(pad_l, y0), (image.width - 5, y0)], fill="black")
+    ly = y0 + 30
+    for i, (key, colour) in enumerate(colours.items()):
+        draw.rectangle([pad_l + i * 90, ly, pad_l + i * 90 + 12, ly + 12], fill=colour)
+        draw.text((pad_l + i * 90 + 16, ly), f"{key} top-1", fill="black")
+    image.save(path)
+
+
+def write_report(args: argparse.Namespace, cells: list[dict[str, Any]],
+                 random_init: list[dict[str, Any]], data: str, command: str,
+                 wall: float) -> tuple[Path, Path]:
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    png = out.with_suffix(".png")
+    by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for cell in cells:
+        by_cell.setdefault((cell["method"], cell["mode"]), []).append(cell)
+
+    lines = [f"# Crop-mode comparison ({'SMOKE RUN' if args.smoke_label else 'results'})", ""]
+    if args.smoke_label:
+        lines += [
+            "> **Smoke run.** This budget only proves that the pipeline runs end to end. "
+            "It says nothing about whether ContrastiveCrop helps: too few epochs, images "
+            "and seeds. For the real comparison run the full default grid:",
+            ">",
+            "> `python scripts/compare_crops.py --augment-on device`  (SimCLR x 4 crop "
+            "modes x seeds 0 1 2, 6 epochs, 2500 images; estimated ~40 min on a 2-core CPU "
+            "from this smoke run's ~100 images/s, not yet measured)",
+            "",
+        ]
+    lines += [
+        "## Settings", "",
+        f"- command: `{command}`",
+        f"- data: `{data}` (built-in `SyntheticObjects`, small off-centre objects: "
+        f"object_scale={tuple(args.object_scale)}, center_bias={args.center_bias}, "
+        f"image_size={args.image_size}; kNN/linear are fitted on the train split and "
+        f"scored on the test split of the same size)",
+        f"- model `{args.model}`, methods {args.methods}, crop modes {args.modes}, "
+        f"seeds {args.seeds}",
+        f"- epochs {args.epochs}, batch {args.batch_size}, lr {args.lr}, alpha {args.alpha}, "
+        f"augment_on `{args.augment_on}`; box warm-up and interval: timm_ccrop defaults "
+        "(20% of training each)",
+        "- evaluation: `run_evaluation(protocol='both', linear_mode='fast')`, top-1 (%) "
+        "on the test split; mean ± std over seeds (std of n=1 is not shown)",
+        f"- total wall time {wall / 60:.1f} min",
+        "", "## Does the baseline learn at all?", "",
+        "| network | kNN top-1 | linear top-1 |", "|---|---|---|",
+        f"| random init `{args.model}` | {mean_std([r['knn'] for r in random_init])} | "
+        f"{mean_std([r['linear'] for r in random_init])} |",
+    ]
+    for method in args.methods:
+        rc = by_cell.get((method, "rcrop"), [])
+        if rc:
+            lines.append(f"| {method} + rcrop | {mean_std([c['knn'] for c in rc])} | "
+                         f"{mean_std([c['linear'] for c in rc])} |")
+    lines += ["", "## Accuracy per cell (top-1 %, mean ± std over seeds)", "",
+              "| method | crop mode | kNN | linear | seeds |", "|---|---|---|---|---|"]
+    for (method, mode), group in by_cell.items():
+        lines.append(f"| {method} | {mode} | {mean_std([c['knn'] for c in group])} | "
+                     f"{mean_std([c['linear'] for c in group])} | "
+                     f"{', '.join(str(c['seed']) for c in group)} |")
+    lines += [
+        "", f"![accuracy per crop mode]({png.name})", "",
+        f"## False-positive positive pairs (coverage < {args.fp_threshold:.0%})", "",
+        f"Share of sampled view pairs ({args.fp_pairs} pairs per training image, "
+        "`contrastive_crop_params` with the run's final boxes, cifar view scale "
+        f"{VIEW_SCALE}) in which at least one view covers less than {args.fp_threshold:.0%} "
+        "of the ground-truth object box (coverage = area(view ∩ gt) / area(gt)). For ccrop "
+        "the boxes are the run's final `boxes.csv` (invalid boxes fall back to "
+        "RandomResizedCrop, as in training).", "",
+        "| method | crop mode | false-positive rate (%) |", "|---|---|---|",
+    ]
+    for (method, mode), group in by_cell.items():
+        lines.append(f"| {method} | {mode} | "
+                     f"{mean_std([100 * c['fp_rate'] for c in group])} |")
+    lines += ["", "## Box quality (model boxes vs ground truth, mean IoU)", "",
+              "| method | seed | epoch | box mean IoU | whole-image mean IoU |",
+              "|---|---|---|---|---|"]
+    any_pass = False
+    for cell in cells:
+        if cell["mode"] != "ccrop":
+            continue
+        for p in cell["box_passes"]:
+            any_pass = True
+            whole = p["whole_image_mean_iou"]
+            lines.append(f"| {cell['method']} | {cell['seed']} | {p['epoch']} | "
+                         f"{p['box_mean_iou']:.3f} | "
+                         f"{'n/a' if whole is None else f'{whole:.3f}'} |")
+    if not any_pass:
+        lines.append("| (no box pass ran) | | | | |")
+    lines += ["", "## Overhead of the box passes", "",
+              "| method | crop mode | box-pass s | training s (sum of epochs) | share |",
+              "|---|---|---|---|---|"]
+    for (method, mode), group in by_cell.items():
+        if mode != "ccrop":
+            continue
+        box = _mean([c["box_pass_seconds"] for c in group])
+        total = _mean([c["epoch_seconds"] + c["box_pass_seconds"] for c in group])
+        lines.append(f"| {method} | {mode} | {box:.1f} | {total:.1f} | "
+                     f"{100 * box / total if total else float('nan'):.1f}% |")
+    lines += ["", "Training seconds = sum of `epoch_seconds` plus `box_pass_seconds` from "
+              "metrics.jsonl (the box pass is timed outside the epoch).", ""]
+    out.write_text("\n".join(lines))
+
+    groups = [("random init", {"knn": [r["knn"] for r in random_init],
+                               "linear": [r["linear"] for r in random_init]})]
+    for (method, mode), group in by_cell.items():
+        label = mode if len(args.methods) == 1 else f"{method}/{mode}"
+        groups.append((label, {"knn": [c["knn"] for c in group],
+                               "linear": [c["linear"] for c in group]}))
+    draw_plot(png, groups, f"top-1 (%) on synthetic, {args.epochs} ep, seeds {args.seeds}")
+    return out, png
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--methods", nargs="+", default=["simclr"])
+    p.add_argument("--modes", nargs="+", default=list(CROP_MODES), choices=list(CROP_MODES))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--num-samples", type=int, default=2500)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--object-scale", nargs=2, type=float, default=list(DEFAULT_OBJECT_SCALE))
+    p.add_argument("--center-bias", type=float, default=DEFAULT_CENTER_BIAS)
+    p.add_argument("--model", default="resnet_tiny_cifar")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.5)
+    p.add_argument("--alpha", type=float, default=0.6)
+    p.add_argument("--augment-on", default="device", choices=["loader", "device"])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--fp-threshold", type=float, default=0.2,
+                   help="a view covering less than this fraction of the gt box is 'bad'")
+    p.add_argument("--fp-pairs", type=int, default=4, help="view pairs sampled per image")
+    p.add_argument("--runs", default="runs/compare_crops", help="folder for the runs")
+    p.add_argument("--out", default="docs/results.md", help="report; the PNG goes next to it")
+    p.add_argument("--smoke-label", action="store_true",
+                   help="label the report as a smoke run that proves nothing")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    command = "python scripts/compare_crops.py " + shlex.join(
+        list(sys.argv[1:] if argv is None else argv))
+    data = data_spec(args.num_samples, args.image_size, args.object_scale, args.center_bias)
+    root = Path(args.runs)
+    started = time.perf_counter()
+    cells: list[dict[str, Any]] = []
+    random_init: list[dict[str, Any]] = []
+    with object_scale_options():
+        from timm_ccrop.datasets import build_dataset, parse_data_spec
+
+        gt = build_dataset(parse_data_spec(data), split="train").gt_boxes.float()
+        for seed in args.seeds:
+            acc = evaluate(args.model, data, root / f"random-init-seed{seed}" / "eval.json",
+                           seed, args.workers)
+            random_init.append({"seed": seed, **acc})
+            print(f"[random init seed {seed}] kNN {acc['knn']:.2f} linear {acc['linear']:.2f}",
+                  flush=True)
+        for method in args.methods:
+            for mode in args.modes:
+                for seed in args.seeds:
+                    cell = run_cell(args, method, mode, seed, data, root)
+                    cell["fp_rate"] = fp_rate_for(cell, gt, args)
+                    cells.append(cell)
+                    print(f"[{method} {mode} seed {seed}] kNN {cell['knn']:.2f} "
+                          f"linear {cell['linear']:.2f} fp {100 * cell['fp_rate']:.1f}% "
+                          f"train {cell['train_wall_s']:.0f}s", flush=True)
+    wall = time.perf_counter() - started
+    out, png = write_report(args, cells, random_init, data, command, wall)
+    (root / "results.json").write_text(json.dumps(
+        {"cells": cells, "random_init": random_init, "data": data}, indent=1))
+    print(f"\nreport: {out}\nplot: {png}\nwall: {wall / 60:.1f} min")
+    print(out.read_text())
+    return {"cells": cells, "random_init": random_init, "report": out, "plot": png}
+
+
+if __name__ == "__main__":
+    main()
