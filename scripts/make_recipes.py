@@ -72,7 +72,11 @@ def main() -> None:
                         f"{method} on {dataset}, {crop}; "
                         f"{SOURCES.get(dataset, SOURCES['cifar10'])}"
                     ),
-                    **base, "method": method, "method_kwargs": kwargs, "crop": crop,
+                    **base,
+                    # timm zero-inits each block's last BN by default; the official code
+                    # does so only for SimSiam (zero_init_residual).
+                    "model_kwargs": {"zero_init_last": method == "simsiam"},
+                    "method": method, "method_kwargs": kwargs, "crop": crop,
                     "output": f"runs/{name}",
                 }
                 (OUT / f"{name}.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
