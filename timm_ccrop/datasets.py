@@ -350,6 +350,16 @@ def _missing(
     )
 
 
+def _require_files(
+    root: Path, path: Path, files: Sequence[str], what: str, layout: str, source: str
+) -> None:
+    """Raise the helpful FileNotFoundError for the first of ``files`` missing in ``root``."""
+    for fname in files:
+        if not (root / fname).is_file():
+            missing = path if not path.is_dir() else root / fname
+            raise _missing(what, missing, layout, source, path)
+
+
 def _resolve_root(path: Path, subdir: str) -> Path:
     """The official archives extract to a named folder; accept PATH or PATH/<that folder>."""
     nested = path / subdir
@@ -488,16 +498,8 @@ class CifarDataset(ImageDatasetBase):
             f"{path}/{subdir}/{{{', '.join([*files, meta_name])}}} "
             f"(or the files directly in {path})"
         )
-        for fname in [*files, meta_name]:
-            if not (root / fname).is_file():
-                missing = path if not path.is_dir() else root / fname
-                raise _missing(
-                    f"{name} {split} split",
-                    missing,
-                    layout,
-                    f"{CIFAR_URL} (the 'python version' archive)",
-                    path,
-                )
+        _require_files(root, path, [*files, meta_name], f"{name} {split} split", layout,
+                       f"{CIFAR_URL} (the 'python version' archive)")
 
         meta_file = root / meta_name
         self.classes = [_text(n) for n in _get(load_cifar_pickle(meta_file), names_key, meta_file)]
@@ -561,16 +563,8 @@ class STL10Dataset(ImageDatasetBase):
         for part in parts:
             needed += [f"{part}_X.bin"] + ([] if part == "unlabeled" else [f"{part}_y.bin"])
         layout = f"{path}/stl10_binary/{{{', '.join(needed)}}} (or the files directly in {path})"
-        for fname in needed:
-            if not (root / fname).is_file():
-                missing = path if not path.is_dir() else root / fname
-                raise _missing(
-                    f"STL-10 {split} split",
-                    missing,
-                    layout,
-                    f"{STL10_URL} (the binary archive stl10_binary.tar.gz)",
-                    path,
-                )
+        _require_files(root, path, needed, f"STL-10 {split} split", layout,
+                       f"{STL10_URL} (the binary archive stl10_binary.tar.gz)")
 
         names = (root / "class_names.txt").read_text(encoding="utf-8").splitlines()
         self.classes = [n.strip() for n in names if n.strip()]
