@@ -49,6 +49,21 @@ def test_output_stride_keeps_timm_meaning() -> None:
         assert model.forward_features(torch.randn(1, 3, 32, 32)).shape[-1] == 8
 
 
+def test_mini_has_a_strided_stem_and_the_same_last_map() -> None:
+    mini = timm.create_model("resnet_mini_cifar").eval()
+    tiny = timm.create_model("resnet_tiny_cifar").eval()
+    assert mini.conv1.stride == (2, 2) and mini.num_features == tiny.num_features == 96
+    assert [info["reduction"] for info in mini.feature_info] == [2, 2, 4, 8, 8]
+    features = timm.create_model("resnet_mini_cifar", features_only=True).eval()
+    with torch.no_grad():
+        maps = features(torch.randn(1, 3, 32, 32))
+        last = mini.forward_features(torch.randn(1, 3, 32, 32))
+    assert [m.shape[-1] for m in maps] == [32 // r for r in features.feature_info.reduction()]
+    assert last.shape == (1, 96, 4, 4)
+    with pytest.raises(ValueError, match="stem_stride.*3"):
+        timm.create_model("resnet18_cifar", stem_stride=3)
+
+
 def test_stem_options_are_rejected() -> None:
     with pytest.raises(ValueError, match="stem_type"):
         timm.create_model("resnet18_cifar", stem_type="deep")
