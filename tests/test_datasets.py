@@ -71,6 +71,11 @@ def test_parse_spec_details():
     }  # fmt: skip
     assert type(spec.options["num_samples"]) is int and type(spec.options["scale"]) is float
     assert parse_data_spec(str(spec)) == spec
+    # A range is lo:hi; a value with a colon that is not all numbers stays a string.
+    spec = parse_data_spec("synthetic:object_scale=0.2:0.35,center_bias=-0.5,tag=a:b")
+    assert spec.options == {"object_scale": (0.2, 0.35), "center_bias": -0.5, "tag": "a:b"}
+    assert str(spec) == "synthetic:object_scale=0.2:0.35,center_bias=-0.5,tag=a:b"
+    assert parse_data_spec(str(spec)) == spec
 
 
 @pytest.mark.parametrize(
@@ -411,3 +416,7 @@ def test_synthetic_via_spec():
     assert len(evaluation) == 6
     with pytest.raises(ValueError, match="bogus"):
         build_dataset("synthetic:bogus=1")
+    small = build_dataset("synthetic:num_samples=6,object_scale=0.2:0.3", "train")
+    assert small.object_scale == (0.2, 0.3)
+    with pytest.raises(ValueError, match="object_scale"):
+        build_dataset("synthetic:num_samples=6,object_scale=0.2:0.3:0.4", "train")

@@ -81,7 +81,8 @@ _PATH_KINDS = frozenset(KINDS) - {"synthetic"}
 
 _SPEC_FORMS = (
     "cifar10:PATH, cifar100:PATH, stl10:PATH, tiny-imagenet:PATH, folder:PATH, "
-    "synthetic or synthetic:key=value,... (e.g. synthetic:num_samples=2000,image_size=32,seed=0)"
+    "synthetic or synthetic:key=value,... (e.g. synthetic:num_samples=2000,image_size=32,seed=0; "
+    "a range is lo:hi, e.g. object_scale=0.2:0.35)"
 )
 
 _SPLITS: dict[str, tuple[str, ...]] = {
@@ -127,18 +128,37 @@ class DatasetSpec:
         if self.path is not None:
             return f"{self.kind}:{self.path}"
         if self.options:
-            return self.kind + ":" + ",".join(f"{k}={v}" for k, v in self.options.items())
+            return self.kind + ":" + ",".join(f"{k}={_format_value(v)}"
+                                              for k, v in self.options.items())
         return self.kind
 
 
-def _convert_value(text: str) -> int | float | str:
-    """Turn an option value into int or float when it is one, else keep the string."""
+def _convert_number(text: str) -> int | float | str:
     for convert in (int, float):
         try:
             return convert(text)
         except ValueError:
             pass
     return text
+
+
+def _convert_value(text: str) -> int | float | str | tuple[int | float, ...]:
+    """Turn an option value into int or float when it is one, and ``lo:hi`` (numbers joined
+    by ``:``) into a tuple, which is how a range such as ``object_scale=0.2:0.35`` is
+    written; anything else stays a string."""
+    if ":" in text:
+        parts = [_convert_number(part.strip()) for part in text.split(":")]
+        if all(isinstance(part, (int, float)) for part in parts):
+            return tuple(parts)  # type: ignore[arg-type]
+        return text
+    return _convert_number(text)
+
+
+def _format_value(value: Any) -> str:
+    """Inverse of :func:`_convert_value`, so a parsed spec prints as it was written."""
+    if isinstance(value, tuple):
+        return ":".join(str(part) for part in value)
+    return str(value)
 
 
 def parse_data_spec(spec: str) -> DatasetSpec:
