@@ -227,6 +227,10 @@ def test_colour_not_tied_to_class():
         ({"clutter": -1.0}, "clutter.*-1.0"),
         ({"center_bias": 1.0}, "center_bias.*1.0"),
         ({"seed": -3}, "seed.*-3"),
+        ({"backgrounds": -1}, "backgrounds.*-1"),
+        ({"backgrounds": 2.5}, "backgrounds.*2.5"),
+        ({"palette": -2}, "palette.*-2"),
+        ({"class_colours": 2}, "class_colours.*2"),
     ],
 )
 def test_argument_validation(kwargs, match):
@@ -245,3 +249,59 @@ def test_render_rejects_bad_indices():
     with pytest.raises(IndexError):
         ds.render([10])
     assert ds.render([])[0].shape == (0, 32, 32, 3)
+
+
+def test_shared_backgrounds_repeat_and_leave_objects_alone():
+    kwargs = dict(object_scale=(0.2, 0.35), center_bias=-0.5)
+    own = SyntheticObjects(40, **kwargs)
+    shared = SyntheticObjects(40, backgrounds=3, **kwargs)
+    # Same objects (geometry, class) as without shared backgrounds; other pixels differ.
+    assert torch.equal(own.gt_boxes, shared.gt_boxes) and own.targets == shared.targets
+    assert not torch.equal(own.images_uint8(), shared.images_uint8())
+    # Without clutter there is no per-image noise: backgrounds are exact copies, at most 3
+    # distinct ones, and the test split draws from the same three.
+    plain = dict(kwargs, clutter=0.0, backgrounds=3)
+    train_bg = SyntheticObjects(40, **plain).render(range(40), draw_object=False)[0]
+    test_bg = SyntheticObjects(40, split="test", **plain).render(range(40), draw_object=False)[0]
+    distinct = {b.tobytes() for b in train_bg}
+    assert len(distinct) == 3 and {b.tobytes() for b in test_bg} <= distinct
+    # With clutter, two images on the same background differ by sensor noise only.
+    cluttered = SyntheticObjects(40, backgrounds=1, **kwargs).render(range(2), draw_object=False)[0]
+    diff = np.abs(cluttered[0].astype(float) - cluttered[1].astype(float))
+    assert 0 < diff.mean() < 0.035 * 255 * 2
+    # Without shared backgrounds the pixels are exactly what they always were.
+    again = SyntheticObjects(40, backgrounds=0, **kwargs)
+    assert torch.equal(again.images_uint8(), own.images_uint8())
+
+
+def test_palette_fixes_object_colours_and_nothing_else():
+    kwargs = dict(clutter=0.0, object_scale=(0.3, 0.4))
+    free_img, free_cov, free_boxes = SyntheticObjects(30, **kwargs).render(range(30))
+    img, cov, boxes = SyntheticObjects(30, palette=1, **kwargs).render(range(30))
+    np.testing.assert_array_equal(boxes, free_boxes)
+    background = cov == 0
+    np.testing.assert_array_equal(img[background], free_img[background])
+    # Shading scales all channels alike: with one palette colour, every fully covered pixel
+    # of every image points the same way in RGB (up to rounding), unlike free colours.
+    def directions(images, coverage):
+        rgb = images[coverage == 1].astype(float) + 1.0
+        return rgb / np.linalg.norm(rgb, axis=1, keepdims=True)
+    assert directions(img, cov).std(axis=0).max() < 0.02
+    assert directions(free_img, free_cov).std(axis=0).max() > 0.1
+
+
+def test_class_colours_tie_the_colour_to_the_class():
+    kwargs = dict(clutter=0.0, object_scale=(0.3, 0.4), num_classes=4)
+    ds = SyntheticObjects(40, class_colours=True, **kwargs)
+    img, cov, boxes = ds.render(range(40))
+    np.testing.assert_array_equal(boxes, SyntheticObjects(40, **kwargs).render(range(40))[2])
+    mean_direction = []
+    for k in range(4):
+        rgb = img[np.asarray(ds.targets) == k][cov[np.asarray(ds.targets) == k] == 1]
+        rgb = rgb.astype(float) + 1.0
+        unit = rgb / np.linalg.norm(rgb, axis=1, keepdims=True)
+        assert unit.std(axis=0).max() < 0.02  # one colour per class (shading aside)
+        mean_direction.append(unit.mean(axis=0))
+    gaps = [np.linalg.norm(a - b) for i, a in enumerate(mean_direction)
+            for b in mean_direction[i + 1:]]
+    assert min(gaps) > 0.2  # and the classes' colours are far apart

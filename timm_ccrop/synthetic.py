@@ -164,6 +164,20 @@ class SyntheticObjects(Dataset):
             keep it fully inside the image; ``> 0`` pulls it towards the image centre, ``< 0``
             pushes it towards the borders/corners (per-axis offset ``c ~ U(-1, 1)`` is mapped to
             ``sign(c) |c|**p`` with ``p = 1 / (1 - center_bias)`` or ``p = 1 + center_bias``).
+        backgrounds: ``0`` (default) gives every image its own background.  ``N > 0`` draws
+            each image's background (colour field, texture, distractors) from ``N`` shared
+            ones, the same in both splits, so that only the object tells images apart: the
+            background is then a shortcut for neither class nor instance.  Sensor noise
+            stays per image.
+        palette: ``0`` (default) draws each object's colour from 8 random candidates (the one
+            standing out most from the background it covers).  ``K > 0`` picks it from ``K``
+            fixed colours instead (again the one standing out most), so that colour says
+            little about which image a view came from and shape has to.
+        class_colours: when true, every object of class ``k`` has the class's own colour
+            (``num_classes`` hues spread evenly around the colour wheel) instead: class is
+            then shape and colour, which a network learns from far fewer examples, but only
+            by looking at the object, since neither the background nor the object position
+            depends on the class.
         transform / target_transform: optional callables applied in ``__getitem__`` (timm's
             ``create_loader`` sets ``dataset.transform``).
 
@@ -184,12 +198,15 @@ class SyntheticObjects(Dataset):
         object_scale: tuple[float, float] = (0.3, 0.55),
         clutter: float = 1.0,
         center_bias: float = 0.0,
+        backgrounds: int = 0,
+        palette: int = 0,
+        class_colours: bool = False,
         *,
         transform: Callable[[Image.Image], Any] | None = None,
         target_transform: Callable[[int], Any] | None = None,
     ) -> None:
         _validate(num_samples, image_size, num_classes, seed, split, object_scale, clutter,
-                  center_bias)
+                  center_bias, backgrounds, palette, class_colours)
         self.num_samples = int(num_samples)
         self.image_size = int(image_size)
         self.num_classes = int(num_classes)
@@ -199,6 +216,9 @@ class SyntheticObjects(Dataset):
         self.object_scale = (float(object_scale[0]), float(object_scale[1]))
         self.clutter = float(clutter)
         self.center_bias = float(center_bias)
+        self.backgrounds = int(backgrounds)
+        self.palette = int(palette)
+        self.class_colours = bool(class_colours)
         self.transform = transform
         self.target_transform = target_transform
         self.classes: list[str] = list(SHAPE_NAMES[: self.num_classes])
@@ -278,7 +298,8 @@ class SyntheticObjects(Dataset):
             f"num_samples={self.num_samples}, image_size={self.image_size}, "
             f"num_classes={self.num_classes}, seed={self.seed}, split={self.split!r}, "
             f"object_scale={self.object_scale}, clutter={self.clutter}, "
-            f"center_bias={self.center_bias}"
+            f"center_bias={self.center_bias}, backgrounds={self.backgrounds}, "
+            f"palette={self.palette}, class_colours={self.class_colours}"
         )
 
     def __repr__(self) -> str:
@@ -315,7 +336,13 @@ class SyntheticObjects(Dataset):
 
 
 def _validate(num_samples, image_size, num_classes, seed, split, object_scale, clutter,
-              center_bias) -> None:
+              center_bias, backgrounds=0, palette=0, class_colours=False) -> None:
+    if class_colours not in (True, False):  # also admits 0 and 1, as a spec string gives
+        raise ValueError(f"class_colours must be true or false (1 or 0), got {class_colours!r}")
+    for name, value, zero in (("backgrounds", backgrounds, "one background per image"),
+                              ("palette", palette, "any object colour")):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0 (0: {zero}), got {value!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
             or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}; "
@@ -382,7 +409,18 @@ for _name, _len in _U_FIELDS:
     _U_SLICES[_name] = slice(_off, _off + _len)
     _off += _len
 _U_TOTAL = _off
+_BACKGROUND_FIELDS = ("grid", "tex", "n_strokes", "strokes", "n_blobs", "blobs")
+_BACKGROUND_TAG = 0xB6C0
+_PALETTE_TAG = 0xC0105
 del _off, _name, _len
+
+
+def _class_colours(num_classes: int) -> np.ndarray:
+    """``num_classes`` saturated colours with evenly spaced hues, float32 ``(K, 3)``."""
+    hue = np.arange(num_classes) / num_classes
+    k = (np.array([5.0, 3.0, 1.0])[None, :] + hue[:, None] * 6.0) % 6.0
+    rgb = 1.0 - 0.8 * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)  # HSV (h, 0.8, 1) -> RGB
+    return (0.85 * rgb).astype(np.float32)
 
 
 def _poisson_from_uniform(u: np.ndarray, lam: float, cap: int) -> np.ndarray:
@@ -405,6 +443,15 @@ def _draw_params(ds: SyntheticObjects, idx: np.ndarray) -> tuple[np.ndarray, np.
         rng = np.random.default_rng([ds.seed, ds.split_id, i])
         rng.random(out=U[j])
         rng.standard_normal(out=noise[j], dtype=np.float32)
+    if ds.backgrounds:
+        # Separate streams: the images' own numbers (and so every other option's images)
+        # stay exactly as they are without shared backgrounds.
+        for j, i in enumerate(idx.tolist()):
+            pick = np.random.default_rng([ds.seed, ds.split_id, i, _BACKGROUND_TAG])
+            shared = np.random.default_rng(
+                [ds.seed, _BACKGROUND_TAG, int(pick.integers(ds.backgrounds))]).random(_U_TOTAL)
+            for field in _BACKGROUND_FIELDS:
+                U[j, _U_SLICES[field]] = shared[_U_SLICES[field]]
     return U, noise
 
 
@@ -475,7 +522,7 @@ def _render(ds: SyntheticObjects, idx: np.ndarray, draw_object: bool = True):
         return (np.zeros((0, H, W, 3), np.uint8), np.zeros((0, H, W), f32),
                 np.zeros((0, 4), f32))
     n = min(int(math.ceil(ds.object_scale[1] * W)) + 2, W)  # object window side (pixels)
-    per_image = max((n * _SS) ** 2, 3 * H * W, _N_COLOUR_CANDIDATES * n * n)
+    per_image = max((n * _SS) ** 2, 3 * H * W, max(_N_COLOUR_CANDIDATES, ds.palette) * n * n)
     max_batch = max(1, _MAX_ELEMENTS // per_image)
     if idx.size > max_batch:  # bound the temporaries for large images (results are per-image)
         parts = [_render(ds, idx[i:i + max_batch], draw_object)
@@ -559,7 +606,11 @@ def _render(ds: SyntheticObjects, idx: np.ndarray, draw_object: bool = True):
     bg_win = bg[bidx, :, RY, RX]  # (B, n, n, 3)
 
     # ---- object colour: the candidate farthest (worst case) from the background it covers
-    cand = U[:, _U_SLICES["cand"]].astype(f32).reshape(B, _N_COLOUR_CANDIDATES, 3)
+    if ds.palette:
+        fixed = np.random.default_rng([ds.seed, _PALETTE_TAG]).random((ds.palette, 3))
+        cand = np.broadcast_to(fixed.astype(f32), (B, ds.palette, 3))
+    else:
+        cand = U[:, _U_SLICES["cand"]].astype(f32).reshape(B, _N_COLOUR_CANDIDATES, 3)
     covered = cov.reshape(B, n * n) > 0
     bgv = bg_win.reshape(B, n * n, 3)
     for ch in range(3):  # squared distances, accumulated per channel
@@ -570,6 +621,8 @@ def _render(ds: SyntheticObjects, idx: np.ndarray, draw_object: bool = True):
             d2 += diff * diff
     d2[~np.broadcast_to(covered[:, None, :], d2.shape)] = np.inf
     colour = cand[np.arange(B), np.argmax(d2.min(axis=2), axis=1)]  # (B, 3)
+    if ds.class_colours:
+        colour = _class_colours(ds.num_classes)[ds._targets_np[idx]]
 
     # ---- composite: linear shading across the object, then sensor noise, then quantise
     img = bg
