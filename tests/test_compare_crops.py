@@ -50,13 +50,16 @@ def test_sampled_views_follow_the_box(compare):
     assert compare.false_positive_rate(a, b, gt[index]) > oracle
 
 
-def test_main_tiny_budget(compare, tmp_path):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_main_tiny_budget(compare, tmp_path, jobs):
     out = tmp_path / "results.md"
-    result = compare.main([
-        "--epochs", "1", "--num-samples", "128", "--batch-size", "64", "--seeds", "0",
-        "--modes", "rcrop", "ccrop-gt", "--workers", "0",
+    argv = [
+        "--epochs", "1", "--data", "synthetic:num_samples=128,object_scale=0.2:0.35",
+        "--batch-size", "64", "--seeds", "0",
+        "--modes", "rcrop", "ccrop-gt", "--workers", "0", "--jobs", jobs,
         "--runs", str(tmp_path / "runs"), "--out", str(out), "--smoke-label",
-    ])
+    ]
+    result = compare.main(argv)
     assert {(c["mode"], c["seed"]) for c in result["cells"]} == {("rcrop", 0), ("ccrop-gt", 0)}
     for cell in result["cells"]:
         assert 0 <= cell["knn"] <= 100 and 0 <= cell["linear"] <= 100
@@ -68,3 +71,24 @@ def test_main_tiny_budget(compare, tmp_path):
     assert "False-positive" in text and "Overhead" in text
     png = tmp_path / "results.png"
     assert png.exists() and Image.open(png).size[0] > 100
+    if jobs == "2":  # each cell ran in its own process, and left its log
+        assert (tmp_path / "runs" / "simclr-rcrop-seed0" / "log.txt").exists()
+
+    # A rerun reuses the finished cells (resume), and a changed setting recomputes them.
+    stamp = (tmp_path / "runs" / "simclr-rcrop-seed0" / "cell.json").stat().st_mtime_ns
+    again = compare.main(argv)
+    assert [c["knn"] for c in again["cells"]] == [c["knn"] for c in result["cells"]]
+    assert (tmp_path / "runs" / "simclr-rcrop-seed0" / "cell.json").stat().st_mtime_ns == stamp
+    compare.main([*argv, "--lr", "0.3"])
+    assert (tmp_path / "runs" / "simclr-rcrop-seed0" / "cell.json").stat().st_mtime_ns != stamp
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["--jobs", "0"], "--jobs"),
+    (["--data", "cifar10:/data"], "cifar10:/data"),
+    (["--data", "synthetic:bogus"], "bogus"),
+])
+def test_bad_arguments_fail_early(compare, capsys, argv, named):
+    with pytest.raises(SystemExit):
+        compare.parse_args(argv)
+    assert named in capsys.readouterr().err
