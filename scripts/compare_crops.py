@@ -200,13 +200,23 @@ def fp_rate_for(cell: dict[str, Any], gt: torch.Tensor, image_size: int,
 # --------------------------------------------------------------------------- report
 
 
-def mean_std(values: Sequence[float]) -> str:
+def mean_std(values: Sequence[float], signed: bool = False) -> str:
+    """``mean ± std`` (sample std) of the finite values, ``(n=1)`` for one, ``n/a`` for none."""
     values = [v for v in values if v is not None and not math.isnan(v)]
+    number = "{:+.2f}" if signed else "{:.2f}"
     if not values:
         return "n/a"
     if len(values) == 1:
-        return f"{values[0]:.2f} (n=1)"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+        return f"{number.format(values[0])} (n=1)"
+    return f"{number.format(statistics.mean(values))} ± {statistics.stdev(values):.2f}"
+
+
+def paired_differences(cells: Sequence[dict[str, Any]], baseline: Sequence[dict[str, Any]]
+                       ) -> dict[str, list[float]]:
+    """Per-seed accuracy differences ``cell - baseline`` for the seeds both have."""
+    by_seed = {c["seed"]: c for c in baseline}
+    pairs = [(c, by_seed[c["seed"]]) for c in cells if c["seed"] in by_seed]
+    return {key: [c[key] - b[key] for c, b in pairs] for key in ("knn", "linear")}
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -262,6 +272,9 @@ def write_report(args: argparse.Namespace, cells: list[dict[str, Any]],
                  wall: float) -> tuple[Path, Path]:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    everything = [*cells, *random_init]
+    reused = sum(bool(c.get("reused")) for c in everything)
+    train_total = sum(c.get("train_wall_s", 0.0) for c in cells)
     png = out.with_suffix(".png")
     by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for cell in cells:
@@ -291,7 +304,10 @@ def write_report(args: argparse.Namespace, cells: list[dict[str, Any]],
         "(20% of training each)",
         "- evaluation: `run_evaluation(protocol='both', linear_mode='fast')`, top-1 (%) "
         "on the test split; mean ± std over seeds (std of n=1 is not shown)",
-        f"- total wall time {wall / 60:.1f} min",
+        f"- total wall time {wall / 60:.1f} min"
+        + (f" ({reused} of {len(everything)} cells, random init included, reused from an "
+           "earlier run and not recomputed)" if reused else "")
+        + f"; training time of the pretraining cells: {train_total / 60:.1f} min in all",
         "", "## Does the baseline learn at all?", "",
         "| network | kNN top-1 | linear top-1 |", "|---|---|---|",
         f"| random init `{args.model}` | {mean_std([r['knn'] for r in random_init])} | "
@@ -308,6 +324,17 @@ def write_report(args: argparse.Namespace, cells: list[dict[str, Any]],
         lines.append(f"| {method} | {mode} | {mean_std([c['knn'] for c in group])} | "
                      f"{mean_std([c['linear'] for c in group])} | "
                      f"{', '.join(str(c['seed']) for c in group)} |")
+    lines += ["", "## Difference from rcrop (same seed, top-1 points, mean ± std over seeds)",
+              "", "Each seed's run minus the rcrop run with the same seed (same data order, "
+              "same initialisation), so seed-to-seed spread that both share cancels. "
+              "`n` is the number of seed pairs.", "",
+              "| method | crop mode | Δ kNN | Δ linear | n |", "|---|---|---|---|---|"]
+    for (method, mode), group in by_cell.items():
+        if mode == "rcrop":
+            continue
+        deltas = paired_differences(group, by_cell.get((method, "rcrop"), []))
+        lines.append(f"| {method} | {mode} | {mean_std(deltas['knn'], signed=True)} | "
+                     f"{mean_std(deltas['linear'], signed=True)} | {len(deltas['knn'])} |")
     lines += [
         "", f"![accuracy per crop mode]({png.name})", "",
         f"## False-positive positive pairs (coverage < {args.fp_threshold:.0%})", "",
@@ -470,7 +497,7 @@ def run_cells(args: argparse.Namespace, argv: Sequence[str], tasks: list[tuple[s
         if cell is None:
             todo.append(task)
         else:
-            results[task] = cell
+            results[task] = dict(cell, reused=True)
             print(f"[{' '.join(map(str, task))}] reused {cell['run']}", flush=True)
 
     def child(task: tuple[str, str, int]) -> dict[str, Any]:

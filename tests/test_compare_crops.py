@@ -50,6 +50,17 @@ def test_sampled_views_follow_the_box(compare):
     assert compare.false_positive_rate(a, b, gt[index]) > oracle
 
 
+def test_paired_differences_match_seeds(compare):
+    rcrop = [{"seed": 0, "knn": 50.0, "linear": 40.0}, {"seed": 1, "knn": 60.0, "linear": 45.0}]
+    ccrop = [{"seed": 1, "knn": 62.0, "linear": 44.0}, {"seed": 0, "knn": 53.0, "linear": 41.0},
+             {"seed": 7, "knn": 99.0, "linear": 99.0}]  # seed 7 has no rcrop partner
+    deltas = compare.paired_differences(ccrop, rcrop)
+    assert deltas == {"knn": [2.0, 3.0], "linear": [-1.0, 1.0]}
+    assert compare.mean_std(deltas["knn"], signed=True) == "+2.50 ± 0.71"
+    assert compare.mean_std([-1.0], signed=True) == "-1.00 (n=1)"
+    assert compare.mean_std([float("nan")]) == "n/a"
+
+
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_main_tiny_budget(compare, tmp_path, jobs):
     out = tmp_path / "results.md"
@@ -69,6 +80,7 @@ def test_main_tiny_budget(compare, tmp_path, jobs):
     for mode in ("rcrop", "ccrop-gt"):
         assert f"| simclr | {mode} |" in text
     assert "False-positive" in text and "Overhead" in text
+    assert "Difference from rcrop" in text and "| simclr | ccrop-gt | " in text
     png = tmp_path / "results.png"
     assert png.exists() and Image.open(png).size[0] > 100
     if jobs == "2":  # each cell ran in its own process, and left its log
@@ -77,6 +89,7 @@ def test_main_tiny_budget(compare, tmp_path, jobs):
     # A rerun reuses the finished cells (resume), and a changed setting recomputes them.
     stamp = (tmp_path / "runs" / "simclr-rcrop-seed0" / "cell.json").stat().st_mtime_ns
     again = compare.main(argv)
+    assert "3 of 3 cells, random init included, reused" in out.read_text()
     assert [c["knn"] for c in again["cells"]] == [c["knn"] for c in result["cells"]]
     assert (tmp_path / "runs" / "simclr-rcrop-seed0" / "cell.json").stat().st_mtime_ns == stamp
     compare.main([*argv, "--lr", "0.3"])

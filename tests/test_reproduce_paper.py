@@ -130,6 +130,25 @@ def test_two_cells_end_to_end_and_resume(repro, tmp_path, capsys):
     assert (out / "runs" / CELLS[0] / "eval.json").is_file()
 
 
+def test_one_cell_under_accelerate_launch_with_two_cpu_processes(repro, tmp_path, capsys,
+                                                                 monkeypatch):
+    # The default launcher path: `accelerate launch` with two gloo processes on the CPU
+    # (ACCELERATE_USE_CPU makes --multi_gpu start CPU processes that talk to each other).
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+    write_cifar10(tmp_path / "data" / "cifar10", n_train=64, n_test=32)
+    out = tmp_path / "out"
+    launcher = "accelerate launch --multi_gpu --num_processes 2 --num_machines 1 " \
+               "--mixed_precision no --dynamo_backend no"
+    assert repro.main(["--out", str(out), "--data-root", str(tmp_path / "data"),
+                       "--launcher", launcher, "--cells", CELLS[1], *TINY, EVAL_ARGS]) == 0
+    folder = out / "runs" / CELLS[1]
+    metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["processes"] == 2
+    assert (folder / "backbone" / "model.safetensors").is_file()
+    assert 0 <= json.loads((folder / "eval.json").read_text())["linear"]["test"]["top1"] <= 100
+    assert "1/32 cells measured" in (out / "table.md").read_text()
+
+
 def test_failing_cell_names_it(repro, tmp_path, capsys):
     write_cifar10(tmp_path / "data" / "cifar10", n_train=8, n_test=4)
     code = repro.main(["--out", str(tmp_path / "out"), "--data-root", str(tmp_path / "data"),
