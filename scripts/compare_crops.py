@@ -231,7 +231,7 @@ def _std(values: Sequence[float]) -> float:
 
 def draw_plot(path: Path, groups: list[tuple[str, dict[str, list[float]]]],
               title: str) -> None:
-    """Bar plot (kNN and linear top-1, mean with a ±std whisker) per group, with PIL."""
+    """Bar plot (kNN and linear top-1: mean, ±std whisker, one dot per seed) per group."""
     from PIL import Image, ImageDraw
 
     bar_w, gap, pad_l, pad_b, top, height = 26, 28, 50, 70, 40, 300
@@ -255,6 +255,10 @@ def draw_plot(path: Path, groups: list[tuple[str, dict[str, list[float]]]],
                     cx = x + bar_w // 2
                     draw.line([(cx, y0 - (m + s) / 100 * height),
                                (cx, y0 - max(0, m - s) / 100 * height)], fill="black")
+                for value in values[key]:  # every seed, since the spread is the story
+                    y = y0 - value / 100 * height
+                    draw.ellipse([x + bar_w // 2 - 2, y - 2, x + bar_w // 2 + 2, y + 2],
+                                 outline="black", fill="white")
                 draw.text((x, y0 - m / 100 * height - 12), f"{m:.0f}", fill="black")
             x += bar_w
         draw.text((x - 2 * bar_w, y0 + 6), name[:14], fill="black")

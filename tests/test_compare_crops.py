@@ -105,3 +105,15 @@ def test_bad_arguments_fail_early(compare, capsys, argv, named):
     with pytest.raises(SystemExit):
         compare.parse_args(argv)
     assert named in capsys.readouterr().err
+
+
+def test_other_methods_behind_the_flag(compare, tmp_path):
+    result = compare.main([
+        "--methods", "moco", "byol", "--modes", "rcrop", "ccrop", "--epochs", "1",
+        "--data", "synthetic:num_samples=96", "--batch-size", "32", "--seeds", "0",
+        "--jobs", "1", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "r.md"),
+    ])
+    assert {(c["method"], c["mode"]) for c in result["cells"]} == {
+        ("moco", "rcrop"), ("moco", "ccrop"), ("byol", "rcrop"), ("byol", "ccrop")}
+    text = (tmp_path / "r.md").read_text()
+    assert "| moco + rcrop |" in text and "| byol | ccrop |" in text
