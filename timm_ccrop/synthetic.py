@@ -409,7 +409,10 @@ for _name, _len in _U_FIELDS:
     _U_SLICES[_name] = slice(_off, _off + _len)
     _off += _len
 _U_TOTAL = _off
-_BACKGROUND_FIELDS = ("grid", "tex", "n_strokes", "strokes", "n_blobs", "blobs")
+_BACKGROUND_COLUMNS = np.concatenate([
+    np.arange(_U_SLICES[field].start, _U_SLICES[field].stop)
+    for field in ("grid", "tex", "n_strokes", "strokes", "n_blobs", "blobs")
+])
 _BACKGROUND_TAG = 0xB6C0
 _PALETTE_TAG = 0xC0105
 del _off, _name, _len
@@ -446,12 +449,12 @@ def _draw_params(ds: SyntheticObjects, idx: np.ndarray) -> tuple[np.ndarray, np.
     if ds.backgrounds:
         # Separate streams: the images' own numbers (and so every other option's images)
         # stay exactly as they are without shared backgrounds.
-        for j, i in enumerate(idx.tolist()):
-            pick = np.random.default_rng([ds.seed, ds.split_id, i, _BACKGROUND_TAG])
-            shared = np.random.default_rng(
-                [ds.seed, _BACKGROUND_TAG, int(pick.integers(ds.backgrounds))]).random(_U_TOTAL)
-            for field in _BACKGROUND_FIELDS:
-                U[j, _U_SLICES[field]] = shared[_U_SLICES[field]]
+        picks = np.array([np.random.default_rng([ds.seed, ds.split_id, i, _BACKGROUND_TAG])
+                          .integers(ds.backgrounds) for i in idx.tolist()], dtype=np.int64)
+        for b in np.unique(picks):  # each shared background drawn once per call
+            shared = np.random.default_rng([ds.seed, _BACKGROUND_TAG, int(b)]).random(_U_TOTAL)
+            rows = np.flatnonzero(picks == b)
+            U[np.ix_(rows, _BACKGROUND_COLUMNS)] = shared[_BACKGROUND_COLUMNS]
     return U, noise
 
 
