@@ -447,7 +447,7 @@ def cell_signature(args: argparse.Namespace, data: str) -> dict[str, Any]:
     """What a finished cell must match to be reused by a rerun (resume)."""
     return {"data": data, "model": args.model, "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr, "alpha": args.alpha,
-            "augment_on": args.augment_on}
+            "augment_on": args.augment_on, "image_size": args.image_size}
 
 
 def cell_folder(root: Path, method: str, mode: str, seed: int) -> Path:
