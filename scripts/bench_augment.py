@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 import timm_ccrop  # noqa: F401  (registers resnet18_cifar)
 from timm_ccrop import multi_view_transform
 from timm_ccrop.augment import BatchedViews, DeviceImageBank
-from timm_ccrop.synthetic import SyntheticObjects
+from timm_ccrop.data.synthetic import SyntheticObjects
 
 PRESETS = {32: ("cifar", 32), 224: ("imagenet", 256)}  # output size -> (preset, input side)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Learnability check for ``timm_ccrop.synthetic.SyntheticObjects`` (CPU, plain torch).
+"""Learnability check for ``timm_ccrop.data.synthetic.SyntheticObjects`` (CPU, plain torch).
 
 For each setting (default object sizes, and small off-centre objects) it reports:
 
@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from timm_ccrop.synthetic import SyntheticObjects
+from timm_ccrop.data.synthetic import SyntheticObjects
 
 SETTINGS = {
     # name: (SyntheticObjects kwargs, description)

@@ -4,7 +4,7 @@ with small off-centre objects on one shared cluttered background (``DEFAULT_DATA
 setting: docs/synthetic.md, "Self-supervised learnability").
 
 For every method x crop mode x seed it pretrains (``timm_ccrop.train``), then evaluates the
-exported backbone with kNN and the fast linear probe (``timm_ccrop.evaluate``). A randomly
+exported backbone with kNN and the fast linear probe (``timm_ccrop.evaluation``). A randomly
 initialised network of the same architecture is evaluated too (one per seed), so the reader
 sees whether the rcrop baseline learned anything at all. From the same runs it also reports
 
@@ -149,7 +149,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def evaluate(backbone: str, data: str, output: Path, seed: int, workers: int
              ) -> dict[str, float]:
-    from timm_ccrop.evaluate import EvalConfig, run_evaluation
+    from timm_ccrop.evaluation import EvalConfig, run_evaluation
 
     report = run_evaluation(EvalConfig(backbone=backbone, data=data, protocol="both",
                                        linear_mode="fast", output=str(output), seed=seed,
@@ -428,7 +428,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("jobs", "threads", "epochs", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    from timm_ccrop.datasets import parse_data_spec
+    from timm_ccrop.data import parse_data_spec
 
     try:
         kind = parse_data_spec(args.data).kind
@@ -548,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return compute_cell(args, method, mode, int(seed), data, root)
     command = "python scripts/compare_crops.py " + shlex.join(argv)
     started = time.perf_counter()
-    from timm_ccrop.datasets import build_dataset, parse_data_spec
+    from timm_ccrop.data import build_dataset, parse_data_spec
 
     train_split = build_dataset(parse_data_spec(data), split="train")
     gt = train_split.gt_boxes.float()

@@ -46,7 +46,7 @@ from timm_ccrop.localize import (
     reduce_channels,
     resolve_stage,
 )
-from timm_ccrop.synthetic import SyntheticObjects
+from timm_ccrop.data.synthetic import SyntheticObjects
 
 THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 DEFAULT_CONFIGS = (

@@ -3,7 +3,7 @@
 Each ``write_*`` function fills a given directory and returns a small record with the
 root to put in a spec string (``kind:ROOT``) and what was written (pixels, labels, boxes),
 so tests can compare the readers' output exactly. The writers follow the published format
-descriptions independently of the readers in :mod:`timm_ccrop.datasets` (e.g. STL-10 is
+descriptions independently of the readers in :mod:`timm_ccrop.data` (e.g. STL-10 is
 written with an explicit column-major flatten), so a reader bug is not mirrored here.
 """
 

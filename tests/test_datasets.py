@@ -1,4 +1,4 @@
-"""Tests of timm_ccrop.datasets: spec parsing and the readers on format-exact fixtures."""
+"""Tests of timm_ccrop.data: spec parsing and the readers on format-exact fixtures."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from timm_ccrop.datasets import (
+from timm_ccrop.data import (
     DatasetSpec,
     LabeledImageDataset,
     UnsafePickleError,
@@ -396,7 +396,7 @@ def test_folder_empty_and_missing(tmp_path):
 
 # ---------------------------------------------------------------------------- synthetic
 
-HAS_SYNTHETIC = importlib.util.find_spec("timm_ccrop.synthetic") is not None
+HAS_SYNTHETIC = importlib.util.find_spec("timm_ccrop.data.synthetic") is not None
 
 
 @pytest.mark.skipif(not HAS_SYNTHETIC, reason="timm_ccrop/synthetic.py not written yet")

@@ -33,7 +33,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import yaml
     from timm.models import save_for_hf
 
-    from timm_ccrop.datasets import build_dataset
+    from timm_ccrop.data import build_dataset
     from timm_ccrop.localize import eval_transform
 
     dataset = build_dataset(SPEC, "train")
@@ -142,7 +142,7 @@ def test_unreadable_images_are_counted(tmp_path: Path) -> None:
 @pytest.fixture
 def no_work(monkeypatch: pytest.MonkeyPatch):
     """Fail the test if any weights are loaded or any feature is extracted."""
-    import timm_ccrop.evaluate as evaluate
+    import timm_ccrop.evaluation.evaluate as evaluate
 
     def refuse(*args, **kwargs):
         raise AssertionError("work started before the input was checked")

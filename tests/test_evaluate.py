@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from timm_ccrop.evaluate import extract_features, knn_accuracy, knn_predict
+from timm_ccrop.evaluation import extract_features, knn_accuracy, knn_predict
 
 
 def dense_reference(train, labels, test, num_classes, k, temperature):
@@ -95,7 +95,7 @@ def separable_problem(seed: int = 0, per_class: int = 40, num_classes: int = 6, 
 
 
 def test_linear_probe_learns_a_separable_problem() -> None:
-    from timm_ccrop.evaluate import ProbeRecipe, linear_probe_features
+    from timm_ccrop.evaluation import ProbeRecipe, linear_probe_features
 
     train, train_labels = separable_problem(0)
     test, test_labels = separable_problem(1, per_class=10)
@@ -119,9 +119,9 @@ def test_linear_probe_learns_a_separable_problem() -> None:
 def test_fast_probe_equals_the_paper_probe_without_augmentation() -> None:
     import timm
 
-    from timm_ccrop.evaluate import ProbeRecipe, linear_probe_features, linear_probe_images
+    from timm_ccrop.evaluation import ProbeRecipe, linear_probe_features, linear_probe_images
     from timm_ccrop.localize import eval_transform
-    from timm_ccrop.synthetic import SyntheticObjects
+    from timm_ccrop.data.synthetic import SyntheticObjects
 
     torch.manual_seed(0)
     backbone = timm.create_model("test_resnet", num_classes=0).eval()
@@ -148,7 +148,7 @@ def test_paper_probe_augments_and_counts_unreadable_images() -> None:
     import timm
     from PIL import Image
 
-    from timm_ccrop.evaluate import ProbeRecipe, linear_probe_images, probe_train_transform
+    from timm_ccrop.evaluation import ProbeRecipe, linear_probe_images, probe_train_transform
 
     class OneBroken(torch.utils.data.Dataset):
         targets = [0, 1, 0, 1, 0, 1]
@@ -176,7 +176,7 @@ def test_paper_probe_augments_and_counts_unreadable_images() -> None:
 
 
 def test_shipped_probe_recipes_are_the_official_ones(tmp_path) -> None:
-    from timm_ccrop.evaluate import list_probe_recipes, load_probe_recipe
+    from timm_ccrop.evaluation import list_probe_recipes, load_probe_recipe
 
     assert {"small", "imagenet"} <= set(list_probe_recipes())
     small, imagenet = load_probe_recipe("small"), load_probe_recipe("imagenet")
@@ -195,7 +195,7 @@ def test_shipped_probe_recipes_are_the_official_ones(tmp_path) -> None:
 
 
 def test_validation_split_is_seeded_and_disjoint() -> None:
-    from timm_ccrop.evaluate import split_validation
+    from timm_ccrop.evaluation import split_validation
 
     train, val = split_validation(50, 0.2, seed=1)
     assert len(val) == 10 and sorted(train + val) == list(range(50))
@@ -213,7 +213,7 @@ def test_backbone_sources_resolve_and_load(tmp_path) -> None:
     import yaml
     from timm.models import save_for_hf
 
-    from timm_ccrop.evaluate import load_backbone, resolve_backbone_source
+    from timm_ccrop.evaluation import load_backbone, resolve_backbone_source
 
     torch.manual_seed(0)
     model = timm.create_model("resnet_tiny_cifar", num_classes=0)

@@ -10,14 +10,14 @@ import timm
 import torch
 from accelerate import Accelerator
 
-from timm_ccrop.evaluate import (
+from timm_ccrop.evaluation import (
     ProbeRecipe,
     extract_features,
     linear_probe_features,
     linear_probe_images,
 )
 from timm_ccrop.localize import eval_transform
-from timm_ccrop.synthetic import SyntheticObjects
+from timm_ccrop.data.synthetic import SyntheticObjects
 
 from .distributed import spawn_launcher
 

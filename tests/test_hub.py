@@ -29,7 +29,7 @@ from timm_ccrop.boxes import from_official
 from timm_ccrop.cli import main
 from timm_ccrop.config import TrainConfig
 from timm_ccrop.methods import build_method
-from timm_ccrop.train import CHECKPOINT_PATTERN, save_checkpoint
+from timm_ccrop.runs import CHECKPOINT_PATTERN, save_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,7 +162,7 @@ def test_pretrained_cfg_overrides_every_field_of_the_registry_default(tmp_path: 
 
 
 def test_trainer_export_is_config_and_weights_only(tmp_path: Path) -> None:
-    from timm_ccrop.train import export_backbone
+    from timm_ccrop.hub import export_backbone
 
     backbone = timm.create_model("resnet_tiny_cifar", num_classes=0).eval()
     folder = export_backbone(backbone, tmp_path / "backbone", TrainConfig())
@@ -197,7 +197,7 @@ def test_model_card(tmp_path: Path) -> None:
 
 def test_card_takes_numbers_only_from_an_eval_of_these_weights(tmp_path: Path) -> None:
     backbone = make_run(tmp_path / "run")
-    from timm_ccrop.evaluate import state_dict_sha256
+    from timm_ccrop.backbones import state_dict_sha256
 
     sha = state_dict_sha256(backbone.state_dict())
     (tmp_path / "run" / "eval.json").write_text(json.dumps(fake_eval_report(sha)))
@@ -222,14 +222,14 @@ def test_export_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     def broken(info: Any) -> str:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(hub, "render_card", broken)
+    monkeypatch.setattr(hub.export, "render_card", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         hub.export_run(tmp_path / "run", out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no half folder, no temp
     monkeypatch.undo()
     hub.export_run(tmp_path / "run", out)
     before = folder_digest(out)
-    monkeypatch.setattr(hub, "render_card", broken)
+    monkeypatch.setattr(hub.export, "render_card", broken)
     with pytest.raises(RuntimeError):
         hub.export_run(tmp_path / "run", out, overwrite=True)
     assert folder_digest(out) == before
@@ -563,8 +563,8 @@ def test_push_failure_is_reported_and_leaves_the_folder_alone(
 
 def test_error_messages_never_carry_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_mysecrettokenvalue1234567890")
-    assert "hf_mysecret" not in hub._scrub("bad token hf_mysecrettokenvalue1234567890 given")
-    assert "hf_***" in hub._scrub("Authorization: Bearer hf_zzzzzzzzzzzzzzzzzzzzzzzz")
+    assert "hf_mysecret" not in hub.export._scrub("bad token hf_mysecrettokenvalue1234567890 given")
+    assert "hf_***" in hub.export._scrub("Authorization: Bearer hf_zzzzzzzzzzzzzzzzzzzzzzzz")
 
 
 def _break(folder: Path, how: str) -> None:

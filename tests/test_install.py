@@ -25,7 +25,7 @@ CHECK = textwrap.dedent("""
     import timm, torch
     import timm_ccrop
     from timm_ccrop.config import list_recipes, RECIPE_DIR
-    from timm_ccrop.zoo_index import load_zoo, zoo_root, entry_problems
+    from timm_ccrop.hub.zoo import load_zoo, zoo_root, entry_problems
 
     package = Path(timm_ccrop.__file__).resolve().parent
     entries = load_zoo()

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from timm_ccrop.boxes import paired_iou
 from timm_ccrop.localize import localization_defaults, localize_dataset
-from timm_ccrop.synthetic import SyntheticObjects
+from timm_ccrop.data.synthetic import SyntheticObjects
 
 SIZE = 64
 STAGE = -2  # layer3 of test_resnet: 4x4 at 64 px (the last stage is 2x2: too coarse)

@@ -21,6 +21,7 @@ from timm.models.mlp_mixer import MlpMixer
 from torch import nn
 
 from timm_ccrop.boxes import from_official, validate_boxes
+from timm_ccrop.backbones import unwrap_model
 from timm_ccrop.localize import (
     REDUCTIONS,
     FeatureHook,
@@ -33,10 +34,9 @@ from timm_ccrop.localize import (
     reduce_channels,
     resolve_stage,
     to_nchw,
-    unwrap_model,
     warn_if_too_coarse,
 )
-from timm_ccrop.synthetic import SyntheticObjects
+from timm_ccrop.data.synthetic import SyntheticObjects
 
 WHOLE = torch.tensor([0.0, 0.0, 1.0, 1.0])
 

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from timm_ccrop.data import BoxedDataset
 from timm_ccrop.localize import eval_transform, localize_dataset, localize_loader
-from timm_ccrop.synthetic import SyntheticObjects
+from timm_ccrop.data.synthetic import SyntheticObjects
 
 from .distributed import spawn_launcher
 

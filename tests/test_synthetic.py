@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from timm_ccrop.synthetic import SHAPE_NAMES, SyntheticObjects
+from timm_ccrop.data.synthetic import SHAPE_NAMES, SyntheticObjects
 
 
 def _stack(ds, order):

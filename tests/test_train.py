@@ -17,7 +17,7 @@ from PIL import Image
 
 import timm_ccrop  # noqa: F401  (registers the crop modes and architectures)
 from timm_ccrop.cli import main
-from timm_ccrop.train import list_checkpoints, load_checkpoint, save_checkpoint
+from timm_ccrop.runs import list_checkpoints, read_checkpoint, save_checkpoint
 
 TINY = [
     "--model", "test_resnet", "--data", "synthetic:num_samples=96,image_size=32",
@@ -52,7 +52,7 @@ def test_end_to_end_outputs_and_exported_backbone(tmp_path: Path) -> None:
     export = tmp_path / "backbone"
     assert sorted(p.name for p in export.iterdir()) == ["config.json", "model.safetensors"]
     loaded = timm.create_model(f"local-dir:{export}", pretrained=True).eval()
-    state, _ = load_checkpoint(tmp_path)
+    state, _ = read_checkpoint(tmp_path)
     trained = timm.create_model("test_resnet", num_classes=0)
     trained.load_state_dict({k[len("backbone."):]: v for k, v in state["model"].items()
                              if k.startswith("backbone.")})
@@ -62,7 +62,7 @@ def test_end_to_end_outputs_and_exported_backbone(tmp_path: Path) -> None:
 
 
 def final_state(folder: Path) -> dict[str, torch.Tensor]:
-    state, _ = load_checkpoint(folder)
+    state, _ = read_checkpoint(folder)
     return {"model": state["model"], "boxes": state["boxes"]["boxes"],
             "valid": state["boxes"]["valid"], "epoch": state["epoch"]}
 
@@ -105,7 +105,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path: Path) -> None:
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 130, output
     assert "stopped by SIGTERM" in output
-    state, _ = load_checkpoint(tmp_path)
+    state, _ = read_checkpoint(tmp_path)
     assert state["partial"] is True and state["epoch"] >= 1
 
 
@@ -114,7 +114,7 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -
     save_checkpoint({"epoch": 2, "weights": torch.ones(3)}, tmp_path / "checkpoint-epoch0002.pt")
     newest = tmp_path / "checkpoint-epoch0002.pt"
     newest.write_bytes(newest.read_bytes()[:100])
-    state, source = load_checkpoint(tmp_path)
+    state, source = read_checkpoint(tmp_path)
     assert state["epoch"] == 1 and source.name == "checkpoint-epoch0001.pt"
     assert not list(tmp_path.glob(".*tmp*")), "atomic writes leave no temp files"
 

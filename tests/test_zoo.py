@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 from timm.models import _registry as registry
 
 import timm_ccrop  # noqa: F401
-from timm_ccrop import zoo_index
+from timm_ccrop.hub import zoo as zoo_index
 from timm_ccrop.cli import main
-from timm_ccrop.zoo_index import ZooEntry, entry_problems, load_zoo, register_zoo
+from timm_ccrop.hub.zoo import ZooEntry, entry_problems, load_zoo, register_zoo
 
 ENTRIES = load_zoo()
 

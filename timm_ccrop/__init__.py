@@ -30,7 +30,7 @@ from .views import (
 __version__ = "0.1.0"
 
 register_timm_crop_mode()
-from . import zoo_index  # noqa: E402,F401  (zoo/models.yaml -> timm pretrained tags)
+from .hub import zoo as zoo_index  # noqa: E402,F401  (zoo/models.yaml -> timm pretrained tags)
 
 __all__ = [
     "BYOL",

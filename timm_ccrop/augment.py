@@ -59,13 +59,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as nnf
 
-from .transforms import _EDGE_EPS, _QUANTILE_POINTS, SIMCCROP_BOX, _check_alpha, beta_quantiles
-from .views import VIEW_PRESETS, ViewRecipe
+from .transforms import (
+    CROP_MODES,
+    DEFAULT_ALPHA,
+    EDGE_EPS,
+    QUANTILE_POINTS,
+    SIMCCROP_BOX,
+    beta_quantiles,
+    check_alpha,
+)
+from .views import ViewRecipe, preset_recipes
 
 __all__ = [
     "BatchedViews",
@@ -82,8 +89,6 @@ __all__ = [
     "solarize",
 ]
 
-CROP_MODES = ("rcrop", "ccrop", "simccrop")
-DEFAULT_ALPHA = {"rcrop": 1.0, "ccrop": 0.6, "simccrop": 0.1}
 BLUR_KERNEL = 23  # timm's hard-coded GaussianBlur kernel size
 BLUR_SIGMA = (0.1, 2.0)  # torchvision GaussianBlur default
 _GRAY = (0.2989, 0.587, 0.114)
@@ -105,8 +110,8 @@ def _beta_table(alpha: float, device) -> torch.Tensor:
 
 def _beta_draws(u: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Beta(alpha, alpha) from uniforms ``u`` by the interpolated inverse-CDF ``table``."""
-    position = u * _QUANTILE_POINTS
-    index = position.floor().long().clamp_(0, _QUANTILE_POINTS - 1)
+    position = u * QUANTILE_POINTS
+    index = position.floor().long().clamp_(0, QUANTILE_POINTS - 1)
     low, high = table[index], table[index + 1]
     return low + (position - index) * (high - low)
 
@@ -117,8 +122,8 @@ def _box_offsets(
 ) -> torch.Tensor:
     """Vectorised :func:`timm_ccrop.transforms._box_offset` (``beta``: the Beta draws)."""
     sizef = size.double()
-    first = torch.floor(sizef * start.double() + _EDGE_EPS).long()
-    last = torch.maximum(first, torch.ceil(sizef * end.double() - _EDGE_EPS).long() - 1)
+    first = torch.floor(sizef * start.double() + EDGE_EPS).long()
+    last = torch.maximum(first, torch.ceil(sizef * end.double() - EDGE_EPS).long() - 1)
     limit = size - crop
     half = torch.div(crop, 2, rounding_mode="floor")
     low = torch.minimum((first - half).clamp_min(0), limit)
@@ -443,7 +448,8 @@ class BatchedViews(torch.nn.Module):
                 )
         self.recipes = recipes
         self.crop_mode = mode
-        self.alpha = _check_alpha(DEFAULT_ALPHA[mode] if alpha is None else alpha)
+        # rcrop never reads alpha; 1.0 keeps the attribute valid.
+        self.alpha = check_alpha(DEFAULT_ALPHA.get(mode, 1.0) if alpha is None else alpha)
         self.antialias = bool(antialias)
         self.blur_kernel = int(blur_kernel)
 
@@ -458,13 +464,7 @@ class BatchedViews(torch.nn.Module):
         **kwargs,
     ) -> BatchedViews:
         """Same arguments as :func:`timm_ccrop.multi_view_transform`."""
-        recipes = tuple(VIEW_PRESETS[preset]) if isinstance(preset, str) else tuple(preset)
-        count = len(recipes) if num_views is None else int(num_views)
-        if count < 1:
-            raise ValueError(f"num_views must be >= 1, got {num_views}")
-        if size is not None:
-            recipes = tuple(replace(r, size=int(size)) for r in recipes)
-        return cls([recipes[i % len(recipes)] for i in range(count)], crop_mode, alpha, **kwargs)
+        return cls(preset_recipes(preset, size, num_views), crop_mode, alpha, **kwargs)
 
     def extra_repr(self) -> str:
         return (f"views={len(self.recipes)}, crop_mode={self.crop_mode!r}, alpha={self.alpha}, "

@@ -16,11 +16,13 @@ from typing import Any
 
 import yaml
 
+from .transforms import CROP_MODES, default_alpha
+from .views import VIEW_PRESETS, view_preset
+
 __all__ = ["RECIPE_DIR", "TrainConfig", "list_recipes", "load_recipe"]
 
 RECIPE_DIR = Path(str(resources.files("timm_ccrop.zoo") / "recipes"))
 
-CROP_MODES = ("rcrop", "ccrop", "simccrop")
 BOX_SOURCES = ("model", "ground-truth")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adamw")
@@ -44,7 +46,7 @@ class TrainConfig:
     method_kwargs: dict[str, Any] = field(default_factory=dict)
     # ContrastiveCrop
     crop: str = "ccrop"
-    alpha: float = 0.6
+    alpha: float | None = None  # default: the crop's own (ccrop 0.6, simccrop 0.1)
     threshold: float | None = None  # default: per backbone family
     reduction: str | None = None  # default: per backbone family
     stage: int = -1
@@ -79,6 +81,23 @@ class TrainConfig:
     pictures: int = 8  # images in the box picture after each pass (0: none)
     log_with: str | None = None  # e.g. 'tensorboard'
     progress: bool = True
+
+    def resolved_alpha(self) -> float | None:
+        """The crop's Beta parameter: ``alpha`` or the crop mode's default (None: rcrop)."""
+        if self.crop == "rcrop":
+            return None
+        return self.alpha if self.alpha is not None else default_alpha(self.crop)
+
+    def resolved_image_size(self) -> int:
+        """``image_size`` or the view preset's size."""
+        if self.image_size is not None:
+            return int(self.image_size)
+        return view_preset(self.views)[0].size
+
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` of the view preset (also what an export records)."""
+        recipe = view_preset(self.views)[0]
+        return tuple(recipe.mean), tuple(recipe.std)
 
     def resolved_schedule(self) -> tuple[int, int]:
         """``(warmup_epochs, loc_interval)``: defaults are 20% of training each."""
@@ -121,7 +140,8 @@ class TrainConfig:
              f"lr_warmup_epochs must be >= 0, got {self.lr_warmup_epochs}")
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
-        need(math.isfinite(self.alpha) and self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
+        need(self.alpha is None or (math.isfinite(self.alpha) and self.alpha > 0),
+             f"alpha must be > 0, got {self.alpha}")
         need(self.threshold is None or 0 <= self.threshold <= 1,
              f"threshold must be in [0, 1], got {self.threshold}")
         need(self.crop in CROP_MODES, f"crop must be one of {CROP_MODES}, got {self.crop!r}")
@@ -140,6 +160,9 @@ class TrainConfig:
         need(self.knn_every >= 0, f"knn_every must be >= 0, got {self.knn_every}")
         need(self.grad_clip is None or self.grad_clip > 0,
              f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        if self.views not in VIEW_PRESETS:
+            problems.append(f"unknown view preset {self.views!r}; choose from "
+                            f"{', '.join(VIEW_PRESETS)}")
         warmup, interval = self.resolved_schedule()
         need(warmup >= 0 and interval >= 1,
              f"warmup_epochs must be >= 0 and loc_interval >= 1, got {warmup}, {interval}")

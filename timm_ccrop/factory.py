@@ -33,7 +33,7 @@ import timm.data.transforms_factory as timm_factory
 from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchvision import transforms as tv_transforms
 
-from .transforms import ContrastiveCrop, SimCCrop, _check_alpha
+from .transforms import ContrastiveCrop, SimCCrop, check_alpha
 
 __all__ = [
     "CCROP_MODES",
@@ -72,7 +72,7 @@ def parse_crop_mode(mode: Any) -> tuple[str, float | None] | None:
             f"train_crop_mode {mode!r}: alpha {suffix[1:]!r} is not a number; "
             f"write e.g. '{kind}-a0.6'"
         ) from err
-    return kind, _check_alpha(alpha)
+    return kind, check_alpha(alpha)
 
 
 def _make_crop(kind: str, alpha: float | None, rrc: RandomResizedCropAndInterpolation) -> Any:
@@ -180,7 +180,7 @@ def create_transform(*args: Any, ccrop_alpha: float | None = None, **kwargs: Any
                 f"alpha given twice: train_crop_mode={mode!r} and ccrop_alpha={ccrop_alpha}; "
                 "keep one"
             )
-        alpha = _check_alpha(ccrop_alpha)
+        alpha = check_alpha(ccrop_alpha)
     arguments = bound.arguments
     augmented = arguments.get("is_training", False) and not arguments.get("no_aug", False)
     if not augmented:

@@ -25,7 +25,7 @@ from timm.models._builder import build_model_with_cfg
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
-from .views import CIFAR_MEAN, CIFAR_STD
+from .constants import CIFAR_MEAN, CIFAR_STD
 
 __all__ = [
     "CIFAR_MEAN",

@@ -50,10 +50,22 @@ __all__ = [
 ]
 
 SIMCCROP_BOX = Box(0.25, 0.25, 0.75, 0.75)
+#: The crop modes of a Siamese run: timm's RandomResizedCrop, ContrastiveCrop, SimCCrop.
+CROP_MODES = ("rcrop", "ccrop", "simccrop")
+#: Beta(alpha, alpha) defaults: the paper's 0.6 for ContrastiveCrop, the official README's
+#: 0.1 for SimCCrop; rcrop has no alpha.
+DEFAULT_ALPHA = {"ccrop": 0.6, "simccrop": 0.1}
+
+
+def default_alpha(crop_mode: str) -> float | None:
+    """The default alpha of ``crop_mode`` (None for ``rcrop``)."""
+    if crop_mode not in CROP_MODES:
+        raise ValueError(f"crop mode must be one of {', '.join(CROP_MODES)}, got {crop_mode!r}")
+    return DEFAULT_ALPHA.get(crop_mode)
 
 # Tolerance for reading float32 box edges back as pixel indices: 3/10 stored in float32
 # times 10 is 2.9999998, which must still mean pixel 3.
-_EDGE_EPS = 1e-4
+EDGE_EPS = 1e-4
 
 _16BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
 _MISSING = object()
@@ -95,7 +107,7 @@ def _check_range(name: str, value: Sequence[float], upper: float | None) -> tupl
     return low, high
 
 
-def _check_alpha(alpha: float) -> float:
+def check_alpha(alpha: float) -> float:
     try:
         value = float(alpha)
     except (TypeError, ValueError) as err:
@@ -134,7 +146,7 @@ def _central_fallback(height: int, width: int, ratio: tuple[float, float]) -> tu
     return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
 
 
-_QUANTILE_POINTS = 4096
+QUANTILE_POINTS = 4096
 
 
 @functools.lru_cache(maxsize=64)
@@ -158,7 +170,7 @@ def beta_quantiles(alpha: float) -> tuple[float, ...]:
     steps = (integrand[1:] + integrand[:-1]) * 0.5 * np.diff(s)
     cumulative = np.concatenate([[0.0], np.cumsum(steps)])
     lower_cdf = 0.5 * cumulative / cumulative[-1]  # CDF on [0, 1/2], 0.5 at x = 1/2
-    half = _QUANTILE_POINTS // 2
+    half = QUANTILE_POINTS // 2
     lower = np.interp(np.linspace(0.0, 0.5, half + 1), lower_cdf, grid)
     return tuple(np.concatenate([lower, 1.0 - lower[::-1][1:]]).tolist())
 
@@ -166,15 +178,15 @@ def beta_quantiles(alpha: float) -> tuple[float, ...]:
 def _beta_draw(alpha: float, rng: Any) -> float:
     """One Beta(alpha, alpha) draw from the cached inverse CDF."""
     table = beta_quantiles(alpha)
-    position = rng.random() * _QUANTILE_POINTS
+    position = rng.random() * QUANTILE_POINTS
     index = int(position)
     return table[index] + (position - index) * (table[index + 1] - table[index])
 
 
 def _box_offset(size: int, crop: int, start: float, end: float, alpha: float, rng: Any) -> int:
     """Offset of a ``crop``-long window whose centre is Beta-sampled inside ``[start, end]``."""
-    first = math.floor(size * start + _EDGE_EPS)
-    last = max(first, math.ceil(size * end - _EDGE_EPS) - 1)
+    first = math.floor(size * start + EDGE_EPS)
+    last = max(first, math.ceil(size * end - EDGE_EPS) - 1)
     limit = size - crop
     half = crop // 2
     low = min(max(first - half, 0), limit)
@@ -277,7 +289,7 @@ class ContrastiveCrop(RandomResizedCropAndInterpolation):
             ratio=_check_range("ratio", ratio, upper=None),
             interpolation=interpolation,
         )
-        self.alpha = _check_alpha(alpha)
+        self.alpha = check_alpha(alpha)
         self._log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
         self._fixed_box: Box | None = None
 

@@ -17,6 +17,7 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.data.transforms import MaybePILToTensor, MaybeToTensor
 from torchvision import transforms as tv_transforms
 
+from .constants import CIFAR_MEAN, CIFAR_STD
 from .factory import create_transform, parse_crop_mode
 from .transforms import ContrastiveCrop
 
@@ -32,8 +33,6 @@ __all__ = [
     "view_transform",
 ]
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 # 'rcrop' is the paper's name for RandomResizedCrop; timm calls it 'rrc'.
 _CROP_ALIASES = {"rcrop": "rrc"}
@@ -124,6 +123,34 @@ VIEW_PRESETS: dict[str, tuple[ViewRecipe, ...]] = {
 }
 
 
+def view_preset(name: str) -> tuple[ViewRecipe, ...]:
+    """The recipes of a preset name; the one error for an unknown preset."""
+    if name not in VIEW_PRESETS:
+        raise ValueError(f"unknown view preset {name!r}; choose from {', '.join(VIEW_PRESETS)}")
+    return VIEW_PRESETS[name]
+
+
+def preset_recipes(preset: str | Sequence[ViewRecipe], size: int | None = None,
+                   num_views: int | None = None) -> tuple[ViewRecipe, ...]:
+    """One :class:`ViewRecipe` per view, from a preset name or a list of recipes.
+
+    ``size`` overrides every view's output size; ``num_views`` cycles over the recipes
+    (default: the preset's own count, two).
+    """
+    if isinstance(preset, str):
+        recipes = view_preset(preset)
+    else:
+        recipes = tuple(preset)
+        if not recipes or not all(isinstance(r, ViewRecipe) for r in recipes):
+            raise ValueError("preset must be a preset name or a non-empty list of ViewRecipe")
+    count = len(recipes) if num_views is None else int(num_views)
+    if count < 1:
+        raise ValueError(f"num_views must be >= 1, got {num_views}")
+    if size is not None:
+        recipes = tuple(replace(r, size=int(size)) for r in recipes)
+    return tuple(recipes[i % len(recipes)] for i in range(count))
+
+
 def _timm_crop_mode(crop_mode: str) -> str:
     mode = _CROP_ALIASES.get(crop_mode, crop_mode)
     if mode not in ("rrc",) and parse_crop_mode(mode) is None:
@@ -191,22 +218,9 @@ def multi_view_transform(
         num_views: number of views (default: the preset's, two); views cycle over the
             preset's recipes.
     """
-    if isinstance(preset, str):
-        if preset not in VIEW_PRESETS:
-            raise ValueError(f"unknown view preset {preset!r}; choose from {sorted(VIEW_PRESETS)}")
-        recipes = VIEW_PRESETS[preset]
-    else:
-        recipes = tuple(preset)
-        if not recipes or not all(isinstance(r, ViewRecipe) for r in recipes):
-            raise ValueError("preset must be a preset name or a non-empty list of ViewRecipe")
-    count = len(recipes) if num_views is None else int(num_views)
-    if count < 1:
-        raise ValueError(f"num_views must be >= 1, got {num_views}")
-    if size is not None:
-        recipes = tuple(replace(r, size=int(size)) for r in recipes)
+    recipes = preset_recipes(preset, size, num_views)
     return MultiViewTransform(
         [
-            view_transform(recipes[i % len(recipes)], crop_mode, alpha, use_prefetcher)
-            for i in range(count)
+            view_transform(recipe, crop_mode, alpha, use_prefetcher) for recipe in recipes
         ]
     )

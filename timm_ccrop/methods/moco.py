@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..distributed import broadcast, gather_sizes, gather_without_grad, rank, world_size
 from .base import SiameseMethod, full_precision
-from .distributed import broadcast, gather_sizes, gather_without_grad, rank, world_size
 from .heads import MoCoProjectionHead
 
 __all__ = ["MoCo"]

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..distributed import gather_sizes, gather_with_grad, rank
 from .base import SiameseMethod, full_precision
-from .distributed import gather_sizes, gather_with_grad, rank
 from .heads import SimCLRProjectionHead
 
 __all__ = ["SimCLR", "nt_xent_loss"]

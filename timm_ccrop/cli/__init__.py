@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .boxes import Box
-from .weights import strip_wrapper_prefixes
+from ..backbones import strip_wrapper_prefixes
+from ..boxes import Box
 
 __all__ = ["main"]
 
@@ -77,8 +77,8 @@ def _tile(text: str) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from .datasets import build_dataset
-    from .viz import crop_views_grid
+    from ..data import build_dataset
+    from ..viz import crop_views_grid
 
     dataset = build_dataset(args.data, split="train")
     count = min(args.num_images, len(dataset))
@@ -271,9 +271,9 @@ def _run_show_boxes(args: argparse.Namespace) -> int:
     import torch
     from timm.data import resolve_data_config
 
-    from .boxes import paired_iou
-    from .datasets import build_dataset, default_train_split, parse_data_spec
-    from .localize import (
+    from ..boxes import paired_iou
+    from ..data import build_dataset, default_train_split, parse_data_spec
+    from ..localize import (
         eval_transform,
         feature_heatmaps,
         heatmap_boxes,
@@ -281,7 +281,7 @@ def _run_show_boxes(args: argparse.Namespace) -> int:
         resolve_stage,
         warn_if_too_coarse,
     )
-    from .viz import heatmap_boxes_grid
+    from ..viz import heatmap_boxes_grid
 
     # Everything that can be checked without data or weights, first.
     out = Path(args.out)
@@ -385,8 +385,9 @@ def _config_value(text: str) -> Any:
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
-    from .config import TrainConfig, load_recipe
-    from .train import TrainingStopped, train
+    from ..config import TrainConfig, load_recipe
+    from ..runs import list_checkpoints
+    from ..train import TrainingStopped, train
 
     values = load_recipe(args.recipe) if args.recipe else {}
     overrides = {key: value for key, value in vars(args).items()
@@ -394,8 +395,6 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     config = TrainConfig.from_dict({**values, **overrides})
     resume = args.resume
     if resume == "auto":
-        from .train import list_checkpoints
-
         resume = config.output if list_checkpoints(Path(config.output)) else None
     try:
         result = train(config, resume=resume)
@@ -408,7 +407,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 def _add_pretrain_parser(commands: Any) -> None:
     from dataclasses import fields
 
-    from .config import TrainConfig, list_recipes
+    from ..config import TrainConfig, list_recipes
 
     pretrain = commands.add_parser(
         "pretrain", help="Siamese pretraining of any timm backbone (SimCLR, MoCo, BYOL, SimSiam)",
@@ -445,7 +444,7 @@ def _val_fraction(text: str) -> float:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from .evaluate import EvalConfig, run_evaluation, summary_lines
+    from ..evaluation import EvalConfig, run_evaluation, summary_lines
 
     config = EvalConfig(
         backbone=args.backbone, data=args.data, protocol=args.protocol, output=args.output,
@@ -466,7 +465,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _add_eval_parser(commands: Any) -> None:
-    from .evaluate import LINEAR_MODES, PROTOCOLS, list_probe_recipes
+    from ..evaluation import LINEAR_MODES, PROTOCOLS, list_probe_recipes
 
     evaluate = commands.add_parser(
         "eval", help="kNN and linear-probe accuracy of a frozen backbone; writes eval.json",
@@ -542,7 +541,7 @@ def _add_eval_parser(commands: Any) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from .hub import export_official, export_run
+    from ..hub import export_official, export_run
 
     if (args.run is None) == (args.official is None):
         raise ValueError("give either a run folder (timm-ccrop export RUN_DIR --out DIR) or "
@@ -570,7 +569,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _run_push(args: argparse.Namespace) -> int:
-    from .hub import PushError, push_folder
+    from ..hub import PushError, push_folder
 
     try:
         result = push_folder(args.folder, args.repo_id, private=args.private,
@@ -588,7 +587,7 @@ def _run_push(args: argparse.Namespace) -> int:
 def _run_zoo(args: argparse.Namespace) -> int:
     import json
 
-    from .zoo_index import entry_problems, format_zoo_table, load_zoo, registered_zoo_tags
+    from ..hub.zoo import entry_problems, format_zoo_table, load_zoo, registered_zoo_tags
 
     entries = load_zoo()
     if args.json:
@@ -613,7 +612,7 @@ def _run_zoo(args: argparse.Namespace) -> int:
 
 
 def _add_hub_parsers(commands: Any) -> None:
-    from .hub import OFFICIAL_DATASETS
+    from ..hub import OFFICIAL_DATASETS
 
     export = commands.add_parser(
         "export", help="a run's (or an official checkpoint's) backbone in timm's Hub layout",
@@ -690,7 +689,7 @@ def _add_hub_parsers(commands: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``timm-ccrop`` (all subcommands)."""
-    from .localize import REDUCTIONS
+    from ..localize import REDUCTIONS
 
     parser = argparse.ArgumentParser(
         prog="timm-ccrop",

@@ -38,7 +38,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from .weights import sha256_file, state_dict_sha256, strip_wrapper_prefixes
+from .. import models
+from ..backbones import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    create_backbone,
+    sha256_file,
+    state_dict_sha256,
+    strip_wrapper_prefixes,
+)
+from ..boxes import from_official
+from ..config import TrainConfig
+from ..localize import localization_defaults
+from ..runs import (
+    list_checkpoints,
+    read_checkpoint,
+)
 
 __all__ = [
     "BIBTEX",
@@ -71,8 +86,6 @@ BIBTEX = """@inproceedings{peng2022crafting,
   year      = {2022}
 }"""
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 #: Pickle-based weight files: never exported, never uploaded.
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".pkl", ".pickle", ".ckpt")
@@ -589,10 +602,8 @@ def _run_description(config: Any) -> str:
 
 
 def _config_pretrained_cfg(backbone: nn.Module, config: Any, license: str) -> dict[str, Any]:
-    from .train import _image_size, _normalisation
-
-    mean, std = _normalisation(config)
-    size = _image_size(config)
+    mean, std = config.normalisation()
+    size = config.resolved_image_size()
     return full_pretrained_cfg(
         backbone, architecture=config.model, tag=_tag_for(config), input_size=(3, size, size),
         mean=mean, std=std, license=license, description=_run_description(config),
@@ -618,9 +629,7 @@ def export_backbone(backbone: nn.Module, folder: str | Path, config: Any, *,
 
 
 def _is_ours(architecture: str) -> bool:
-    from .models import CIFAR_MODEL_NAMES
-
-    return architecture in CIFAR_MODEL_NAMES
+    return architecture in models.CIFAR_MODEL_NAMES
 
 
 def _dataset_kind(spec: str, override: str | None = None) -> str:
@@ -633,10 +642,8 @@ def _dataset_kind(spec: str, override: str | None = None) -> str:
 def _crop_params(config: Any, backbone: nn.Module) -> dict[str, Any]:
     if config.crop == "rcrop":
         return {}
-    params: dict[str, Any] = {"alpha": config.alpha}
+    params: dict[str, Any] = {"alpha": config.resolved_alpha()}
     if config.crop == "ccrop":
-        from .localize import localization_defaults
-
         defaults = localization_defaults(backbone)
         warmup, interval = config.resolved_schedule()
         params.update({
@@ -657,8 +664,6 @@ def _load_run(run: Path, checkpoint: Path | None) -> tuple[Any, dict[str, torch.
     """``(config, backbone_state, epoch, partial, config_yaml_text, run_folder)``."""
     import yaml
 
-    from .config import TrainConfig
-    from .train import list_checkpoints, load_checkpoint
 
     if run.is_file():
         checkpoint, run = run, run.parent
@@ -668,7 +673,7 @@ def _load_run(run: Path, checkpoint: Path | None) -> tuple[Any, dict[str, torch.
     config_text = config_path.read_text() if config_path.is_file() else None
     state: dict[str, Any] | None = None
     if checkpoint is not None or list_checkpoints(run):
-        state, _ = load_checkpoint(checkpoint if checkpoint is not None else run)
+        state, _ = read_checkpoint(checkpoint if checkpoint is not None else run)
     values = None
     if state is not None and isinstance(state.get("config"), dict):
         values = state["config"]
@@ -718,12 +723,10 @@ def export_run(run: str | Path, out: str | Path, *, checkpoint: str | Path | Non
             ``RUN/backbone/eval.json``, ``OUT/eval.json``) they are used only when they
             evaluated these very weights.
     """
-    from .train import _create_backbone, _image_size, _normalisation
-
     out = Path(out)
     config, state, epoch, partial, config_text, run_dir = _load_run(
         Path(run), Path(checkpoint) if checkpoint is not None else None)
-    backbone = _create_backbone(config)
+    backbone = create_backbone(config.model, **config.model_kwargs)
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise HubExportError(f"the run's backbone weights do not fit {config.model}: missing "
@@ -732,8 +735,8 @@ def export_run(run: str | Path, out: str | Path, *, checkpoint: str | Path | Non
     cfg = _config_pretrained_cfg(backbone, config, license)
     if tag:
         cfg["tag"] = check_tag(tag)
-    mean, std = _normalisation(config)
-    size = _image_size(config)
+    mean, std = config.normalisation()
+    size = config.resolved_image_size()
     kind = _dataset_kind(config.data, dataset)
     method_name = _METHOD_NAMES.get(config.method, config.method)
     training = {
@@ -911,7 +914,6 @@ def export_official(checkpoint: str | Path, out: str | Path, *, method: str | No
     """
     from timm import create_model
 
-    from . import models  # noqa: F401  (registers resnet*_cifar)
 
     path, out = Path(checkpoint), Path(out)
     if dataset not in OFFICIAL_DATASETS:
@@ -987,7 +989,6 @@ def export_official(checkpoint: str | Path, out: str | Path, *, method: str | No
 
 
 def _write_boxes_csv(path: Path, official: torch.Tensor, size: int) -> None:
-    from .boxes import from_official
 
     ours = from_official(official.reshape(-1, 4).float(), image_size=(size, size))
     lines = ["index,x0,y0,x1,y1"]

@@ -29,8 +29,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import models as _models  # noqa: F401  (the CIFAR-stem architectures come first)
-from .weights import sha256_file
+from .. import models as _models  # noqa: F401  (the CIFAR-stem architectures come first)
+from ..backbones import sha256_file
 
 __all__ = [
     "ZooEntry",
@@ -148,9 +148,9 @@ def _is_number(value: Any) -> bool:
 def entry_problems(entry: ZooEntry, root: Path | None = None, check_sha: bool = True,
                    check_architecture: bool = True) -> list[str]:
     """What is wrong with ``entry`` (empty: nothing). Checks fields, ids, recipe, weights."""
-    from .config import CROP_MODES, load_recipe
-    from .hub import HubExportError, check_repo_id, check_tag
-    from .methods import METHODS
+    from ..config import CROP_MODES, load_recipe
+    from ..methods import METHODS
+    from .export import HubExportError, check_repo_id, check_tag
 
     root = root or zoo_root()
     problems: list[str] = []
@@ -165,7 +165,7 @@ def entry_problems(entry: ZooEntry, root: Path | None = None, check_sha: bool = 
     if check_architecture:
         from timm.models import is_model
 
-        from . import models  # noqa: F401  (registers resnet*_cifar)
+        from .. import models  # noqa: F401  (registers resnet*_cifar)
 
         if not is_model(entry.architecture):
             problems.append(f"architecture {entry.architecture!r} is not a timm model")
@@ -237,7 +237,7 @@ def entry_problems(entry: ZooEntry, root: Path | None = None, check_sha: bool = 
 
 
 def _recipe_default(key: str) -> Any:
-    from .config import TrainConfig
+    from ..config import TrainConfig
 
     return getattr(TrainConfig(), key)
 
@@ -246,7 +246,7 @@ def _bundled_problems(entry: ZooEntry, folder: Path, weights: Mapping[str, Any],
                       check_sha: bool) -> list[str]:
     import json
 
-    from .hub import CONFIG_NAME, WEIGHTS_NAME
+    from .export import CONFIG_NAME, WEIGHTS_NAME
 
     problems = []
     weights_file, config_file = folder / WEIGHTS_NAME, folder / CONFIG_NAME
@@ -284,7 +284,7 @@ def zoo_pretrained_cfg(entry: ZooEntry, root: Path | None = None) -> dict[str, A
     entry's ``input`` (plus ``hf_hub_id``) for weights that are only on the Hub."""
     import json
 
-    from .hub import CONFIG_NAME, PAPER_ARXIV, PAPER_NAME, WEIGHTS_NAME
+    from .export import CONFIG_NAME, PAPER_ARXIV, PAPER_NAME, WEIGHTS_NAME
 
     cfg: dict[str, Any] = {
         "num_classes": 0, "crop_pct": 1.0, "crop_mode": "center", "interpolation": "bilinear",
@@ -385,7 +385,7 @@ def register_zoo(entries: Iterable[ZooEntry] | None = None, root: Path | None = 
     architecture timm does not know, or whose name timm already owns is skipped with a
     warning. Calling it again re-registers the same names (idempotent).
     """
-    from .hub import WEIGHTS_NAME, HubExportError, check_repo_id
+    from .export import WEIGHTS_NAME, HubExportError, check_repo_id
 
     root = root or zoo_root()
     if entries is None:

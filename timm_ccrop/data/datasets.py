@@ -227,7 +227,7 @@ def split_names(kind: str | DatasetSpec) -> tuple[str, ...]:
     kind = _kind_of(kind)
     if kind == "synthetic":
         try:
-            synthetic = importlib.import_module("timm_ccrop.synthetic")
+            synthetic = importlib.import_module("timm_ccrop.data.synthetic")
         except ImportError:
             return ("train", "test")
         cls = getattr(synthetic, "SyntheticObjects", None)
@@ -904,7 +904,7 @@ class FolderDataset(ImageDatasetBase):
 
 def _build_synthetic(spec: DatasetSpec, split: str) -> LabeledImageDataset:
     # Imported lazily: the generator is optional for the file readers and pulls in more.
-    from timm_ccrop.synthetic import SyntheticObjects
+    from .synthetic import SyntheticObjects
 
     if "split" in spec.options:
         raise ValueError(f"give the split to build_dataset, not as an option of {str(spec)!r}")

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .boxes import BoxTable
-from .views import apply_transform
+from ..boxes import BoxTable
+from ..views import apply_transform
 
 __all__ = ["BoxedDataset", "EpochPermutationSampler", "sample_seed", "split_sample"]
 

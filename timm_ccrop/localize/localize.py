@@ -23,7 +23,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .boxes import box_area, paired_iou
+from ..backbones import eval_mode, unwrap_model
+from ..boxes import box_area, paired_iou
+from ..distributed import gather_rows
 
 _LOG = logging.getLogger(__name__)
 
@@ -91,17 +93,6 @@ _FAMILY_DEFAULTS: dict[str, LocalizationDefaults] = {
     "vit": LocalizationDefaults("l2", 0.6),
     "deit": LocalizationDefaults("l2", 0.6),  # timm's VisionTransformer class
 }
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """Strip DDP/DataParallel, ``torch.compile`` and Accelerate wrappers."""
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def _family(model: nn.Module) -> str:
@@ -279,16 +270,6 @@ def _normalise(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return normalised.view_as(maps), ~finite | constant
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def feature_heatmaps(
     model: nn.Module,
     images: torch.Tensor,
@@ -313,7 +294,7 @@ def feature_heatmaps(
     """
     network = unwrap_model(model)
     reduction = reduction or localization_defaults(network).reduction
-    with _eval_mode(network), torch.no_grad(), FeatureHook(network, stage) as hook:
+    with eval_mode(network), torch.no_grad(), FeatureHook(network, stage) as hook:
         network(images)
         maps = reduce_channels(hook.feature_map, reduction)
     normalised, degenerate = _normalise(maps)
@@ -425,7 +406,7 @@ def _stage_map_size(model: nn.Module, image_size: tuple[int, int], stage: int) -
         device=None if parameter is None else parameter.device,
         dtype=None if parameter is None else parameter.dtype,
     )
-    with _eval_mode(network), torch.no_grad(), FeatureHook(network, stage) as hook:
+    with eval_mode(network), torch.no_grad(), FeatureHook(network, stage) as hook:
         network(blank)
         height, width = hook.feature_map.shape[-2:]
     return int(height), int(width)
@@ -521,16 +502,6 @@ def eval_transform(
     )
 
 
-def _gather_rows(accelerator: Any, *tensors: torch.Tensor) -> list[torch.Tensor]:
-    """Gather per-process rows of different lengths (padded, then trimmed by index)."""
-    if accelerator is None or accelerator.num_processes == 1:
-        return list(tensors)
-    padded = [accelerator.pad_across_processes(t, dim=0, pad_index=-1) for t in tensors]
-    gathered = [accelerator.gather(t) for t in padded]
-    keep = gathered[0] >= 0  # the first tensor holds sample indices; padding is -1
-    return [t[keep] for t in gathered]
-
-
 def localize_dataset(
     model: nn.Module,
     dataset: Any,
@@ -561,7 +532,7 @@ def localize_dataset(
         accelerator: an ``accelerate.Accelerator`` for multi-process passes.
         mean, std: normalisation of the model's inputs.
     """
-    from .data import BoxedDataset
+    from ..data import BoxedDataset
 
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     indexed = BoxedDataset(dataset, eval_transform(size, mean, std), return_index=True)
@@ -609,7 +580,7 @@ def localize_loader(
     is_main = accelerator is None or accelerator.is_main_process
     start = time.perf_counter()
     indices, boxes, degenerate = [], [], []
-    with _eval_mode(network), torch.no_grad():
+    with eval_mode(network), torch.no_grad():
         for images, _, batch_indices in tqdm(
             loader, desc="box pass", disable=not (progress and is_main), leave=False
         ):
@@ -629,7 +600,7 @@ def localize_loader(
             degenerate.append(batch_bad.to(device))
     local = [torch.cat(rows) if rows else torch.zeros(0, device=device)
              for rows in (indices, boxes, degenerate)]
-    all_indices, all_boxes, all_bad = _gather_rows(
+    all_indices, all_boxes, all_bad = gather_rows(
         accelerator, local[0].long(), local[1].float().reshape(-1, 4), local[2].long()
     )
     result_boxes = torch.zeros(num_samples, 4)

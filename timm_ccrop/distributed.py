@@ -1,4 +1,8 @@
-"""The few collectives the Siamese methods need, each a no-op on a single process.
+"""The few collectives the package needs, each a no-op on a single process.
+
+Two kinds: the methods' collectives on plain ``torch.distributed``, and the
+Accelerate-based ones of the trainer, the box pass and feature extraction
+(:func:`gather_rows`, :func:`any_process`).
 
 Plain ``torch.distributed`` (not Accelerate): the methods run inside whatever process group
 the trainer set up, and ``accelerator.gather`` carries no gradient, which SimCLR's
@@ -8,12 +12,16 @@ negatives need. Per-process batches may differ in size (a last batch without
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 __all__ = [
+    "any_process",
     "broadcast",
+    "gather_rows",
     "gather_sizes",
     "gather_with_grad",
     "gather_without_grad",
@@ -87,3 +95,25 @@ def broadcast(tensor: Tensor, src: int = 0) -> Tensor:
     if world_size() > 1:
         dist.broadcast(tensor, src=src)
     return tensor
+
+
+def gather_rows(accelerator: Any, *tensors: Tensor) -> list[Tensor]:
+    """Gather per-process rows of different lengths (padded, then trimmed by index).
+
+    The first tensor must hold sample indices (>= 0): padding is marked -1 there, so the
+    result keeps exactly the real rows of every process, whatever the sharding.
+    """
+    if accelerator is None or accelerator.num_processes == 1:
+        return list(tensors)
+    padded = [accelerator.pad_across_processes(t, dim=0, pad_index=-1) for t in tensors]
+    gathered = [accelerator.gather(t) for t in padded]
+    keep = gathered[0] >= 0
+    return [t[keep] for t in gathered]
+
+
+def any_process(accelerator: Any, local: bool) -> bool:
+    """True on every rank if any rank says True (so all ranks stop at the same step)."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return local
+    flag = torch.tensor([1.0 if local else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)

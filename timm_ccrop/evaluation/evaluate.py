@@ -42,7 +42,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .weights import sha256_file, state_dict_sha256
+from ..backbones import eval_mode, sha256_file, state_dict_sha256, unwrap_model
+from ..distributed import gather_rows
+from ..runs import list_checkpoints, read_checkpoint
 
 __all__ = [
     "PROTOCOLS",
@@ -177,8 +179,7 @@ def extract_features(
     :class:`~timm_ccrop.data.BoxedDataset`); if ``counters`` is given, the number of
     such samples (summed over processes) is added to ``counters['skipped']``.
     """
-    from .data import BoxedDataset
-    from .localize import _eval_mode, _gather_rows, unwrap_model
+    from ..data import BoxedDataset
 
     indexed = BoxedDataset(dataset, transform, return_index=True)
     loader = DataLoader(indexed, batch_size=batch_size, shuffle=False, num_workers=num_workers)
@@ -190,13 +191,13 @@ def extract_features(
         device, autocast = accelerator.device, accelerator.autocast
     show = progress and (accelerator is None or accelerator.is_main_process)
     rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    with _eval_mode(network), torch.no_grad():
+    with eval_mode(network), torch.no_grad():
         for images, targets, indices in tqdm(loader, desc=desc, disable=not show, leave=False):
             with autocast():
                 features = network(images.to(device, non_blocking=True))
             rows.append((indices.to(device), features.float(), torch.as_tensor(targets).to(device)))
     indices, features, targets = (torch.cat(column) for column in zip(*rows, strict=True))
-    indices, features, targets = _gather_rows(accelerator, indices.long(), features, targets.long())
+    indices, features, targets = gather_rows(accelerator, indices.long(), features, targets.long())
     ordered = torch.zeros(len(indexed), features.shape[1])
     ordered_targets = torch.full((len(indexed),), -1, dtype=torch.long)
     ordered[indices.cpu()] = features.cpu()
@@ -434,7 +435,7 @@ def linear_probe_features(
     this equals :func:`linear_probe_images` with ``augment=False`` up to float rounding.
     The accuracy of the FINAL epoch's head on every ``eval_sets`` entry is reported.
     """
-    from .data import EpochPermutationSampler
+    from ..data import EpochPermutationSampler
 
     recipe = recipe or ProbeRecipe()
     eval_sets = eval_sets or {}
@@ -533,7 +534,6 @@ def linear_probe_images(
     (the backbone is frozen, so they are the same every epoch); the FINAL epoch's head
     is evaluated on them.
     """
-    from .localize import unwrap_model
 
     recipe = recipe or ProbeRecipe()
     eval_sets = eval_sets or {}
@@ -569,7 +569,7 @@ def _train_probe_on_images(network: nn.Module, train_dataset: Any, targets: torc
                            accelerator: Any, num_workers: int, progress: bool,
                            device: torch.device, num_features: int | None, processes: int,
                            started: float) -> LinearProbeResult:
-    from .data import BoxedDataset, EpochPermutationSampler
+    from ..data import BoxedDataset, EpochPermutationSampler
 
     if num_features is None:
         with torch.no_grad():
@@ -668,7 +668,7 @@ def _targets_of(dataset: Any) -> list[int]:
 
 
 def _first_image(dataset: Any) -> Any:
-    from .data import split_sample
+    from ..data import split_sample
 
     return split_sample(dataset[0])[0]
 
@@ -752,8 +752,7 @@ def resolve_backbone_source(text: str) -> BackboneSource:
     import timm
     from timm.models import is_model, parse_model_name, split_model_name_tag
 
-    from . import models  # noqa: F401  (registers resnet*_cifar)
-    from .train import list_checkpoints
+    from .. import models  # noqa: F401  (registers resnet*_cifar)
 
     text = str(text).strip()
     if not text:
@@ -818,15 +817,14 @@ def resolve_backbone_source(text: str) -> BackboneSource:
 
 def _run_preset(run_config: dict[str, Any] | None) -> dict[str, Any]:
     """input size, mean and std of a run's views preset (as its export would record)."""
-    from .config import TrainConfig
-    from .train import _image_size, _normalisation
+    from ..config import TrainConfig
 
     if not run_config:
         return {}
     try:
         config = TrainConfig.from_dict(run_config)
-        mean, std = _normalisation(config)
-        size = _image_size(config)
+        mean, std = config.normalisation()
+        size = config.resolved_image_size()
     except (ValueError, TypeError, KeyError):
         return {}
     return {"input_size": (3, size, size), "mean": tuple(mean), "std": tuple(std),
@@ -842,7 +840,7 @@ def load_backbone(source: BackboneSource | str, seed: int = 0) -> tuple[nn.Modul
     """
     import timm
 
-    from . import models  # noqa: F401  (registers resnet*_cifar)
+    from .. import models  # noqa: F401  (registers resnet*_cifar)
 
     if not isinstance(source, BackboneSource):
         source = resolve_backbone_source(source)
@@ -880,11 +878,9 @@ def load_backbone(source: BackboneSource | str, seed: int = 0) -> tuple[nn.Modul
 def _backbone_from_checkpoint(source: BackboneSource, seed: int) -> tuple[nn.Module, dict]:
     import timm
 
-    from .train import load_checkpoint
-
     given = Path(source.text).expanduser()
     # A folder: its newest readable checkpoint (corrupt ones are skipped); a file: that one.
-    state, path = load_checkpoint(given if given.is_file() else Path(source.folder or given))
+    state, path = read_checkpoint(given if given.is_file() else Path(source.folder or given))
     run_config = source.run_config or state.get("config") or {}
     if not run_config.get("model"):
         raise ValueError(f"checkpoint {path} has no run config (config.yaml next to it, or "
@@ -987,7 +983,7 @@ class EvalConfig:
 
 
 def _labelled_split(spec: Any, split: str, role: str) -> Any:
-    from .datasets import build_dataset, split_names
+    from ..data import build_dataset, split_names
 
     try:
         dataset = build_dataset(spec, split=split)
@@ -1025,7 +1021,7 @@ def _versions() -> dict[str, str]:
     import accelerate
     import timm
 
-    from . import __version__
+    from .. import __version__
 
     return {"timm_ccrop": __version__, "timm": timm.__version__, "torch": torch.__version__,
             "accelerate": accelerate.__version__, "python": platform.python_version()}
@@ -1042,8 +1038,7 @@ def run_evaluation(config: EvalConfig, accelerator: Any = None) -> dict[str, Any
     from accelerate import Accelerator
     from timm.data import create_transform, resolve_model_data_config
 
-    from .data import seed_everything
-    from .datasets import default_eval_split, parse_data_spec
+    from ..data import default_eval_split, parse_data_spec, seed_everything
 
     started = time.perf_counter()
     config.validate()

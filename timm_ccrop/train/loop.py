@@ -13,11 +13,9 @@ non-determinism).
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -26,25 +24,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration
 from torch.utils.data import DataLoader
+from torchvision import transforms as tv_transforms
 from tqdm.auto import tqdm
 
-from .boxes import BoxTable
-from .config import TrainConfig
-from .data import BoxedDataset, EpochPermutationSampler, sample_seed, seed_everything
-from .datasets import build_dataset, default_eval_split, default_train_split, parse_data_spec
-from .localize import eval_transform, localize_dataset, warn_if_too_coarse
-from .views import VIEW_PRESETS, multi_view_transform
+from ..augment import BatchedViews
+from ..backbones import create_backbone
+from ..boxes import BoxTable
+from ..config import TrainConfig
+from ..data import (
+    BoxedDataset,
+    EpochPermutationSampler,
+    build_dataset,
+    default_eval_split,
+    default_train_split,
+    parse_data_spec,
+    sample_seed,
+    seed_everything,
+)
+from ..distributed import any_process
+from ..evaluation import extract_features, knn_accuracy
+from ..hub import export_backbone
+from ..localize import eval_transform, localize_dataset, warn_if_too_coarse
+from ..methods import build_method
+from ..runs import RunFolder, read_checkpoint, write_boxes_csv
+from ..views import multi_view_transform
+from ..viz import render_box_picture
 
 __all__ = ["TrainResult", "train"]
 
 _LOG = logging.getLogger(__name__)
-CHECKPOINT_PATTERN = "checkpoint-epoch{epoch:04d}.pt"
 
 
 @dataclass
@@ -61,75 +74,6 @@ class TrainResult:
 
 class TrainingStopped(RuntimeError):
     """Raised when a NaN/inf loss stops a run (after the last good checkpoint is kept)."""
-
-
-# ---------------------------------------------------------------------------------------
-# Checkpoints: atomic writes, newest-valid reads
-# ---------------------------------------------------------------------------------------
-
-
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write ``state`` atomically: a temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
-def list_checkpoints(output: Path) -> list[Path]:
-    """Epoch checkpoints of a run, newest first."""
-    return sorted(output.glob("checkpoint-epoch*.pt"), reverse=True)
-
-
-def load_checkpoint(output_or_file: Path) -> tuple[dict[str, Any], Path]:
-    """The newest readable checkpoint (``weights_only=True``); corrupt ones are skipped."""
-    candidates = (
-        [output_or_file] if output_or_file.is_file() else list_checkpoints(output_or_file)
-    )
-    if not candidates:
-        raise FileNotFoundError(f"no checkpoint-epoch*.pt in {output_or_file} to resume from")
-    for candidate in candidates:
-        try:
-            return torch.load(candidate, map_location="cpu", weights_only=True), candidate
-        except Exception as err:  # truncated or corrupt: fall back to the previous one
-            _LOG.warning("checkpoint %s is unreadable (%s); trying the previous one",
-                         candidate, err)
-    raise RuntimeError(f"every checkpoint in {output_or_file} is unreadable")
-
-
-# ---------------------------------------------------------------------------------------
-# Building blocks
-# ---------------------------------------------------------------------------------------
-
-
-def _image_size(config: TrainConfig) -> int:
-    if config.image_size is not None:
-        return int(config.image_size)
-    if config.views not in VIEW_PRESETS:
-        raise ValueError(f"views must be one of {sorted(VIEW_PRESETS)}, got {config.views!r}")
-    return VIEW_PRESETS[config.views][0].size
-
-
-def _normalisation(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    recipe = VIEW_PRESETS[config.views][0]
-    return recipe.mean, recipe.std
-
-
-def _create_backbone(config: TrainConfig) -> torch.nn.Module:
-    from . import models  # noqa: F401  (registers the CIFAR-stem architectures)
-
-    try:
-        return timm.create_model(config.model, num_classes=0, **config.model_kwargs)
-    except RuntimeError as err:
-        if "Unknown model" in str(err):
-            raise ValueError(
-                f"unknown timm model {config.model!r}; see timm.list_models() "
-                "(timm_ccrop adds resnet18_cifar, resnet50_cifar, ...)"
-            ) from err
-        raise
 
 
 def _lr_lambda(config: TrainConfig, steps_per_epoch: int):
@@ -173,38 +117,14 @@ def _stop_signals() -> Iterator[dict[str, str | None]]:
             signal.signal(sig, old)
 
 
-def _agree(accelerator: Accelerator, local: bool) -> bool:
-    """True on every rank if any rank says True (so all ranks stop at the same step)."""
-    if accelerator.num_processes == 1:
-        return local
-    flag = torch.tensor([1.0 if local else 0.0], device=accelerator.device)
-    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
-
-
-def _write_boxes_csv(path: Path, dataset: Any, boxes: BoxTable) -> None:
-    temporary = path.with_suffix(".csv.tmp")
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["index", "sample_id", "x0", "y0", "x1", "y1", "valid"])
-        sample_id = getattr(dataset, "sample_id", str)
-        for index, (row, valid) in enumerate(zip(boxes.boxes.tolist(), boxes.valid.tolist(),
-                                                 strict=True)):
-            writer.writerow([index, sample_id(index), *(f"{v:.6f}" for v in row), int(valid)])
-    os.replace(temporary, path)
-
-
 def _box_picture(path: Path, model: Any, dataset: Any, config: TrainConfig, size: int,
                  boxes: BoxTable) -> None:
     """The localization picture after a box pass (heatmaps, boxes, views)."""
     try:
-        from .viz import render_box_picture
-    except ImportError:  # pictures are optional; never fail a run on them
-        return
-    try:
         render_box_picture(model, dataset, boxes, path, image_size=size,
                            count=config.pictures, stage=config.stage,
-                           reduction=config.reduction, alpha=config.alpha,
-                           mean_std=_normalisation(config))
+                           reduction=config.reduction, alpha=config.resolved_alpha(),
+                           mean_std=config.normalisation())
     except Exception as err:  # a picture must never kill a training run
         _LOG.warning("could not draw the box picture %s: %s", path, err)
 
@@ -221,8 +141,6 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         config: the run's settings (validated first).
         resume: a checkpoint file or a run folder (newest valid checkpoint), or None.
     """
-    from .methods import build_method
-
     config.validate()
     # AcceleratorState is a process-wide singleton: a second run in the same process (a
     # notebook, a sweep) with other settings needs a fresh one. The process group stays.
@@ -234,6 +152,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=False),
     )
     output = Path(config.output)
+    run = RunFolder(output)
     is_main = accelerator.is_main_process
     if is_main:
         output.mkdir(parents=True, exist_ok=True)
@@ -242,7 +161,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     # data
     spec = parse_data_spec(config.data)
     dataset = build_dataset(spec, split=default_train_split(spec))
-    size = _image_size(config)
+    size = config.resolved_image_size()
     if config.batch_size % accelerator.num_processes:
         raise ValueError(
             f"batch_size {config.batch_size} is not divisible by {accelerator.num_processes} "
@@ -253,16 +172,12 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
             f"batch_size {config.batch_size} exceeds the {len(dataset)} training samples "
             "(batches drop the last partial one): lower batch_size"
         )
-    alpha = config.alpha if config.crop != "rcrop" else None
+    alpha = config.resolved_alpha()
     device_views = None
     if config.augment_on == "device":
         # Workers only decode and squash to a fixed size; crops and colour run batched on
         # the training device (timm_ccrop.augment). Boxes are normalised, so squashing
         # keeps them valid.
-        from torchvision import transforms as tv_transforms
-
-        from .augment import BatchedViews
-
         views = tv_transforms.Compose([tv_transforms.Resize((size, size)),
                                        tv_transforms.PILToTensor()])
         device_views = BatchedViews.from_preset(config.views, config.crop, alpha, size=size)
@@ -285,7 +200,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     )
 
     # model
-    backbone = _create_backbone(config)
+    backbone = create_backbone(config.model, **config.model_kwargs)
     if config.crop == "ccrop" and config.box_source == "model":
         warn_if_too_coarse(backbone, (size, size), config.stage)
     method = build_method(config.method, backbone, **config.method_kwargs)
@@ -312,7 +227,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
 
     start_epoch = 1
     if resume is not None:
-        state, source = load_checkpoint(Path(resume))
+        state, source = read_checkpoint(Path(resume))
         inner.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -327,8 +242,8 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     if config.log_with and is_main:
         accelerator.init_trackers("timm-ccrop", config=_flat_config(config))
     if is_main:
-        (output / "config.yaml").write_text(_yaml(config.to_dict()))
-    metrics_path = output / "metrics.jsonl"
+        run.write_config(config.to_dict())
+    metrics_path = run.metrics_path
     last_checkpoint: Path | None = None
     stopped: str | None = None
     epoch = start_epoch - 1
@@ -364,15 +279,17 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
                     stage=config.stage, reduction=config.reduction,
                     batch_size=max(1, config.batch_size // accelerator.num_processes),
                     num_workers=config.num_workers, accelerator=accelerator,
-                    mean=_normalisation(config)[0], std=_normalisation(config)[1],
+                    mean=config.normalisation()[0], std=config.normalisation()[1],
                     progress=config.progress,
                 )
                 boxes.update(result.boxes, valid=~result.degenerate)
                 record.update(result.stats)
                 if is_main:
-                    _write_boxes_csv(output / "boxes.csv", dataset, boxes)
+                    sample_id = getattr(dataset, "sample_id", str)
+                    write_boxes_csv(run.boxes_path, boxes.boxes, boxes.valid,
+                                    [sample_id(i) for i in range(len(dataset))])
                     if config.pictures:
-                        _box_picture(output / f"boxes-epoch{epoch:04d}.png", inner.backbone,
+                        _box_picture(run.box_picture_path(epoch), inner.backbone,
                                      dataset, config, size, boxes)
             if stopped is None and knn_data and (
                 epoch % config.knn_every == 0 or epoch == config.epochs
@@ -384,8 +301,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
                 steps_per_epoch * config.batch_size / max(1e-9, epoch_stats["train_seconds"])
             )
             if is_main:
-                with open(metrics_path, "a") as handle:
-                    handle.write(json.dumps(record) + "\n")
+                run.append_metrics(record)
                 if config.log_with:
                     accelerator.log(record, step=epoch)
             if stopped or epoch % config.save_every == 0 or epoch == config.epochs:
@@ -398,7 +314,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
 
     export = None
     if stopped is None and epoch == config.epochs and is_main:
-        export = export_backbone(inner.backbone, output / "backbone", config)
+        export = export_backbone(inner.backbone, run.backbone_dir, config)
     accelerator.wait_for_everyone()
     if config.log_with:
         accelerator.end_training()
@@ -451,7 +367,7 @@ def _train_one_epoch(
         with accelerator.autocast():
             outputs = method(views)
         loss = outputs["loss"]
-        if _agree(accelerator, not bool(torch.isfinite(loss.detach()))):
+        if any_process(accelerator, not bool(torch.isfinite(loss.detach()))):
             return {"loss": loss_sum / max(1, steps), "train_seconds": 0.0}, "nan"
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
@@ -466,7 +382,7 @@ def _train_one_epoch(
         rate = steps * config.batch_size / max(1e-9, time.perf_counter() - started)
         bar.set_postfix(loss=f"{loss_sum / steps:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.4g}",
                         img_s=f"{rate:.1f}")
-        if _agree(accelerator, stop["signal"] is not None):
+        if any_process(accelerator, stop["signal"] is not None):
             return ({"loss": loss_sum / steps, "lr": optimizer.param_groups[0]["lr"],
                      "train_seconds": time.perf_counter() - started}, "signal")
     return ({"loss": loss_sum / max(1, steps), "lr": optimizer.param_groups[0]["lr"],
@@ -482,7 +398,6 @@ def _checkpoint(config: TrainConfig, accelerator: Accelerator, inner: Any, optim
     # A mid-epoch (signal) checkpoint records the last *finished* epoch: resuming repeats
     # the interrupted epoch from its start order, with the weights trained so far.
     done = epoch - 1 if partial else epoch
-    path = output / CHECKPOINT_PATTERN.format(epoch=done)
     state = {
         "model": inner.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -493,10 +408,7 @@ def _checkpoint(config: TrainConfig, accelerator: Accelerator, inner: Any, optim
         "partial": partial,
         "config": config.to_dict(),
     }
-    save_checkpoint(state, path)
-    for old in list_checkpoints(output)[config.keep_checkpoints:]:
-        old.unlink(missing_ok=True)
-    return path
+    return RunFolder(output).save_checkpoint(state, done, config.keep_checkpoints)
 
 
 def _knn_datasets(config: TrainConfig, spec: Any) -> tuple | None:
@@ -516,10 +428,8 @@ def _knn_datasets(config: TrainConfig, spec: Any) -> tuple | None:
 
 def _knn_monitor(config: TrainConfig, accelerator: Accelerator, backbone: Any,
                  knn_data: tuple, size: int) -> dict[str, float]:
-    from .evaluate import extract_features, knn_accuracy
-
     train_dataset, test_dataset = knn_data
-    mean, std = _normalisation(config)
+    mean, std = config.normalisation()
     transform = eval_transform(size, mean, std)
     kwargs = {"batch_size": max(1, config.batch_size // accelerator.num_processes),
               "num_workers": config.num_workers, "accelerator": accelerator,
@@ -534,21 +444,6 @@ def _knn_monitor(config: TrainConfig, accelerator: Accelerator, backbone: Any,
     return {f"knn_{key}": value for key, value in accuracy.items()}
 
 
-def export_backbone(backbone: torch.nn.Module, folder: Path, config: TrainConfig) -> Path:
-    """The backbone in timm's Hub layout (config.json + model.safetensors), written
-    atomically; see :func:`timm_ccrop.hub.export_backbone` (``timm-ccrop export`` adds the
-    model card)."""
-    from .hub import export_backbone as export
-
-    return export(backbone, folder, config)
-
-
 def _flat_config(config: TrainConfig) -> dict[str, Any]:
     return {k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
             for k, v in config.to_dict().items() if v is not None}
-
-
-def _yaml(values: dict[str, Any]) -> str:
-    import yaml
-
-    return yaml.safe_dump(values, sort_keys=False)

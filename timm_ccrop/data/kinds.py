@@ -1,0 +1,72 @@
+"""The one registry of dataset kinds: what every part of the package knows about a kind.
+
+A data spec's kind (``cifar10`` of ``cifar10:/data/cifar``) names a :class:`DatasetKind`:
+its splits, its default training and evaluation split, its display name, its Hugging Face
+Hub dataset id (for model cards), and the official code's input size and normalisation
+(for converting official checkpoints). Readers, the trainer, eval, export, the model card
+and the zoo all look kinds up here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["DATASET_KINDS", "DatasetKind", "dataset_kind", "kind_names"]
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    """What the package knows about one kind of dataset."""
+
+    name: str
+    display_name: str
+    splits: tuple[str, ...] = ("train", "test")
+    train_split: str = "train"
+    eval_split: str = "test"
+    needs_path: bool = True  # spec is KIND:PATH (False: generated, e.g. synthetic)
+    readable: bool = True  # a reader exists (imagenet: only a card and official name)
+    hub_id: str | None = None
+    # The official code's eval input size and normalisation, where it has a config.
+    official_size: int | None = None
+    official_mean: tuple[float, ...] | None = None
+    official_std: tuple[float, ...] | None = None
+
+
+DATASET_KINDS: dict[str, DatasetKind] = {kind.name: kind for kind in (
+    DatasetKind("cifar10", "CIFAR-10", hub_id="uoft-cs/cifar10", official_size=32,
+                official_mean=(0.4914, 0.4822, 0.4465), official_std=(0.2023, 0.1994, 0.2010)),
+    DatasetKind("cifar100", "CIFAR-100", hub_id="uoft-cs/cifar100", official_size=32,
+                official_mean=(0.5071, 0.4867, 0.4408), official_std=(0.2675, 0.2565, 0.2761)),
+    DatasetKind("stl10", "STL-10", splits=("train", "test", "unlabeled", "train+unlabeled"),
+                hub_id="tanganke/stl10", official_size=96,
+                official_mean=(0.4406, 0.4273, 0.3858), official_std=(0.2312, 0.2265, 0.2237)),
+    # "test" is an alias of "val": the official Tiny-ImageNet test split has no labels.
+    DatasetKind("tiny-imagenet", "Tiny ImageNet", splits=("train", "val", "test"),
+                eval_split="val", hub_id="zh-plus/tiny-imagenet", official_size=64,
+                official_mean=(0.4802, 0.4481, 0.3975), official_std=(0.2302, 0.2265, 0.2262)),
+    DatasetKind("imagenet", "ImageNet-1k", splits=("train", "val"), eval_split="val",
+                readable=False, hub_id="ILSVRC/imagenet-1k", official_size=224,
+                official_mean=IMAGENET_MEAN, official_std=IMAGENET_STD),
+    DatasetKind("folder", "an image folder", splits=("train", "val", "test"), eval_split="val"),
+    DatasetKind("synthetic", "timm-ccrop's built-in synthetic objects", needs_path=False),
+)}
+
+
+def kind_names(*, readable: bool | None = None, official: bool | None = None) -> tuple[str, ...]:
+    """Names of the registered kinds, in registry order, optionally filtered."""
+    return tuple(
+        kind.name for kind in DATASET_KINDS.values()
+        if (readable is None or kind.readable == readable)
+        and (official is None or (kind.official_size is not None) == official)
+    )
+
+
+def dataset_kind(name: str) -> DatasetKind:
+    """The :class:`DatasetKind` of ``name``; ValueError naming the known kinds otherwise."""
+    kind = DATASET_KINDS.get(str(name).strip().lower())
+    if kind is None:
+        raise ValueError(f"unknown dataset kind {name!r}; known kinds: "
+                         f"{', '.join(DATASET_KINDS)}")
+    return kind

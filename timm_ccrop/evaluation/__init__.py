@@ -1,0 +1,25 @@
+"""Frozen-backbone evaluation: features, kNN, linear probes, the run and its report."""
+
+from .evaluate import (  # noqa: F401
+    EVAL_FORMAT,
+    LINEAR_MODES,
+    PROTOCOLS,
+    BackboneSource,
+    EvalConfig,
+    LinearProbeResult,
+    ProbeRecipe,
+    extract_features,
+    knn_accuracy,
+    knn_predict,
+    linear_probe_features,
+    linear_probe_images,
+    list_probe_recipes,
+    load_backbone,
+    load_probe_recipe,
+    probe_train_transform,
+    resolve_backbone_source,
+    run_evaluation,
+    split_validation,
+    summary_lines,
+    topk_accuracy,
+)

@@ -1,0 +1,303 @@
+"""The run folder: everything a pretraining run writes, and the only code that writes it.
+
+A run folder (``--output`` of ``timm-ccrop pretrain``) holds::
+
+    config.yaml                 the resolved TrainConfig
+    metrics.jsonl               one JSON row per finished epoch
+    boxes.csv                   the current box of every training image (one schema)
+    checkpoint-epoch0004.pt     the newest ``keep_checkpoints`` epoch checkpoints
+    boxes-epoch0004.png         the trainer's box pictures
+    backbone/                   the final backbone in timm's Hub layout
+
+Every file is written atomically (a temporary sibling, fsync, rename), so a crash leaves
+either the old or the new file, never a torn one. Folders (exports) are built in a
+staging sibling and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+__all__ = [
+    "BOXES_CSV_COLUMNS",
+    "CHECKPOINT_PATTERN",
+    "OutputExistsError",
+    "RunFolder",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "list_checkpoints",
+    "read_checkpoint",
+    "read_metrics",
+    "read_run_config",
+    "replace_folder",
+    "save_checkpoint",
+    "staging_folder",
+    "write_boxes_csv",
+]
+
+_LOG = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = "checkpoint-epoch{epoch:04d}.pt"
+CHECKPOINT_GLOB = "checkpoint-epoch*.pt"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+BOXES_FILE = "boxes.csv"
+BACKBONE_DIR = "backbone"
+#: The one ``boxes.csv`` schema: boxes are ``(x0, y0, x1, y1)`` normalised to [0, 1].
+BOXES_CSV_COLUMNS = ("index", "sample_id", "x0", "y0", "x1", "y1", "valid")
+
+
+# --------------------------------------------------------------------------------------
+# Atomic files and folders
+# --------------------------------------------------------------------------------------
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a synced temporary sibling and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode())
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _normal_permissions(folder: Path) -> None:
+    """mkdtemp makes a 0700 folder (and some writers 0600 files): give the folder the
+    usual permissions (0755 / 0644 under the process umask)."""
+    mask = _umask()
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o755 if path.is_dir() else 0o644) & ~mask)
+
+
+class OutputExistsError(FileExistsError, ValueError):
+    """An output file or folder exists and may not be replaced (a user error)."""
+
+
+def _refuse_existing(target: Path) -> None:
+    raise OutputExistsError(f"{target} already exists; pass overwrite=True (--overwrite) to "
+                          "replace it")
+
+
+def replace_folder(new: Path, target: Path, overwrite: bool) -> None:
+    """Rename ``new`` to ``target``; an existing target is swapped out only at the end."""
+    _normal_permissions(new)
+    if not (target.exists() or target.is_symlink()):
+        os.replace(new, target)
+        return
+    if not overwrite:
+        _refuse_existing(target)
+    if not target.is_dir() or target.is_symlink():
+        raise OutputExistsError(f"{target} exists and is not a folder; not replacing it")
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staging_folder(target: Path, overwrite: bool) -> Iterator[Path]:
+    """A temporary folder next to ``target`` (same file system), removed on failure.
+
+    An existing ``target`` is refused up front unless ``overwrite``; call
+    :func:`replace_folder` inside the block to move the staged folder into place.
+    """
+    target = Path(target)
+    if (target.exists() or target.is_symlink()) and not overwrite:
+        _refuse_existing(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield staging
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------
+
+
+def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
+    """``torch.save`` ``state`` atomically (a temporary sibling, fsync, rename)."""
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def list_checkpoints(run: Path) -> list[Path]:
+    """Epoch checkpoints of a run folder, newest first."""
+    return sorted(Path(run).glob(CHECKPOINT_GLOB), reverse=True)
+
+
+def read_checkpoint(run_or_file: Path) -> tuple[dict[str, Any], Path]:
+    """The newest readable checkpoint of a run folder, or the given file
+    (``weights_only=True``); in a folder, unreadable checkpoints are skipped with a warning.
+
+    Raises FileNotFoundError when there is none, ValueError when none can be read.
+    """
+    run_or_file = Path(run_or_file)
+    single = run_or_file.is_file()
+    candidates = [run_or_file] if single else list_checkpoints(run_or_file)
+    if not candidates:
+        raise FileNotFoundError(f"no {CHECKPOINT_GLOB} in {run_or_file}")
+    for candidate in candidates:
+        try:
+            return torch.load(candidate, map_location="cpu", weights_only=True), candidate
+        except Exception as err:  # truncated or corrupt: fall back to the previous one
+            if single:
+                raise ValueError(f"checkpoint {candidate} is unreadable "
+                                 f"({type(err).__name__}: {_first_line(err)})") from err
+            _LOG.warning("checkpoint %s is unreadable (%s); trying the previous one",
+                         candidate, _first_line(err))
+    raise ValueError(f"every checkpoint in {run_or_file} is unreadable; start a new run or "
+                     "point --resume at a readable checkpoint file")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
+
+
+# --------------------------------------------------------------------------------------
+# Run config, metrics, boxes
+# --------------------------------------------------------------------------------------
+
+
+def read_run_config(run: Path) -> dict[str, Any] | None:
+    """The run's ``config.yaml`` as a dict, or None when there is none."""
+    path = Path(run) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    values = yaml.safe_load(path.read_text()) or {}
+    return values if isinstance(values, dict) else None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl`` file (a run folder or the file itself)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_boxes_csv(path: Path, boxes: torch.Tensor, valid: torch.Tensor | None = None,
+                    sample_ids: Sequence[str] | None = None) -> None:
+    """Write ``boxes`` (N x 4, normalised ``x0, y0, x1, y1``) in the one ``boxes.csv``
+    schema (:data:`BOXES_CSV_COLUMNS`), atomically. ``sample_ids`` default to the index;
+    ``valid`` to all True."""
+    rows = boxes.reshape(-1, 4).tolist()
+    flags = valid.tolist() if valid is not None else [True] * len(rows)
+    ids = list(sample_ids) if sample_ids is not None else [str(i) for i in range(len(rows))]
+    if not len(rows) == len(flags) == len(ids):
+        raise ValueError(f"boxes ({len(rows)}), valid ({len(flags)}) and sample ids "
+                         f"({len(ids)}) differ in length")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(BOXES_CSV_COLUMNS)
+    for index, (row, flag, sample_id) in enumerate(zip(rows, flags, ids, strict=True)):
+        writer.writerow([index, sample_id, *(f"{v:.6f}" for v in row), int(bool(flag))])
+    atomic_write_text(Path(path), out.getvalue())
+
+
+class RunFolder:
+    """One run's folder: the paths of its files and the reads and writes on them."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def boxes_path(self) -> Path:
+        return self.path / BOXES_FILE
+
+    @property
+    def backbone_dir(self) -> Path:
+        return self.path / BACKBONE_DIR
+
+    def checkpoint_path(self, epoch: int) -> Path:
+        """Where the checkpoint of finished epoch ``epoch`` goes."""
+        return self.path / CHECKPOINT_PATTERN.format(epoch=epoch)
+
+    def box_picture_path(self, epoch: int) -> Path:
+        return self.path / f"boxes-epoch{epoch:04d}.png"
+
+    def checkpoints(self) -> list[Path]:
+        """Epoch checkpoints, newest first."""
+        return list_checkpoints(self.path)
+
+    def create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, values: Mapping[str, Any]) -> None:
+        atomic_write_text(self.config_path, yaml.safe_dump(dict(values), sort_keys=False))
+
+    def read_config(self) -> dict[str, Any] | None:
+        return read_run_config(self.path)
+
+    def append_metrics(self, record: Mapping[str, Any]) -> None:
+        """Append one row to ``metrics.jsonl`` (flushed and synced)."""
+        with open(self.metrics_path, "a") as handle:
+            handle.write(json.dumps(dict(record)) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        return read_metrics(self.metrics_path)
+
+    def save_checkpoint(self, state: Mapping[str, Any], epoch: int, keep: int) -> Path:
+        """Save ``state`` as epoch ``epoch``'s checkpoint; keep the newest ``keep``."""
+        path = self.checkpoint_path(epoch)
+        save_checkpoint(state, path)
+        for old in self.checkpoints()[keep:]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def read_checkpoint(self) -> tuple[dict[str, Any], Path]:
+        return read_checkpoint(self.path)
