@@ -388,3 +388,14 @@ def write_image_folder(
                 samples.append((f"{cls}/{name}", ci, pixels))
         fx.samples[split] = sorted(samples, key=lambda s: s[0])
     return fx
+
+
+#: A 16-bit grey level whose 8-bit equivalent is exactly 128 (0x8080 / 257).
+PNG16_LEVEL = 0x8080
+
+
+def write_png16(path: Path, size: tuple[int, int] = (8, 6), level: int = PNG16_LEVEL) -> None:
+    """Write a 16-bit grayscale PNG (PIL mode ``I;16``) of one grey ``level`` at ``path``,
+    whatever its extension. ``convert("RGB")`` alone clips such an image to white."""
+    pixels = np.full((size[1], size[0]), level, dtype=np.uint16)
+    Image.fromarray(pixels).save(path, format="PNG")

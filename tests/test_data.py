@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 import torch
+from accelerate.utils import set_seed
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms
@@ -19,6 +22,7 @@ from timm_ccrop import (
     multi_view_transform,
     to_official,
 )
+from timm_ccrop.data import sample_seed, seed_everything
 
 from .helpers import CoordinateImages, crop_centre
 
@@ -185,3 +189,23 @@ def test_unreadable_samples_are_skipped_with_a_warning_and_counted() -> None:
     assert int(dataset.skipped[0]) == 2
     with pytest.raises(OSError, match="truncated"):
         BoxedDataset(FlakyFiles(), skip_unreadable=False)[2]
+
+
+def _draws() -> tuple[float, float, float]:
+    return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+
+def test_run_seeding_with_set_seed_matches_seed_everything() -> None:
+    """The trainer and eval seed runs with accelerate's set_seed; for a run seed it draws
+    what seed_everything drew, and seed_everything still takes 63-bit sample seeds."""
+    for seed in (0, 7, 2**32 - 1):
+        seed_everything(seed)
+        before = _draws()
+        set_seed(seed)
+        assert _draws() == before
+    big = sample_seed(7, 3, 2**40)
+    assert big >= 2**32
+    seed_everything(big)
+    first = _draws()
+    seed_everything(big)
+    assert _draws() == first

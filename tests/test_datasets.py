@@ -13,16 +13,21 @@ import torch
 from PIL import Image
 
 from timm_ccrop.data import (
+    KINDS,
     DatasetSpec,
     LabeledImageDataset,
     UnsafePickleError,
     build_dataset,
+    dataset_kind,
     default_eval_split,
     default_train_split,
+    kind_names,
     load_cifar_pickle,
     parse_data_spec,
     split_names,
 )
+from timm_ccrop.data.base import check_split, open_rgb
+from timm_ccrop.data.build import BUILDERS
 
 try:  # tests/ is a package (tests/__init__.py)
     from . import fixtures as fx_mod
@@ -420,3 +425,79 @@ def test_synthetic_via_spec():
     assert small.object_scale == (0.2, 0.3)
     with pytest.raises(ValueError, match="object_scale"):
         build_dataset("synthetic:num_samples=6,object_scale=0.2:0.3:0.4", "train")
+
+
+# ---------------------------------------------------------------------------- seams
+
+
+def test_kinds_and_splits_come_from_the_registry():
+    """The readers, the spec parser and the split helpers read one registry."""
+    assert kind_names(readable=True) == KINDS
+    assert set(BUILDERS) == set(KINDS)
+    for kind in KINDS:
+        entry = dataset_kind(kind)
+        assert split_names(kind) == entry.splits
+        assert default_eval_split(kind) == entry.eval_split in entry.splits
+        assert default_train_split(kind) == entry.train_split in entry.splits
+    with pytest.raises(ValueError, match="unknown dataset kind 'imagenet'"):
+        parse_data_spec("imagenet:/data/imagenet")  # registered, but there is no reader
+
+
+def test_check_split_names_the_valid_splits():
+    assert check_split("tiny-imagenet", "test") == "test"
+    with pytest.raises(ValueError, match="train, test, unlabeled, train\\+unlabeled"):
+        check_split("stl10", "val")
+
+
+def test_open_rgb_gives_an_in_memory_rgb_image(tmp_path):
+    path = tmp_path / "rgb.png"
+    pixels = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    Image.fromarray(pixels).save(path)
+    img = open_rgb(path)
+    path.unlink()  # the image must not depend on the file any more
+    assert type(img) is Image.Image and img.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(img), pixels)
+    fx_mod.write_png16(path)
+    assert np.asarray(open_rgb(path)).max() == 128
+
+
+def test_folder_rescales_16bit_png_instead_of_clipping(tmp_path):
+    fx_mod.write_image_folder(tmp_path, classes=("cat",), n_per_class=1)
+    fx_mod.write_png16(tmp_path / "cat" / "deep.png")
+    ds = build_dataset(f"folder:{tmp_path}")
+    index = [ds.sample_id(i) for i in range(len(ds))].index("cat/deep.png")
+    img, _ = ds[index]
+    assert img.mode == "RGB"
+    assert np.unique(np.asarray(img)).tolist() == [128]  # convert("RGB") alone gives 255
+
+
+def test_tiny_imagenet_rescales_16bit_png_instead_of_clipping(tmp_path):
+    fx = fx_mod.write_tiny_imagenet(tmp_path, n_val=2)
+    fx_mod.write_png16(fx.data_dir / "val" / "images" / "val_0.JPEG", size=(64, 64))
+    ds = build_dataset(f"tiny-imagenet:{tmp_path}", "val")
+    index = [ds.sample_id(i) for i in range(len(ds))].index("val_0.JPEG")
+    img, _ = ds[index]
+    assert img.mode == "RGB" and img.size == (64, 64)
+    assert np.unique(np.asarray(img)).tolist() == [128]
+
+
+@pytest.mark.parametrize("package", [b"numpy.core", b"numpy._core"])
+def test_unpickler_resolves_both_numpy_module_names(tmp_path, package):
+    """The safe-globals table serves numpy 1 and numpy 2 names with the installed numpy."""
+    obj = {b"data": np.arange(6, dtype=np.uint8).reshape(2, 3), b"n": np.int64(7)}
+    data = pickle.dumps(obj, protocol=2)
+    for old in (b"numpy._core.", b"numpy.core."):
+        data = data.replace(old + b"multiarray\n", package + b".multiarray\n")
+    assert package + b".multiarray\n" in data
+    path = tmp_path / "batch"
+    path.write_bytes(data)
+    loaded = load_cifar_pickle(path)
+    np.testing.assert_array_equal(loaded[b"data"], obj[b"data"])
+    assert loaded[b"n"] == 7
+
+
+def test_negative_indices_count_from_the_end(tmp_path):
+    fx_mod.write_image_folder(tmp_path, n_per_class=2)
+    ds = build_dataset(f"folder:{tmp_path}")
+    assert ds.sample_id(-1) == ds.sample_id(len(ds) - 1)
+    np.testing.assert_array_equal(np.asarray(ds[-1][0]), np.asarray(ds[len(ds) - 1][0]))

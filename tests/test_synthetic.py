@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from timm_ccrop.data import shapes
 from timm_ccrop.data.synthetic import SHAPE_NAMES, SyntheticObjects
+from timm_ccrop.data.synthetic_render import render_images
 
 
 def _stack(ds, order):
@@ -305,3 +309,29 @@ def test_class_colours_tie_the_colour_to_the_class():
     gaps = [np.linalg.norm(a - b) for i, a in enumerate(mean_direction)
             for b in mean_direction[i + 1:]]
     assert min(gaps) > 0.2  # and the classes' colours are far apart
+
+
+def test_shapes_module_defines_every_class_inside_its_square():
+    assert shapes.SHAPE_NAMES == SHAPE_NAMES == tuple(name for name, _ in shapes.SHAPES)
+    grid = np.linspace(-1.2, 1.2, 97)
+    u, v = np.meshgrid(grid, grid)
+    outside = np.maximum(np.abs(u), np.abs(v)) >= 1.0
+    for name, mask_of in shapes.SHAPES:
+        mask = mask_of(u, v)
+        assert mask.shape == u.shape and mask.dtype == bool, name
+        assert mask.any() and not mask[outside].any(), name
+
+
+def test_render_images_takes_any_render_settings():
+    """Rendering reads only the RenderSettings fields, so a plain namespace renders the
+    same pixels as the dataset."""
+    ds = SyntheticObjects(num_samples=12, image_size=24, seed=4, backgrounds=2, palette=3)
+    fields = ("image_size", "num_classes", "seed", "split_id", "object_scale", "clutter",
+              "center_bias", "backgrounds", "palette", "class_colours", "targets_array")
+    settings = SimpleNamespace(**{name: getattr(ds, name) for name in fields})
+    idx = np.array([0, 3, 11])
+    for got, want in zip(render_images(settings, idx), ds.render(idx), strict=True):
+        np.testing.assert_array_equal(got, want)
+    images, coverage, boxes = render_images(settings, np.array([], dtype=np.int64))
+    assert images.shape == (0, 24, 24, 3) and coverage.shape == (0, 24, 24)
+    assert boxes.shape == (0, 4)

@@ -25,7 +25,8 @@ from torch.utils.data import Dataset, Sampler
 from ..boxes import BoxTable
 from ..views import apply_transform
 
-__all__ = ["BoxedDataset", "EpochPermutationSampler", "sample_seed", "split_sample"]
+__all__ = ["BoxedDataset", "EpochPermutationSampler", "sample_seed", "seed_everything",
+           "split_sample"]
 
 _IMAGE_KEYS = ("image", "img", "pixel_values")
 _LABEL_KEYS = ("label", "labels", "fine_label", "target")
@@ -68,7 +69,13 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's, numpy's and torch's global generators (the ones transforms use)."""
+    """Seed Python's, numpy's and torch's global generators (the ones transforms use).
+
+    Run-level seeding uses ``accelerate.utils.set_seed``; this stays for the per-sample
+    seeds of :func:`sample_seed`, which are 63-bit (``set_seed`` hands them to
+    ``np.random.seed``, which rejects seeds of 2**32 and up) and are set once per sample in
+    DataLoader workers, where ``set_seed``'s accelerator seeding is not wanted.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

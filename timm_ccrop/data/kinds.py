@@ -39,8 +39,9 @@ DATASET_KINDS: dict[str, DatasetKind] = {kind.name: kind for kind in (
                 official_mean=(0.4914, 0.4822, 0.4465), official_std=(0.2023, 0.1994, 0.2010)),
     DatasetKind("cifar100", "CIFAR-100", hub_id="uoft-cs/cifar100", official_size=32,
                 official_mean=(0.5071, 0.4867, 0.4408), official_std=(0.2675, 0.2565, 0.2761)),
+    # Pretraining uses train+unlabeled: the paper's 105k images.
     DatasetKind("stl10", "STL-10", splits=("train", "test", "unlabeled", "train+unlabeled"),
-                hub_id="tanganke/stl10", official_size=96,
+                train_split="train+unlabeled", hub_id="tanganke/stl10", official_size=96,
                 official_mean=(0.4406, 0.4273, 0.3858), official_std=(0.2312, 0.2265, 0.2237)),
     # "test" is an alias of "val": the official Tiny-ImageNet test split has no labels.
     DatasetKind("tiny-imagenet", "Tiny ImageNet", splits=("train", "val", "test"),
