@@ -31,7 +31,7 @@ def features():
 @pytest.mark.parametrize("k", [1, 20, 200, 1000])
 def test_knn_matches_the_dense_reference(features, k: int) -> None:
     train, labels, test = features
-    ours = knn_predict(train, labels, test, 5, k=k, temperature=0.1)
+    ours = knn_predict(train, labels, test, 5, k=k, knn_temperature=0.1)
     reference = dense_reference(train, labels, test, 5, k, 0.1)
     assert torch.allclose(ours, reference, rtol=1e-4)
     assert torch.equal(ours.argmax(1), reference.argmax(1))
@@ -119,9 +119,9 @@ def test_linear_probe_learns_a_separable_problem() -> None:
 def test_fast_probe_equals_the_paper_probe_without_augmentation() -> None:
     import timm
 
+    from timm_ccrop.data.synthetic import SyntheticObjects
     from timm_ccrop.evaluation import ProbeRecipe, linear_probe_features, linear_probe_images
     from timm_ccrop.localize import eval_transform
-    from timm_ccrop.data.synthetic import SyntheticObjects
 
     torch.manual_seed(0)
     backbone = timm.create_model("test_resnet", num_classes=0).eval()
@@ -255,3 +255,107 @@ def test_backbone_sources_resolve_and_load(tmp_path) -> None:
         resolve_backbone_source("resnet_tiny_cifra")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_backbone_source(f"local-dir:{tmp_path / 'nothing'}")
+
+
+# --------------------------------------------------------------------------------------
+# The seams between the evaluation modules
+# --------------------------------------------------------------------------------------
+
+
+def test_single_process_helpers_are_plain() -> None:
+    from timm_ccrop.evaluation import ProbeRecipe, ProbeSettings, fits_on, sum_over_processes
+
+    assert sum_over_processes(None, 3) == 3 and isinstance(sum_over_processes(None, 3), int)
+    assert sum_over_processes(None, 2.5) == 2.5
+    assert fits_on(torch.device("cpu"), 10**15)
+    assert not fits_on(torch.device("meta"), 3 * 1024**3)
+    settings = ProbeSettings(ProbeRecipe(), 4, {}, 0, torch.device("cpu"), progress=True)
+    assert settings.processes == 1 and settings.shows_progress
+
+
+def test_dataset_targets_avoid_loading_images() -> None:
+    from timm_ccrop.evaluation import dataset_targets
+
+    class NoImages(torch.utils.data.Dataset):
+        targets = [3, 1, 2, 0]
+
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, index: int):
+            raise AssertionError("an image was loaded")
+
+    assert dataset_targets(NoImages()) == [3, 1, 2, 0]
+    assert dataset_targets(torch.utils.data.Subset(NoImages(), [2, 0])) == [2, 3]
+    assert dataset_targets([("a", 5), ("b", 6)]) == [5, 6]
+
+
+def test_labelled_split_names_the_role_and_the_splits() -> None:
+    from timm_ccrop.data import parse_data_spec
+    from timm_ccrop.evaluation import labelled_split
+
+    spec = parse_data_spec("synthetic:num_samples=6")
+    assert len(labelled_split(spec, "train", "train")) == 6
+    with pytest.raises(ValueError, match="test split 'val'"):
+        labelled_split(spec, "val", "test")
+
+
+def test_resolve_inputs_checks_before_loading(tmp_path) -> None:
+    from timm_ccrop.evaluation import EvalConfig, resolve_inputs
+
+    base = dict(backbone="resnet_tiny_cifar", data="synthetic:num_samples=10",
+                output=str(tmp_path / "out"))
+    inputs = resolve_inputs(EvalConfig(**base, val_fraction=0.2))
+    assert (inputs.source.kind, inputs.train_split, inputs.test_split) == ("timm", "train",
+                                                                           "test")
+    assert len(inputs.val_indices) == 2 and len(inputs.train_indices) == 8
+    assert inputs.recipe is None  # 'auto' waits for the input size
+    assert inputs.output == tmp_path / "out" / "eval.json" and not inputs.output.exists()
+    assert resolve_inputs(EvalConfig(**base, probe_recipe="small")).recipe.name == "small"
+    assert resolve_inputs(EvalConfig(**base, protocol="knn", probe_recipe="small")).recipe \
+        is None
+    with pytest.raises(ValueError, match="knn temperature"):
+        resolve_inputs(EvalConfig(**base, knn_temperature=0))
+    with pytest.raises(FileNotFoundError, match="shipped"):
+        resolve_inputs(EvalConfig(**base, probe_recipe="no-such-recipe"))
+
+
+def test_preprocessing_and_probe_augmentation() -> None:
+    from PIL import Image
+    from torchvision import transforms
+
+    from timm_ccrop.evaluation import (
+        Preprocessing,
+        ProbeRecipe,
+        is_augmenting,
+        probe_train_transform,
+    )
+
+    preprocessing = Preprocessing(16, (0.5,) * 3, (0.5,) * 3, 1.0, "bilinear", "center")
+    assert preprocessing.transform()(Image.new("RGB", (40, 30))).shape == (3, 16, 16)
+    assert preprocessing.to_dict() == {"image_size": 16, "mean": [0.5] * 3, "std": [0.5] * 3,
+                                       "crop_pct": 1.0, "interpolation": "bilinear"}
+    assert not is_augmenting(preprocessing.transform())
+    assert is_augmenting(probe_train_transform(16, (0.5,) * 3, (0.5,) * 3, ProbeRecipe()))
+    assert not is_augmenting(transforms.ToTensor())
+
+
+def test_report_path_and_writing(tmp_path) -> None:
+    import json
+    from pathlib import Path
+
+    import timm_ccrop
+    from timm_ccrop.evaluation import EvalConfig, report_path, resolve_backbone_source
+    from timm_ccrop.evaluation.report import finish_report, write_report
+
+    source = resolve_backbone_source("resnet_tiny_cifar")
+    assert report_path(EvalConfig("x"), source) == Path("runs/eval/resnet_tiny_cifar/eval.json")
+    chosen = tmp_path / "mine.json"
+    assert report_path(EvalConfig("x", output=str(chosen)), source) == chosen
+    report = finish_report({"where": tmp_path}, chosen, {"train": 1, "test": 0}, {"x_s": 1.0})
+    assert report["versions"]["timm_ccrop"] == timm_ccrop.__version__
+    assert report["output"] == str(chosen.resolve())
+    write_report(chosen, report)
+    written = json.loads(chosen.read_text())
+    assert written["where"] == str(tmp_path) and written["skipped_unreadable"]["train"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.json"]  # no temporary left

@@ -10,6 +10,7 @@ import timm
 import torch
 from accelerate import Accelerator
 
+from timm_ccrop.data.synthetic import SyntheticObjects
 from timm_ccrop.evaluation import (
     ProbeRecipe,
     extract_features,
@@ -17,7 +18,6 @@ from timm_ccrop.evaluation import (
     linear_probe_images,
 )
 from timm_ccrop.localize import eval_transform
-from timm_ccrop.data.synthetic import SyntheticObjects
 
 from .distributed import spawn_launcher
 

@@ -1,0 +1,94 @@
+"""The report of an evaluation: where ``eval.json`` goes, its closing fields, writing it
+atomically, and the lines ``timm-ccrop eval`` prints."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import accelerate
+import timm
+import torch
+
+from ..runs import atomic_write_text
+from ..version import __version__
+from .settings import EvalConfig
+from .sources import BackboneSource
+
+__all__ = ["EVAL_FORMAT", "finish_report", "report_path", "summary_lines", "versions",
+           "write_report"]
+
+#: Version of the eval.json layout.
+EVAL_FORMAT = 1
+
+
+def report_path(config: EvalConfig, source: BackboneSource) -> Path:
+    """``--output`` (a .json file, or a folder for ``eval.json``), else ``eval.json`` in
+    the run or export folder, else ``runs/eval/NAME/eval.json`` for a timm name."""
+    if config.output:
+        path = Path(config.output).expanduser()
+        return path if path.suffix.lower() == ".json" else path / "eval.json"
+    if source.folder is not None:
+        return source.folder / "eval.json"
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in source.name)
+    return Path("runs") / "eval" / safe / "eval.json"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that produced a report."""
+    return {"timm_ccrop": __version__, "timm": timm.__version__,
+            "torch": torch.__version__, "accelerate": accelerate.__version__,
+            "python": platform.python_version()}
+
+
+def finish_report(report: dict[str, Any], output: Path, skipped: dict[str, int],
+                  timings: dict[str, float]) -> dict[str, Any]:
+    """Add the closing fields (skipped images, timings, versions, time, output path)."""
+    report["skipped_unreadable"] = skipped
+    report["timings"] = timings
+    report["versions"] = versions()
+    report["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    report["output"] = str(output.resolve())
+    return report
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write ``report`` as indented JSON, atomically (a crash leaves the old file)."""
+    # default=str: paths and other values JSON lacks are written as text
+    atomic_write_text(path, json.dumps(report, indent=2, default=str) + "\n")
+
+
+def _format_accuracy(accuracy: dict[str, float] | None) -> str:
+    if not accuracy:
+        return "n/a"
+    return ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items())
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """Human-readable lines of a report (printed by ``timm-ccrop eval``)."""
+    fmt = _format_accuracy
+    data, backbone = report["data"], report["backbone"]
+    lines = [f"backbone {backbone['source']} ({backbone['architecture']}, "
+             f"{backbone['num_features']} features, sha256 "
+             f"{backbone['sha256'][:12]}) on {data['spec']} "
+             f"[{data['train_split']} {data['num_train']} -> {data['test_split']} "
+             f"{data['num_test']}" + (f", val {data['num_val']}" if data["num_val"] else "")
+             + "]"]
+    if "knn" in report:
+        knn = report["knn"]
+        lines.append(f"kNN (k={knn['k']}, T={knn['temperature']}): test {fmt(knn['test'])}"
+                     + (f"; val {fmt(knn['val'])}" if "val" in knn else ""))
+    if "linear" in report:
+        linear = report["linear"]
+        lines.append(f"linear probe ({linear['mode']}, {linear['recipe']['epochs']} epochs, "
+                     f"final epoch): test {fmt(linear['test'])}"
+                     + (f"; val {fmt(linear['val'])}" if "val" in linear else ""))
+    skipped = report["skipped_unreadable"]
+    if skipped["train"] or skipped["test"]:
+        lines.append(f"skipped unreadable images: train {skipped['train']}, test "
+                     f"{skipped['test']}")
+    lines.append(f"wrote {Path(report['output']).resolve()}")
+    return lines
