@@ -21,15 +21,18 @@ import timm
 import torch
 import yaml
 from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 from safetensors.torch import load_file
 
 import timm_ccrop  # noqa: F401  (registers the CIFAR-stem architectures)
 from timm_ccrop import hub
+from timm_ccrop.backbones import sha256_file, state_dict_sha256
 from timm_ccrop.boxes import from_official
 from timm_ccrop.cli import main
 from timm_ccrop.config import TrainConfig
+from timm_ccrop.data.kinds import DATASET_KINDS, kind_names
 from timm_ccrop.methods import build_method
-from timm_ccrop.runs import CHECKPOINT_PATTERN, save_checkpoint
+from timm_ccrop.runs import BOXES_CSV_COLUMNS, CHECKPOINT_PATTERN, save_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +88,8 @@ def fake_eval_report(sha256: str, top1: float = 42.5) -> dict[str, Any]:
         "backbone": {"sha256": sha256, "sha256_of": "state_dict", "architecture": "x"},
         "data": {"spec": "cifar10:/data/cifar10", "num_test": 10000},
         "settings": {"backbone": "runs/x", "data": "cifar10:/data/cifar10", "protocol": "both",
-                     "knn_k": 200, "knn_t": 0.1, "linear_mode": "fast", "probe_recipe": "auto",
+                     "knn_k": 200, "knn_temperature": 0.1, "linear_mode": "fast",
+                     "probe_recipe": "auto",
                      "seed": 0, "val_fraction": 0.0},
         "knn": {"k": 200, "temperature": 0.1, "test": {"top1": top1, "top5": 80.25}},
         "linear": {"mode": "fast", "recipe": {"epochs": 100}, "test": {"top1": top1 + 10,
@@ -162,13 +166,11 @@ def test_pretrained_cfg_overrides_every_field_of_the_registry_default(tmp_path: 
 
 
 def test_trainer_export_is_config_and_weights_only(tmp_path: Path) -> None:
-    from timm_ccrop.hub import export_backbone
-
     backbone = timm.create_model("resnet_tiny_cifar", num_classes=0).eval()
-    folder = export_backbone(backbone, tmp_path / "backbone", TrainConfig())
+    folder = hub.export_backbone(backbone, tmp_path / "backbone", TrainConfig())
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     # called again (a resumed run finishing), it replaces the folder
-    export_backbone(backbone, tmp_path / "backbone", TrainConfig())
+    hub.export_backbone(backbone, tmp_path / "backbone", TrainConfig())
     assert [p.name for p in tmp_path.iterdir()] == ["backbone"]
     assert oct(folder.stat().st_mode & 0o777) != oct(0o700)
 
@@ -197,8 +199,6 @@ def test_model_card(tmp_path: Path) -> None:
 
 def test_card_takes_numbers_only_from_an_eval_of_these_weights(tmp_path: Path) -> None:
     backbone = make_run(tmp_path / "run")
-    from timm_ccrop.backbones import state_dict_sha256
-
     sha = state_dict_sha256(backbone.state_dict())
     (tmp_path / "run" / "eval.json").write_text(json.dumps(fake_eval_report(sha)))
     (tmp_path / "other.json").write_text(json.dumps(fake_eval_report("0" * 64, top1=99.0)))
@@ -222,14 +222,14 @@ def test_export_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     def broken(info: Any) -> str:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(hub.export, "render_card", broken)
+    monkeypatch.setattr(hub.builder, "render_card", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         hub.export_run(tmp_path / "run", out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no half folder, no temp
     monkeypatch.undo()
     hub.export_run(tmp_path / "run", out)
     before = folder_digest(out)
-    monkeypatch.setattr(hub.export, "render_card", broken)
+    monkeypatch.setattr(hub.builder, "render_card", broken)
     with pytest.raises(RuntimeError):
         hub.export_run(tmp_path / "run", out, overwrite=True)
     assert folder_digest(out) == before
@@ -249,6 +249,93 @@ def test_export_refuses_to_overwrite_without_asking(tmp_path: Path,
     assert not (tmp_path / "out" / "keep.txt").exists()
     assert main(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert main(["export", "--out", str(tmp_path / "x")]) == 2
+
+
+def _release(**changes: Any) -> hub.Release:
+    values: dict[str, Any] = dict(
+        architecture="resnet18_cifar", tag="ccrop_byol_cifar10", method="byol", crop="ccrop",
+        dataset="cifar10:/data/cifar10", input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25), crop_params={"alpha": 0.6}, hf_hub_id="me/ccrop-byol",
+        description="byol + ccrop on cifar10:/data/cifar10 (timm-ccrop zoo)",
+        measurements=(hub.Measurement("knn", "test", 61.25, 90.5, "cifar10:/data/cifar10",
+                                      "k=200, T=0.1", "timm-ccrop eval --backbone x"),))
+    values.update(changes)
+    return hub.Release(**values)
+
+
+def test_one_release_record_feeds_pretrained_cfg_card_and_zoo_entry(tmp_path: Path) -> None:
+    release = _release()
+    cfg = release.pretrained_cfg()
+    assert cfg["architecture"] == "resnet18_cifar" and cfg["tag"] == "ccrop_byol_cifar10"
+    assert cfg["input_size"] == (3, 32, 32) and cfg["mean"] == (0.5, 0.5, 0.5)
+    assert cfg["paper_ids"] == hub.PAPER_ARXIV and cfg["num_classes"] == 0
+    assert cfg["first_conv"] is None  # no backbone given: nothing of an architecture's cfg
+    # the card's metadata: the release's dataset (from the kind registry) and its numbers
+    meta = hub.card_front_matter(release)
+    assert meta["datasets"] == [DATASET_KINDS["cifar10"].hub_id]
+    assert meta["model-index"][0]["name"] == release.name
+    assert hub.card_measurements(meta) == [61.25, 90.5]
+    # the zoo entry: written from the release, it reads back as the same release
+    values = {**release.zoo_fields(), "recipe": "cifar10-byol-ccrop", "trained_here": False,
+              "weights": {"hf_hub_id": release.hf_hub_id}}
+    entry = hub.ZooEntry.from_dict(values)
+    assert entry.release == release
+    assert entry.metric("knn") == 61.25
+    registered = hub.zoo_pretrained_cfg(entry)
+    assert registered["hf_hub_id"] == "me/ccrop-byol" and registered["mean"] == (0.5, 0.5, 0.5)
+    assert registered["description"] == release.description
+
+
+def test_release_names_its_dataset_from_the_kind_registry() -> None:
+    release = _release(dataset="folder:/data/imagenet", kind="imagenet")
+    assert release.dataset_kind == "imagenet"
+    assert release.dataset_name == DATASET_KINDS["imagenet"].display_name
+    assert release.hub_dataset == DATASET_KINDS["imagenet"].hub_id
+    unknown = _release(dataset="mnist:/data")
+    assert unknown.dataset_name == "mnist" and unknown.hub_dataset is None
+    assert hub.card_front_matter(unknown)["datasets"] == []
+    assert "model-index" not in hub.card_front_matter(_release(measurements=()))
+
+
+def test_release_for_config_follows_the_train_config() -> None:
+    config = TrainConfig(model="resnet_tiny_cifar", method="moco", crop="simccrop")
+    release = hub.release_for_config(config, "mit", hf_hub_id="me/x")
+    mean, std = config.normalisation()
+    size = config.resolved_image_size()
+    assert release.tag == "simccrop_moco" and release.license == "mit"
+    assert release.input_size == (3, size, size)
+    assert release.mean == tuple(mean) and release.std == tuple(std)
+    assert release.hf_hub_id == "me/x" and "MoCo v2" in str(release.description)
+
+
+def test_card_metadata_is_read_back_with_huggingface_hub(tmp_path: Path) -> None:
+    card = tmp_path / "README.md"
+    info = hub.CardInfo(release=_release(), num_features=512, num_parameters=11_000_000)
+    card.write_text(hub.render_card(info))
+    assert hub.read_card_metadata(card) == hub.card_metadata(card.read_text())
+    assert hub.read_card_metadata(card) == hub.card_front_matter(info.release)
+    assert info.ours  # resnet18_cifar is registered by timm_ccrop: the card says to import it
+    card.write_text("---\n- a list\n---\n# x\n")
+    assert hub.read_card_metadata(card) is None and hub.card_metadata(card.read_text()) is None
+    card.write_text("---\nkey: [unclosed\n---\n# x\n")
+    assert hub.read_card_metadata(card) is None
+    card.write_text("# no front matter\n")
+    assert hub.read_card_metadata(card) is None
+
+
+def test_export_hashes_name_the_file_and_the_state_dict(tmp_path: Path) -> None:
+    backbone = timm.create_model("resnet_tiny_cifar", num_classes=0).eval()
+    folder = hub.export_backbone(backbone, tmp_path / "out", TrainConfig())
+    assert hub.export_hashes(folder, backbone) == {
+        sha256_file(folder / "model.safetensors"), state_dict_sha256(backbone.state_dict())}
+
+
+def test_official_datasets_come_from_the_kind_registry() -> None:
+    assert list(hub.OFFICIAL_DATASETS) == list(kind_names(official=True))
+    for name, preset in hub.OFFICIAL_DATASETS.items():
+        kind = DATASET_KINDS[name]
+        assert preset == {"size": kind.official_size, "mean": kind.official_mean,
+                          "std": kind.official_std}
 
 
 # --------------------------------------------------------------------------------------
@@ -399,9 +486,9 @@ def test_export_official_checkpoint(tmp_path: Path) -> None:
     for key in ("conv1.weight", "layer2.0.downsample.1.running_mean", "layer4.1.conv2.weight"):
         assert torch.equal(loaded.state_dict()[key], backbone[key]), key
     rows = (out / "boxes.csv").read_text().splitlines()
-    assert rows[0] == "index,x0,y0,x1,y1" and len(rows) == 51
+    assert rows[0] == ",".join(BOXES_CSV_COLUMNS) and len(rows) == 51  # the one schema
     expected = from_official(official_boxes, image_size=(32, 32))
-    first = torch.tensor([float(v) for v in rows[1].split(",")[1:]])
+    first = torch.tensor([float(v) for v in rows[1].split(",")[2:6]])
     assert torch.allclose(first, expected[0], atol=1e-6)
     card = (out / "README.md").read_text()
     assert "epoch 500" in card and "MIT" in card and hub.card_metadata(card)["license"] == "mit"
@@ -513,8 +600,7 @@ def test_push_to_a_branch_or_as_a_pull_request(tmp_path: Path, exported: tuple) 
 
 
 def _http_error() -> Exception:
-    import httpx2
-    from huggingface_hub.errors import HfHubHTTPError
+    import httpx2  # optional: the HTTP client of this huggingface_hub version
 
     request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
     return HfHubHTTPError("401 Unauthorized: invalid token hf_abcdefghijklmnopqrstuvwxyz0123",
@@ -522,14 +608,12 @@ def _http_error() -> Exception:
 
 
 def _connection_error() -> Exception:
-    import requests
+    import requests  # optional: the HTTP client of older huggingface_hub versions
 
     return requests.ConnectionError("Max retries exceeded with url: /api/repos/create")
 
 
 def _token_missing() -> Exception:
-    from huggingface_hub.errors import LocalTokenNotFoundError
-
     return LocalTokenNotFoundError("Token is required (`token=True`), but no token found.")
 
 
@@ -563,8 +647,8 @@ def test_push_failure_is_reported_and_leaves_the_folder_alone(
 
 def test_error_messages_never_carry_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_mysecrettokenvalue1234567890")
-    assert "hf_mysecret" not in hub.export._scrub("bad token hf_mysecrettokenvalue1234567890 given")
-    assert "hf_***" in hub.export._scrub("Authorization: Bearer hf_zzzzzzzzzzzzzzzzzzzzzzzz")
+    assert "hf_mysecret" not in hub.scrub_token("bad token hf_mysecrettokenvalue1234567890 given")
+    assert "hf_***" in hub.scrub_token("Authorization: Bearer hf_zzzzzzzzzzzzzzzzzzzzzzzz")
 
 
 def _break(folder: Path, how: str) -> None:

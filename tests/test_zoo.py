@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,16 @@ from safetensors.torch import load_file
 from timm.models import _registry as registry
 
 import timm_ccrop  # noqa: F401
-from timm_ccrop.hub import zoo as zoo_index
 from timm_ccrop.cli import main
-from timm_ccrop.hub.zoo import ZooEntry, entry_problems, load_zoo, register_zoo
+from timm_ccrop.hub import (
+    ZooEntry,
+    entry_problems,
+    load_zoo,
+    register_zoo,
+    registered_zoo_tags,
+    remove_pretrained_tag,
+    zoo_root,
+)
 
 ENTRIES = load_zoo()
 
@@ -48,7 +56,7 @@ def test_entries_load_as_timm_pretrained_tags(entry: ZooEntry) -> None:
     if folder is not None:
         # the installed package's own copy, whatever the working directory
         assert Path(model.pretrained_cfg["file"]) == folder / "model.safetensors"
-        assert Path(model.pretrained_cfg["file"]).is_relative_to(zoo_index.zoo_root())
+        assert Path(model.pretrained_cfg["file"]).is_relative_to(zoo_root())
         weights = load_file(str(folder / "model.safetensors"))
         for key, value in model.state_dict().items():
             assert torch.equal(value, weights[key]), key
@@ -88,7 +96,7 @@ def test_a_zoo_tag_on_a_timm_architecture_keeps_timm_own_tags() -> None:
         assert register_zoo([entry]) == ["resnet18.ccrop_test_only"]
         assert registry._model_with_tags["resnet18"].count("resnet18.ccrop_test_only") == 1
     finally:
-        assert zoo_index.remove_pretrained_tag("resnet18.ccrop_test_only")
+        assert remove_pretrained_tag("resnet18.ccrop_test_only")
     assert timm.list_pretrained("resnet18.*") == before
     assert "ccrop_test_only" not in registry._model_default_cfgs["resnet18"].tags
 
@@ -116,10 +124,8 @@ def test_timm_own_tags_are_never_replaced() -> None:
 
 
 def test_registration_at_import_is_idempotent() -> None:
-    names = zoo_index.registered_zoo_tags()
+    names = registered_zoo_tags()
     assert {entry.name for entry in ENTRIES} <= set(names)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert sorted(register_zoo()) == sorted(entry.name for entry in ENTRIES)
@@ -171,3 +177,15 @@ def test_import_timm_ccrop_registers_the_zoo_in_a_fresh_interpreter(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert "timm-ccrop zoo" not in done.stderr  # no entry skipped
     assert set(done.stdout.split()) == {entry.name for entry in ENTRIES}
+
+
+def test_an_entry_is_a_release_of_its_well_formed_numbers() -> None:
+    entry = ENTRIES[0]
+    release = entry.release
+    assert release.name == entry.name and release.license == entry.license
+    assert list(release.input_size) == list(entry.input["input_size"])
+    assert [m.top1 for m in release.measurements] == [float(r["top1"]) for r in entry.metrics]
+    assert [m.zoo_row()["command"] for m in release.measurements] == \
+        [r["command"] for r in entry.metrics]
+    broken = dataclasses.replace(entry, metrics=[{"protocol": "knn"}, *entry.metrics])
+    assert broken.release.measurements == release.measurements  # entry_problems names it

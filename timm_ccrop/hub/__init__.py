@@ -1,53 +1,131 @@
-"""Hugging Face Hub: export in timm's layout, model cards, official checkpoints, push, the zoo."""
+"""Hugging Face Hub: export in timm's layout, model cards, official checkpoints, push, the zoo.
 
-from .export import (  # noqa: F401
-    BIBTEX,
+Modules, split as timm splits its own hub code:
+
+* :mod:`.release`: the one release record (:class:`Release`) behind config.json's
+  pretrained_cfg, the model card and a zoo entry; tag and repo-id checks.
+* :mod:`.builder`: export of trainer backbones and run folders (timm's ``_builder``).
+* :mod:`.reports`: measured numbers (``eval.json``, the trainer's kNN monitor).
+* :mod:`.card`: the model card (``huggingface_hub.ModelCardData`` metadata).
+* :mod:`.official`: official ContrastiveCrop checkpoints.
+* :mod:`.publish`: validation and upload (timm's ``_hub``).
+* :mod:`.zoo` and :mod:`.registry`: the zoo index and its timm pretrained tags (timm's
+  ``_registry``).
+"""
+
+from ..backbones import CONFIG_NAME, WEIGHTS_NAME
+from .builder import export_backbone, export_run, release_for_config, write_weights_and_config
+from .card import (
     CARD_NAME,
-    CONFIG_NAME,
-    HUB_DATASETS,
-    OFFICIAL_DATASETS,
-    OFFICIAL_REPO_URL,
-    OFFICIAL_STATE_KEYS,
-    PAPER_ARXIV,
-    PAPER_NAME,
-    PAPER_URL,
-    PICKLE_SUFFIXES,
-    WEIGHTS_NAME,
     CardInfo,
-    HubExportError,
-    Measurement,
-    PushError,
-    PushResult,
+    card_data,
     card_front_matter,
     card_measurements,
     card_metadata,
-    check_repo_id,
-    check_tag,
+    read_card_metadata,
+    render_card,
+)
+from .official import (
+    OFFICIAL_DATASETS,
+    OFFICIAL_STATE_KEYS,
     convert_official_state_dict,
-    export_backbone,
     export_official,
-    export_run,
-    full_pretrained_cfg,
-    measurements_from_eval,
     official_architecture,
     official_method,
+)
+from .publish import (
+    PICKLE_SUFFIXES,
+    PushError,
+    PushResult,
     push_folder,
-    render_card,
+    scrub_token,
     validate_export,
 )
-from .zoo import (  # noqa: F401
-    DATASET_KINDS,
-    INDEX_NAME,
-    METRIC_FIELDS,
-    REQUIRED_FIELDS,
-    ZooEntry,
+from .registry import (
     add_pretrained_tag,
-    entry_problems,
-    format_zoo_table,
-    load_zoo,
     register_zoo,
     registered_zoo_tags,
     remove_pretrained_tag,
     zoo_pretrained_cfg,
+)
+from .release import (
+    BIBTEX,
+    OFFICIAL_REPO_URL,
+    PAPER_ARXIV,
+    PAPER_NAME,
+    PAPER_URL,
+    HubExportError,
+    Measurement,
+    Release,
+    check_repo_id,
+    check_tag,
+    full_pretrained_cfg,
+)
+from .reports import export_hashes, matching_eval_reports, measurements_from_eval, monitor_record
+from .zoo import (
+    INDEX_NAME,
+    METRIC_FIELDS,
+    REQUIRED_FIELDS,
+    ZooEntry,
+    entry_problems,
+    format_zoo_table,
+    load_zoo,
     zoo_root,
 )
+
+__all__ = [
+    "BIBTEX",
+    "CARD_NAME",
+    "CONFIG_NAME",
+    "INDEX_NAME",
+    "METRIC_FIELDS",
+    "OFFICIAL_DATASETS",
+    "OFFICIAL_REPO_URL",
+    "OFFICIAL_STATE_KEYS",
+    "PAPER_ARXIV",
+    "PAPER_NAME",
+    "PAPER_URL",
+    "PICKLE_SUFFIXES",
+    "REQUIRED_FIELDS",
+    "WEIGHTS_NAME",
+    "CardInfo",
+    "HubExportError",
+    "Measurement",
+    "PushError",
+    "PushResult",
+    "Release",
+    "ZooEntry",
+    "add_pretrained_tag",
+    "card_data",
+    "card_front_matter",
+    "card_measurements",
+    "card_metadata",
+    "check_repo_id",
+    "check_tag",
+    "convert_official_state_dict",
+    "entry_problems",
+    "export_backbone",
+    "export_hashes",
+    "export_official",
+    "export_run",
+    "format_zoo_table",
+    "full_pretrained_cfg",
+    "load_zoo",
+    "matching_eval_reports",
+    "measurements_from_eval",
+    "monitor_record",
+    "official_architecture",
+    "official_method",
+    "push_folder",
+    "read_card_metadata",
+    "register_zoo",
+    "registered_zoo_tags",
+    "release_for_config",
+    "remove_pretrained_tag",
+    "render_card",
+    "scrub_token",
+    "validate_export",
+    "write_weights_and_config",
+    "zoo_pretrained_cfg",
+    "zoo_root",
+]
