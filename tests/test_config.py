@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from timm_ccrop.config import TrainConfig, list_recipes, load_recipe
+from timm_ccrop.config import (
+    GROUPS,
+    TrainConfig,
+    config_options,
+    list_recipes,
+    load_config_file,
+    load_recipe,
+)
 
 
 def test_paper_schedule_500_epochs() -> None:
@@ -73,3 +82,58 @@ def test_every_recipe_names_a_real_model_and_method_settings() -> None:
         recipe = load_recipe(name)
         assert timm.is_model(recipe["model"]), name
         build_method(recipe["method"], backbone, **recipe.get("method_kwargs", {}))
+
+
+def test_every_field_declares_its_option() -> None:
+    """Help, group, type: the one source the command line is generated from."""
+    options = config_options()
+    assert [o.name for o in options] == list(TrainConfig.__dataclass_fields__)
+    assert {o.group for o in options} == set(GROUPS)
+    for option in options:
+        assert option.help and option.kind in (int, float, str, bool, dict), option.name
+        assert option.problem(getattr(TrainConfig(), option.name)) is None, option.name
+    by_name = {o.name: o for o in options}
+    assert by_name["crop"].choices == ("rcrop", "ccrop", "simccrop")
+    assert by_name["alpha"].optional and by_name["alpha"].bounds.describe() == "> 0"
+    assert by_name["momentum"].bounds.describe() == "in [0, 1)"
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"lr": "abc"}, "lr must be a number, got str 'abc'"),
+        ({"epochs": 1.5}, "epochs must be an integer, got float 1.5"),
+        ({"epochs": True}, "epochs must be an integer"),
+        ({"progress": "no"}, "progress must be true or false"),
+        ({"method_kwargs": [1]}, "method_kwargs must be a mapping"),
+        ({"lr": float("inf")}, "lr must be > 0, got inf"),
+        ({"reduction": "max"}, "reduction must be one of"),
+        ({"views": "huge"}, "views must be one of"),
+        ({"data": None}, "data must be set"),
+    ],
+)
+def test_types_are_checked_by_the_same_validation(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)) as caught:
+        TrainConfig(**changes).validate()
+    assert "\n" not in str(caught.value)  # one line, whatever the number of problems
+
+
+def test_yaml_numbers_left_as_strings_are_read_as_floats() -> None:
+    config = TrainConfig.from_dict({"weight_decay": "5e-4", "lr": 1})  # YAML 1.1: '5e-4' is str
+    assert config.weight_decay == 5e-4 and config.lr == 1
+    config.validate()  # an int is a fine float
+
+
+def test_config_file_errors_name_the_file(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ValueError, match="must be a mapping"):
+        load_config_file(bad)
+    bad.write_text("epochs: [1\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_config_file(bad)
+    bad.write_text("epoch: 3\n")
+    with pytest.raises(ValueError, match="bad.yaml: unknown config keys \\['epoch'\\]"):
+        load_config_file(bad)
+    with pytest.raises(FileNotFoundError):
+        load_config_file(tmp_path / "missing.yaml")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from timm_ccrop.cli import main
+from timm_ccrop.cli import build_parser, main
+from timm_ccrop.evaluation import run as evaluation_run  # where run_evaluation looks them up
 
 from .fixtures import write_image_folder, write_stl10
 
@@ -142,13 +143,11 @@ def test_unreadable_images_are_counted(tmp_path: Path) -> None:
 @pytest.fixture
 def no_work(monkeypatch: pytest.MonkeyPatch):
     """Fail the test if any weights are loaded or any feature is extracted."""
-    import timm_ccrop.evaluation.evaluate as evaluate
-
     def refuse(*args, **kwargs):
         raise AssertionError("work started before the input was checked")
 
-    monkeypatch.setattr(evaluate, "load_backbone", refuse)
-    monkeypatch.setattr(evaluate, "extract_features", refuse)
+    monkeypatch.setattr(evaluation_run, "load_backbone", refuse)
+    monkeypatch.setattr(evaluation_run, "extract_features", refuse)
 
 
 def test_bad_input_fails_before_any_work(
@@ -177,3 +176,13 @@ def test_bad_input_fails_before_any_work(
         main(["eval", "--backbone", "test_resnet", "--val-fraction", "1.0"])
     with pytest.raises(SystemExit):
         main(["eval", "--backbone", "test_resnet", "--protocol", "svm"])
+
+
+def test_knn_temperature_flag_and_its_old_alias() -> None:
+    parser = build_parser()
+    for flag in ("--knn-temperature", "--knn-t"):
+        args = parser.parse_args(["eval", "--backbone", "test_resnet", flag, "0.2"])
+        assert args.knn_temperature == 0.2
+    assert parser.parse_args(["eval", "--backbone", "test_resnet"]).knn_temperature == 0.1
+    with pytest.raises(SystemExit):
+        parser.parse_args(["eval", "--backbone", "test_resnet", "--knn-t", "0"])

@@ -12,6 +12,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from timm_ccrop.cli import main
+from timm_ccrop.data import build_dataset
+from timm_ccrop.localize.pictures import localization_picture
 from timm_ccrop.viz import GT_BOX_COLOR, LOCALIZED_BOX_COLOR, heatmap_boxes_grid, heatmap_colors
 
 DATA = "synthetic:num_samples=8,image_size=64"
@@ -115,7 +117,7 @@ def test_checkpoint_round_trip(tmp_path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "broken.png"
     assert main([*BASE, "--out", str(out), "--checkpoint", str(broken_path)]) == 2
     err = capsys.readouterr().err
-    assert "does not match model 'test_resnet'" in err
+    assert f"checkpoint {broken_path} does not match model 'test_resnet'" in err
     for fragment in ("1 missing (layer1.0.conv1.weight)", "1 unexpected (extra.weight)",
                      "conv1.0.weight: checkpoint (16, 3, 5, 5) vs model (16, 3, 3, 3)"):
         assert fragment in err
@@ -124,7 +126,8 @@ def test_checkpoint_round_trip(tmp_path, capsys: pytest.CaptureFixture) -> None:
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"not a safetensors file")
     assert main([*BASE, "--out", str(out), "--checkpoint", str(garbage)]) == 2
-    assert "cannot read checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"cannot read {garbage} as safetensors" in err
 
 
 def test_bad_arguments_fail_early(tmp_path, capsys: pytest.CaptureFixture) -> None:
@@ -138,7 +141,7 @@ def test_bad_arguments_fail_early(tmp_path, capsys: pytest.CaptureFixture) -> No
     # Checked before the dataset is read: the (missing) dataset is never reached.
     missing_data = ["show-boxes", "--data", f"cifar10:{tmp_path / 'missing'}", "--out", str(out)]
     cases = [
-        (["--model", "resnet18x"], "unknown model 'resnet18x'; did you mean resnet18"),
+        (["--model", "resnet18x"], "unknown timm model 'resnet18x'; did you mean resnet18"),
         (["--stage", "9"], "stage 9 does not exist"),
         (["--checkpoint", str(tmp_path / "nope.pth")], "does not exist"),
         (["--checkpoint", str(tmp_path / "nope.pth"), "--pretrained"], "not both"),
@@ -160,4 +163,21 @@ def test_pretrained_offline_is_a_clear_error(tmp_path, monkeypatch, capsys) -> N
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     assert main([*BASE, "--pretrained", "--out", str(tmp_path / "p.png")]) == 2
     err = capsys.readouterr().err
-    assert "cannot load pretrained weights for 'test_resnet'" in err and "--checkpoint" in err
+    assert "cannot build 'test_resnet' with pretrained weights" in err and "--checkpoint" in err
+
+
+def test_localization_picture_measures_and_draws() -> None:
+    """The library function behind show-boxes, without the command line."""
+    dataset = build_dataset(DATA, split="train")
+    images = [dataset[i][0] for i in range(3)]
+    model = timm.create_model("test_resnet", num_classes=0).eval()
+    picture = localization_picture(model, images, dataset.gt_boxes[:3].float(),
+                                   name="test_resnet", stage=-2, views=1, tile=32,
+                                   source="synthetic [train]")
+    assert picture.boxes.shape == (3, 4) and picture.degenerate.shape == (3,)
+    assert 0.0 <= picture.mean_iou <= 1.0 and 0.0 <= picture.whole_image_iou <= 1.0
+    assert picture.image_size == 64 and picture.grid.width > 3 * 32
+    assert picture.summary("test_resnet", -2).startswith("test_resnet stage -2 (")
+    without_gt = localization_picture(model, images, None, stage=-2, views=0, tile=32)
+    assert without_gt.mean_iou is None
+    torch.testing.assert_close(without_gt.boxes, picture.boxes)

@@ -1,13 +1,16 @@
-"""Pretraining configuration: one dataclass, YAML recipes, command-line overrides.
+"""Pretraining configuration: one dataclass, YAML recipes and config files.
 
-A run is fully described by a :class:`TrainConfig`. Recipes in ``zoo/recipes/*.yaml``
-hold the paper's settings; ``--recipe NAME`` loads one and any ``--key value`` on the
-command line overrides it. The resolved config is saved with every run and checkpoint.
+A run is fully described by a :class:`TrainConfig`. Every field declares its type, help
+text, group, choices and bounds once, in ``dataclasses.field(metadata=...)`` (an
+:class:`Option`); :meth:`TrainConfig.validate` checks a config against them, and the
+command line (``timm-ccrop pretrain``) is generated from them. Recipes in
+``zoo/recipes/*.yaml`` hold the paper's settings; ``--recipe NAME`` loads one, ``-c FILE``
+a config file, and any ``--key value`` on the command line overrides both. The resolved
+config is saved with every run and checkpoint.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
@@ -16,16 +19,121 @@ from typing import Any
 
 import yaml
 
+from .localize import REDUCTIONS
 from .transforms import CROP_MODES, default_alpha
 from .views import VIEW_PRESETS, view_preset
 
-__all__ = ["RECIPE_DIR", "TrainConfig", "list_recipes", "load_recipe"]
+__all__ = [
+    "BOX_SOURCES",
+    "CROP_MODES",
+    "GROUPS",
+    "MIXED_PRECISION",
+    "OPTIMIZERS",
+    "RECIPE_DIR",
+    "Bounds",
+    "Option",
+    "TrainConfig",
+    "config_options",
+    "list_recipes",
+    "load_config_file",
+    "load_recipe",
+]
 
 RECIPE_DIR = Path(str(resources.files("timm_ccrop.zoo") / "recipes"))
 
 BOX_SOURCES = ("model", "ground-truth")
 MIXED_PRECISION = ("no", "bf16", "fp16")
-OPTIMIZERS = ("sgd", "adamw")
+#: 'sgd' is classical momentum (the official recipes); the others are timm's (LARS and LAMB
+#: for the large-batch SimCLR/BYOL recipes), built by timm.optim.create_optimizer_v2.
+OPTIMIZERS = ("sgd", "adamw", "lars", "lamb")
+AUGMENT_ON = ("loader", "device")
+#: The option groups of :class:`TrainConfig`, in the order of the command line's help.
+GROUPS = ("data", "model and method", "ContrastiveCrop", "optimisation", "execution")
+#: Python types of the annotations a TrainConfig field may have.
+_KINDS: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict}
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A numeric range: ``low``/``high`` (None: unbounded), each inclusive unless open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self) -> str:
+        """``'>= 1'``, ``'> 0'``, ``'in [0, 1)'``, ... (empty when unbounded)."""
+        if self.low is not None and self.high is not None:
+            return (f"in {'(' if self.low_open else '['}{self.low:g}, "
+                    f"{self.high:g}{')' if self.high_open else ']'}")
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return ""
+
+
+@dataclass(frozen=True)
+class Option:
+    """What a config field declares besides its default: the one source of truth for the
+    command line (help, group, type, choices) and for :meth:`TrainConfig.validate`."""
+
+    name: str
+    kind: type
+    optional: bool
+    help: str
+    group: str
+    choices: tuple[str, ...] | None = None
+    bounds: Bounds | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not valid for this option (None if it is)."""
+        if value is None:
+            return None if self.optional else f"{self.name} must be set, got None"
+        numeric = self.kind in (int, float)
+        ok_type = (isinstance(value, self.kind) and not (numeric and isinstance(value, bool))
+                   or self.kind is float and isinstance(value, int) and not isinstance(value,
+                                                                                         bool))
+        if not ok_type:
+            return (f"{self.name} must be {_KIND_NAMES[self.kind]}, got "
+                    f"{type(value).__name__} {value!r}")
+        if self.choices is not None and value not in self.choices:
+            return f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}"
+        if self.bounds is not None and value not in self.bounds:
+            return f"{self.name} must be {self.bounds.describe()}, got {value}"
+        return None
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+               dict: "a mapping"}
+
+
+def _option(default: Any = None, help: str = "", *, group: str, factory: Any = None,
+            choices: Any = None, low: float | None = None, high: float | None = None,
+            low_open: bool = False, high_open: bool = False) -> Any:
+    """A dataclass field carrying its :class:`Option` parts in ``metadata``."""
+    bounds = (Bounds(low, high, low_open, high_open)
+              if low is not None or high is not None else None)
+    metadata = {"help": help, "group": group, "bounds": bounds,
+                "choices": tuple(choices) if choices is not None else None}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _positive(default: Any, help: str, group: str, **extra: Any) -> Any:
+    return _option(default, help, group=group, low=0, low_open=True, **extra)
+
+
+_DATA, _MODEL, _CROP, _OPTIM, _EXEC = GROUPS
 
 
 @dataclass
@@ -33,54 +141,92 @@ class TrainConfig:
     """Everything a pretraining run needs. Defaults: a short CPU job on the built-in data."""
 
     # data
-    data: str = "synthetic:num_samples=1000,image_size=32"
-    eval_data: str | None = None  # kNN monitor split; default: the dataset's eval split
-    views: str = "cifar"  # view preset of timm_ccrop.views
-    image_size: int | None = None  # default: the preset's size
-    num_workers: int = 2
-    augment_on: str = "loader"  # 'loader' (PIL, per image) or 'device' (batched tensors)
+    data: str = _option("synthetic:num_samples=1000,image_size=32",
+                        "dataset spec, e.g. cifar10:PATH, folder:PATH, synthetic:...",
+                        group=_DATA)
+    eval_data: str | None = _option(None, "kNN monitor split (default: the dataset's eval "
+                                    "split)", group=_DATA)
+    views: str = _option("cifar", "view preset of timm_ccrop.views", group=_DATA,
+                         choices=VIEW_PRESETS)
+    image_size: int | None = _option(None, "input size of the views (default: the preset's "
+                                     "size)", group=_DATA, low=1)
+    num_workers: int = _option(2, "data loader processes per training process", group=_DATA,
+                               low=0)
+    augment_on: str = _option("loader", "where views are made: 'loader' (PIL, per image) or "
+                              "'device' (batched tensors)", group=_DATA, choices=AUGMENT_ON)
     # model and method
-    model: str = "resnet_tiny_cifar"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    method: str = "simclr"
-    method_kwargs: dict[str, Any] = field(default_factory=dict)
+    model: str = _option("resnet_tiny_cifar", "any timm model name (also hf-hub:ORG/NAME, "
+                         "local-dir:PATH)", group=_MODEL)
+    model_kwargs: dict[str, Any] = _option(help="further timm.create_model arguments, as a "
+                                           "YAML mapping, e.g. '{drop_path_rate: 0.1}'",
+                                           group=_MODEL, factory=dict)
+    method: str = _option("simclr", "Siamese method: simclr, moco, byol, simsiam",
+                          group=_MODEL)
+    method_kwargs: dict[str, Any] = _option(help="method arguments, as a YAML mapping, e.g. "
+                                            "'{queue_size: 4096}'", group=_MODEL,
+                                            factory=dict)
     # ContrastiveCrop
-    crop: str = "ccrop"
-    alpha: float | None = None  # default: the crop's own (ccrop 0.6, simccrop 0.1)
-    threshold: float | None = None  # default: per backbone family
-    reduction: str | None = None  # default: per backbone family
-    stage: int = -1
-    warmup_epochs: int | None = None  # default: 20% of training
-    loc_interval: int | None = None  # default: 20% of training
-    box_source: str = "model"  # or 'ground-truth' (the oracle, where the data has boxes)
+    crop: str = _option("ccrop", "crop mode: random crop, ContrastiveCrop or SimCCrop",
+                        group=_CROP, choices=CROP_MODES)
+    alpha: float | None = _positive(None, "Beta(alpha, alpha) of the crop centre (default: "
+                                    "the crop's own: ccrop 0.6, simccrop 0.1)", _CROP)
+    threshold: float | None = _option(None, "box threshold k of the heatmap (default: per "
+                                      "backbone family)", group=_CROP, low=0, high=1)
+    reduction: str | None = _option(None, "channel reduction of the heatmap (default: per "
+                                    "backbone family)", group=_CROP, choices=REDUCTIONS)
+    stage: int = _option(-1, "feature stage of the heatmap: -1 last, -2 the one before, ...",
+                         group=_CROP)
+    warmup_epochs: int | None = _option(None, "epochs of random crops before the first box "
+                                        "pass (default: 20% of training)", group=_CROP,
+                                        low=0)
+    loc_interval: int | None = _option(None, "epochs between box passes (default: 20% of "
+                                       "training)", group=_CROP, low=1)
+    box_source: str = _option("model", "'model' (the heatmaps) or 'ground-truth' (the "
+                              "oracle, where the data has boxes)", group=_CROP,
+                              choices=BOX_SOURCES)
     # optimisation
-    epochs: int = 5
-    batch_size: int = 128  # global, over all processes
-    optimizer: str = "sgd"
-    lr: float = 0.5
-    lr_base_batch: int | None = None  # scale lr by batch_size / lr_base_batch when set
-    min_lr_ratio: float = 0.0
-    lr_warmup_epochs: float = 0.0
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    exclude_norm_bias: bool = True
-    grad_clip: float | None = None
+    epochs: int = _option(5, "training epochs", group=_OPTIM, low=1)
+    batch_size: int = _option(128, "global batch size, over all processes", group=_OPTIM,
+                              low=2)
+    optimizer: str = _option("sgd", "optimizer", group=_OPTIM, choices=OPTIMIZERS)
+    lr: float = _positive(0.5, "peak learning rate", _OPTIM)
+    lr_base_batch: int | None = _option(None, "scale lr by batch_size / lr_base_batch when "
+                                        "set", group=_OPTIM, low=1)
+    min_lr_ratio: float = _option(0.0, "final lr of the cosine schedule, as a fraction of "
+                                  "the peak", group=_OPTIM, low=0, high=1)
+    lr_warmup_epochs: float = _option(0.0, "linear lr warm-up, in epochs", group=_OPTIM,
+                                      low=0)
+    momentum: float = _option(0.9, "SGD momentum (AdamW: beta1)", group=_OPTIM, low=0, high=1,
+                              high_open=True)
+    weight_decay: float = _option(1e-4, "weight decay", group=_OPTIM, low=0)
+    exclude_norm_bias: bool = _option(True, "no weight decay on norm layers and biases",
+                                      group=_OPTIM)
+    grad_clip: float | None = _positive(None, "clip the gradient norm to this (default: no "
+                                        "clipping)", _OPTIM)
     # execution
-    mixed_precision: str = "no"
-    channels_last: bool = False
-    compile: bool = False
-    sync_bn: bool | None = None  # default: the method's choice, on CUDA with >1 process only
-    seed: int = 0
-    output: str = "runs/pretrain"
-    save_every: int = 1
-    keep_checkpoints: int = 2
-    knn_every: int = 1  # 0 disables the kNN monitor
-    knn_k: int = 200
-    knn_temperature: float = 0.1
-    knn_max_train: int | None = 10000
-    pictures: int = 8  # images in the box picture after each pass (0: none)
-    log_with: str | None = None  # e.g. 'tensorboard'
-    progress: bool = True
+    mixed_precision: str = _option("no", "autocast dtype", group=_EXEC,
+                                   choices=MIXED_PRECISION)
+    channels_last: bool = _option(False, "channels-last memory format", group=_EXEC)
+    compile: bool = _option(False, "torch.compile the model", group=_EXEC)
+    sync_bn: bool | None = _option(None, "SyncBatchNorm (default: the method's choice, on "
+                                   "CUDA with >1 process only)", group=_EXEC)
+    seed: int = _option(0, "random seed", group=_EXEC)
+    output: str = _option("runs/pretrain", "run folder (config, checkpoints, metrics, "
+                          "backbone export)", group=_EXEC)
+    save_every: int = _option(1, "checkpoint every N epochs", group=_EXEC, low=1)
+    keep_checkpoints: int = _option(2, "epoch checkpoints kept", group=_EXEC, low=1)
+    knn_every: int = _option(1, "kNN monitor every N epochs (0 disables it)", group=_EXEC,
+                             low=0)
+    knn_k: int = _option(200, "neighbours of the kNN monitor", group=_EXEC, low=1)
+    knn_temperature: float = _positive(0.1, "temperature of the kNN monitor's vote weights",
+                                       _EXEC)
+    knn_max_train: int | None = _option(10000, "at most this many train images in the kNN "
+                                        "bank (null: all)", group=_EXEC, low=1)
+    pictures: int = _option(8, "images in the box picture after each box pass (0: none)",
+                            group=_EXEC, low=0)
+    log_with: str | None = _option(None, "Accelerate tracker, e.g. 'tensorboard'",
+                                   group=_EXEC)
+    progress: bool = _option(True, "tqdm progress bars", group=_EXEC)
 
     def resolved_alpha(self) -> float | None:
         """The crop's Beta parameter: ``alpha`` or the crop mode's default (None: rcrop)."""
@@ -123,51 +269,20 @@ class TrainConfig:
             and epoch % interval == 0
         )
 
+    def problems(self) -> list[str]:
+        """Every field that breaks its declared type, choices or bounds, one line each."""
+        return [problem for option in config_options()
+                if (problem := option.problem(getattr(self, option.name))) is not None]
+
     def validate(self) -> None:
-        """Reject invalid settings up front, naming the value and the fix."""
-        problems = []
+        """Reject invalid settings up front, naming each bad value and its valid range.
 
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                problems.append(message)
-
-        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        need(self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}")
-        need(math.isfinite(self.lr) and self.lr > 0, f"lr must be > 0, got {self.lr}")
-        need(0 <= self.min_lr_ratio <= 1,
-             f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        need(self.lr_warmup_epochs >= 0,
-             f"lr_warmup_epochs must be >= 0, got {self.lr_warmup_epochs}")
-        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
-        need(self.alpha is None or (math.isfinite(self.alpha) and self.alpha > 0),
-             f"alpha must be > 0, got {self.alpha}")
-        need(self.threshold is None or 0 <= self.threshold <= 1,
-             f"threshold must be in [0, 1], got {self.threshold}")
-        need(self.crop in CROP_MODES, f"crop must be one of {CROP_MODES}, got {self.crop!r}")
-        need(self.box_source in BOX_SOURCES,
-             f"box_source must be one of {BOX_SOURCES}, got {self.box_source!r}")
-        need(self.mixed_precision in MIXED_PRECISION,
-             f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
-        need(self.optimizer in OPTIMIZERS,
-             f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        need(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
-        need(self.augment_on in ("loader", "device"),
-             f"augment_on must be 'loader' or 'device', got {self.augment_on!r}")
-        need(self.save_every >= 1, f"save_every must be >= 1, got {self.save_every}")
-        need(self.keep_checkpoints >= 1,
-             f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
-        need(self.knn_every >= 0, f"knn_every must be >= 0, got {self.knn_every}")
-        need(self.grad_clip is None or self.grad_clip > 0,
-             f"grad_clip must be > 0 or None, got {self.grad_clip}")
-        if self.views not in VIEW_PRESETS:
-            problems.append(f"unknown view preset {self.views!r}; choose from "
-                            f"{', '.join(VIEW_PRESETS)}")
-        warmup, interval = self.resolved_schedule()
-        need(warmup >= 0 and interval >= 1,
-             f"warmup_epochs must be >= 0 and loc_interval >= 1, got {warmup}, {interval}")
+        The checks are the fields' declared :class:`Option` s (the same ones the command
+        line is built from); raises one ValueError listing every problem on one line.
+        """
+        problems = self.problems()
         if problems:
-            raise ValueError("invalid training config:\n  " + "\n  ".join(problems))
+            raise ValueError("invalid training config: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (YAML/JSON friendly)."""
@@ -175,21 +290,74 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a dict, rejecting unknown keys with the list of known ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        """Build from a dict, rejecting unknown keys with the list of known ones.
+
+        A number that YAML 1.1 leaves a string (``5e-4``) is read as the float it means.
+        """
+        options = {option.name: option for option in config_options()}
+        unknown = sorted(set(values) - set(options))
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**values)
+            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(options)}")
+        return cls(**{key: _yaml_number(options[key], value) for key, value in values.items()})
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied (unknown keys rejected)."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
 
+def _yaml_number(option: Option, value: Any) -> Any:
+    if option.kind is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def config_options() -> tuple[Option, ...]:
+    """The declared :class:`Option` of every :class:`TrainConfig` field, in field order."""
+    return _OPTIONS
+
+
+def _field_option(item: Any) -> Option:
+    annotation = str(item.type).replace(" ", "")
+    optional = annotation.endswith("|None")
+    base = annotation.removesuffix("|None").split("[", 1)[0]
+    return Option(name=item.name, kind=_KINDS[base], optional=optional,
+                  help=item.metadata["help"], group=item.metadata["group"],
+                  choices=item.metadata["choices"], bounds=item.metadata["bounds"])
+
+
+_OPTIONS = tuple(_field_option(item) for item in fields(TrainConfig))
+
+
 def list_recipes() -> list[str]:
     """Names of the recipes shipped in ``zoo/recipes``."""
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The settings of a YAML config file (a recipe, or ``--print-config``'s output).
+
+    A ``description`` key is dropped; unknown keys are a ValueError naming the file.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist or is not a file")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"config file {path} is not valid YAML: "
+                         f"{' '.join(str(err).split())}") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must be a mapping of config keys, got "
+                         f"{type(values).__name__}")
+    values.pop("description", None)
+    try:
+        TrainConfig.from_dict(values)  # unknown keys fail here, naming the file's mistakes
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+    return values
 
 
 def load_recipe(name_or_path: str) -> dict[str, Any]:
@@ -201,14 +369,4 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
         raise FileNotFoundError(
             f"recipe {name_or_path!r} not found at {path}; available: {list_recipes()}"
         )
-    values = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"recipe {path} must be a mapping of config keys, got {type(values)}")
-    values.pop("description", None)
-    TrainConfig.from_dict(values)  # unknown keys fail here, naming the file's mistakes
-    return values
-
-
-def config_field_types() -> dict[str, Any]:
-    """Field name -> annotation string, for the command line."""
-    return {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    return load_config_file(path)

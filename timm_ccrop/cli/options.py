@@ -1,0 +1,110 @@
+"""Argument types of the command line: numbers with bounds, YAML mappings, booleans.
+
+One helper, :func:`number`, replaces a validator per range: ``number(int, low=1)``,
+``number(float, low=0, high=1, high_open=True)``; its errors read like the config's
+(``must be in [0, 1), got 1.5``), since both describe the range with :class:`Bounds`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import yaml
+
+from ..config import Bounds
+
+__all__ = ["BooleanFlag", "HelpFormatter", "number", "parse_bool", "yaml_mapping"]
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+_KIND_WORDS = {int: "an integer", float: "a number"}
+
+
+def number(kind: type, low: float | None = None, high: float | None = None, *,
+           low_open: bool = False, high_open: bool = False, unit: str = "",
+           none: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type``: parse an ``int`` or ``float`` and check its range.
+
+    Args:
+        kind: ``int`` or ``float``; ``'1.5'`` is no int, ``'nan'``/``'inf'`` are no float.
+        low, high: the range's ends (None: unbounded), inclusive unless ``*_open``.
+        unit: a word after the bound in the error, e.g. ``'pixels'``.
+        none: also accept ``none``/``null`` (then the value is None).
+    """
+    bounds = Bounds(low, high, low_open, high_open)
+    suffix = f" {unit}" if unit else ""
+
+    def parse(text: str) -> Any:
+        """``text`` as a checked number; ArgumentTypeError (one line) otherwise."""
+        if none and text.strip().lower() in ("none", "null"):
+            return None
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {_KIND_WORDS[kind]}, got {text!r}") from None
+        if value not in bounds:
+            raise argparse.ArgumentTypeError(
+                f"must be {bounds.describe() or 'finite'}{suffix}, got {value}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in some messages
+    return parse
+
+
+def parse_bool(text: str) -> bool:
+    """``true/yes/on/1`` or ``false/no/off/0`` (any case); else ArgumentTypeError."""
+    word = text.strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def yaml_mapping(text: str) -> dict[str, Any]:
+    """An argparse ``type``: a YAML mapping such as ``'{queue_size: 4096}'``."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(
+            f"not valid YAML ({' '.join(str(err).split())}): {text!r}") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"expected a YAML mapping such as '{{key: value}}', got {text!r}")
+    return value
+
+
+class BooleanFlag(argparse.BooleanOptionalAction):
+    """``--flag`` / ``--no-flag``, and for scripts also ``--flag true|false``."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.nargs = "?"
+        self.metavar = "BOOL"
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        """Set the destination: True, False for ``--no-flag``, or the given value."""
+        negative = bool(option_string) and option_string.startswith("--no-")
+        if values is None:
+            setattr(namespace, self.dest, not negative)
+            return
+        if negative:
+            parser.error(f"argument {option_string}: takes no value, got {values!r}")
+        try:
+            setattr(namespace, self.dest, parse_bool(values))
+        except argparse.ArgumentTypeError as err:
+            parser.error(f"argument {option_string}: {err}")
+
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, but shows a :class:`BooleanFlag` as ``--x, --no-x``."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if isinstance(action, BooleanFlag):
+            return ", ".join(action.option_strings)
+        return super()._format_action_invocation(action)

@@ -1,0 +1,127 @@
+"""``timm-ccrop pretrain``: the parser is generated from :class:`TrainConfig`'s fields.
+
+Every field becomes one ``--field-name`` option in its group (data, model and method,
+ContrastiveCrop, optimisation, execution) with its declared type, choices and help; the
+values are checked by :meth:`TrainConfig.validate`, the same check recipes and the Python
+API get. Precedence: defaults < ``--recipe`` < ``-c FILE`` < the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import (
+    GROUPS,
+    Option,
+    TrainConfig,
+    config_options,
+    list_recipes,
+    load_config_file,
+    load_recipe,
+)
+from ..runs import list_checkpoints
+from ..train import TrainingStopped, train
+from .options import BooleanFlag, HelpFormatter, number, yaml_mapping
+
+__all__ = ["add_pretrain_parser", "resolve_config", "run_pretrain"]
+
+USAGE = ("timm-ccrop pretrain [-h] [--recipe NAME] [-c FILE.yaml] [--print-config] "
+         "[--resume PATH|auto] [--FIELD VALUE ...]")
+
+
+def _optional_text(text: str) -> str | None:
+    """A string option that may be reset to None with ``none``/``null``."""
+    return None if text.strip().lower() in ("none", "null") else text
+
+
+def _argument(option: Option, default: Any) -> dict[str, Any]:
+    """``add_argument`` keywords of one config field (its default is only shown)."""
+    shown = "none" if default is None else default
+    help_text = option.help if "default:" in option.help else f"{option.help} (default: {shown})"
+    if option.bounds is not None:
+        help_text += f"; {option.bounds.describe()}"
+    if option.optional and option.kind is not bool:
+        help_text += "; null: unset"
+    keywords: dict[str, Any] = {"dest": option.name, "default": argparse.SUPPRESS,
+                                "help": help_text.replace("%", "%%")}
+    if option.kind is bool:
+        keywords["action"] = BooleanFlag
+    elif option.kind is dict:
+        keywords.update(type=yaml_mapping, metavar="YAML")
+    elif option.kind is str:
+        keywords["type"] = _optional_text if option.optional else str
+        if option.choices is not None:
+            keywords["choices"] = (*option.choices, None) if option.optional else option.choices
+            keywords["metavar"] = "{" + ",".join(option.choices) + "}"
+    else:
+        keywords.update(type=number(option.kind, none=option.optional),
+                        metavar=option.kind.__name__.upper())
+    return keywords
+
+
+def add_pretrain_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add ``pretrain`` to the subcommands ``commands``; returns its parser."""
+    pretrain = commands.add_parser(
+        "pretrain", help="Siamese pretraining of any timm backbone (SimCLR, MoCo, BYOL, SimSiam)",
+        usage=USAGE, formatter_class=HelpFormatter,
+        description="Pretrain with random crop, ContrastiveCrop or SimCCrop views. With no "
+                    "arguments: a short CPU job on the built-in dataset. Run under "
+                    "`accelerate launch` for several GPUs or nodes. A recipe from "
+                    "zoo/recipes sets the paper's settings; a -c config file overrides it, "
+                    "and every --key on the command line overrides both.",
+    )
+    setup = pretrain.add_argument_group("configuration")
+    setup.add_argument("--recipe", default=None, metavar="NAME",
+                       help=f"recipe name or YAML path; shipped: {', '.join(list_recipes())}")
+    setup.add_argument("-c", "--config", default=None, metavar="FILE.yaml",
+                       help="YAML file of config keys (as --print-config writes them); "
+                            "overrides --recipe")
+    setup.add_argument("--print-config", action="store_true",
+                       help="print the resolved configuration as YAML and exit")
+    setup.add_argument("--resume", default=None, metavar="PATH|auto",
+                       help="checkpoint file or run folder to resume from; 'auto' resumes "
+                            "the --output folder if it has a checkpoint")
+    groups = {name: pretrain.add_argument_group(name) for name in GROUPS}
+    defaults = TrainConfig()
+    for option in config_options():
+        groups[option.group].add_argument(f"--{option.name.replace('_', '-')}",
+                                          **_argument(option, getattr(defaults, option.name)))
+    pretrain.set_defaults(handler=run_pretrain)
+    return pretrain
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Defaults < ``--recipe`` < ``--config`` < the command line's ``--FIELD``, validated."""
+    values: dict[str, Any] = {}
+    if args.recipe:
+        values.update(load_recipe(args.recipe))
+    if args.config:
+        values.update(load_config_file(args.config))
+    given = vars(args)
+    values.update({option.name: given[option.name] for option in config_options()
+                   if option.name in given})
+    config = TrainConfig.from_dict(values)
+    config.validate()
+    return config
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    """Train (or, with ``--print-config``, print the configuration); the exit code."""
+    config = resolve_config(args)
+    if args.print_config:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    resume = args.resume
+    if resume == "auto":
+        resume = config.output if list_checkpoints(Path(config.output)) else None
+    try:
+        result = train(config, resume=resume)
+    except TrainingStopped as err:
+        print(f"timm-ccrop pretrain: {err}", file=sys.stderr)
+        return 3
+    return 0 if result.stopped is None else 130

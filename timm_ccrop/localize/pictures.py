@@ -1,0 +1,187 @@
+"""Pictures of what the localization sees: heatmaps, boxes, IoU and ContrastiveCrop views.
+
+:func:`localization_picture` runs a backbone over a few images, localizes a box in each
+heatmap (as the trainer's box pass does), measures the IoU with ground-truth boxes and
+draws :func:`~timm_ccrop.viz.heatmap_boxes_grid`; ``timm-ccrop show-boxes`` is a thin
+command around it. :func:`render_box_picture` is the trainer's picture after a box pass.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from timm.data import resolve_data_config
+from torch import nn
+
+from ..boxes import Box, paired_iou
+from ..transforms import to_rgb
+from ..viz import heatmap_boxes_grid
+from . import (
+    eval_transform,
+    feature_heatmaps,
+    heatmap_boxes,
+    localization_defaults,
+    resolve_stage,
+    warn_if_too_coarse,
+)
+
+__all__ = ["LocalizationPicture", "localization_picture", "render_box_picture"]
+
+_WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
+
+
+@dataclass
+class LocalizationPicture:
+    """What :func:`localization_picture` drew and measured."""
+
+    grid: Image.Image
+    boxes: torch.Tensor  #: (N, 4) localized boxes, the project's convention
+    degenerate: torch.Tensor  #: (N,) True where there is no box (a random crop instead)
+    module: str  #: the stage's module name
+    map_size: tuple[int, int]  #: the heatmaps' (h, w)
+    image_size: int
+    reduction: str
+    threshold: float
+    mean_iou: float | None = None  #: with the ground truth, where given
+    whole_image_iou: float | None = None  #: of the whole-image box, for comparison
+    warnings: list[str] = field(default_factory=list)  #: e.g. a map too coarse to localize
+
+    def summary(self, name: str, stage: int) -> str:
+        """One line: the model, stage, map size, reduction, threshold and boxless count."""
+        return (f"{name} stage {stage} ({self.module}): {self.map_size[0]}x{self.map_size[1]} "
+                f"heatmaps at {self.image_size}px, reduction {self.reduction}, threshold "
+                f"{self.threshold:g}; {int(self.degenerate.sum())}/{len(self.degenerate)} "
+                "without a box")
+
+
+def _heatmaps(model: nn.Module, batch: torch.Tensor, stage: int, reduction: str,
+              name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``feature_heatmaps`` with a one-line error for a model that cannot take the size."""
+    try:
+        return feature_heatmaps(model, batch, stage, reduction, return_degenerate=True)
+    except (RuntimeError, AssertionError) as err:  # e.g. a fixed-size model at another size
+        size = batch.shape[-1]
+        native = resolve_data_config({}, model=model).get("input_size", (3, "?", "?"))[1:]
+        raise ValueError(
+            f"{name} cannot run at {size}x{size} ({type(err).__name__}: {err}); try "
+            f"--image-size {native[0]} (its native size) or a model that takes any size"
+        ) from err
+
+
+def _iou_captions(boxes: torch.Tensor, degenerate: torch.Tensor,
+                  gt_boxes: torch.Tensor | None) -> tuple[list[str], float | None, float | None]:
+    """Per-row captions (IoU, "no box") and the mean IoU of the boxes and of whole images."""
+    captions = ["no box: random crop" if bad else "" for bad in degenerate.tolist()]
+    if gt_boxes is None:
+        return captions, None, None
+    ious = paired_iou(boxes, gt_boxes)
+    whole = paired_iou(torch.tensor([_WHOLE_IMAGE]).expand_as(gt_boxes), gt_boxes)
+    captions = [f"IoU {float(iou):.2f}" + (f", {caption}" if caption else "")
+                for iou, caption in zip(ious, captions, strict=True)]
+    return captions, float(ious.mean()), float(whole.mean())
+
+
+def localization_picture(
+    model: nn.Module,
+    images: Sequence[Image.Image],
+    gt_boxes: torch.Tensor | None = None,
+    *,
+    name: str = "model",
+    stage: int = -1,
+    reduction: str | None = None,
+    threshold: float | None = None,
+    image_size: int | None = None,
+    views: int = 4,
+    opacity: float = 0.5,
+    alpha: float = 0.6,
+    tile: int = 96,
+    seed: int = 0,
+    source: str = "",
+) -> LocalizationPicture:
+    """Heatmaps, boxes and ContrastiveCrop views of ``images`` under ``model``, as a grid.
+
+    Args:
+        model: a timm backbone in eval mode (its ``pretrained_cfg`` gives mean and std).
+        images: PIL images.
+        gt_boxes: ``(N, 4)`` ground-truth boxes, or None (then no IoU is measured).
+        name: the model's name, for the title and errors.
+        stage, reduction, threshold: the box rule (None: the model family's default).
+        image_size: input resolution (default: the first image's size, at most 224).
+        views, opacity, alpha, tile, seed: as :func:`~timm_ccrop.viz.heatmap_boxes_grid`.
+        source: what the images are (e.g. ``'synthetic [train]'``), for the title.
+
+    Raises ValueError for a stage the model does not have or a size it cannot take.
+    """
+    info = resolve_stage(model, stage)
+    defaults = localization_defaults(model)
+    reduction = reduction or defaults.reduction
+    threshold = defaults.threshold if threshold is None else threshold
+    size = image_size or min(max(images[0].size), 224)
+    data_config = resolve_data_config({}, model=model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        too_coarse = warn_if_too_coarse(model, (size, size), stage)
+    transform = eval_transform(size, data_config["mean"], data_config["std"])
+    batch = torch.stack([transform(image) for image in images])
+    maps, flat = _heatmaps(model, batch, stage, reduction, name)
+    boxes, degenerate = heatmap_boxes(maps, threshold, (size, size), return_degenerate=True)
+    degenerate = torch.ones_like(degenerate) if too_coarse else degenerate | flat
+    captions, mean_iou, whole_iou = _iou_captions(boxes, degenerate, gt_boxes)
+    map_h, map_w = maps.shape[-2:]
+    title = (f"{name} stage {stage} ({info['module']}, {map_h}x{map_w} map at {size}px), "
+             f"reduction {reduction}, k={threshold:g}" + (f" | {source}" if source else ""))
+    rows = [None if bad else box for box, bad in zip(boxes, degenerate.tolist(), strict=True)]
+    grid = heatmap_boxes_grid(images, maps, rows, gt_boxes, views=views, opacity=opacity,
+                              alpha=alpha, tile=tile, seed=seed, title=title,
+                              captions=captions)
+    return LocalizationPicture(
+        grid=grid, boxes=boxes, degenerate=degenerate, module=info["module"],
+        map_size=(map_h, map_w), image_size=size, reduction=reduction, threshold=threshold,
+        mean_iou=mean_iou, whole_image_iou=whole_iou,
+        warnings=[str(item.message) for item in caught],
+    )
+
+
+def render_box_picture(
+    backbone: nn.Module,
+    dataset: Any,
+    boxes: Any,
+    path: str | Path,
+    image_size: int,
+    count: int = 8,
+    stage: int = -1,
+    reduction: str | None = None,
+    alpha: float = 0.6,
+    mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> Image.Image:
+    """The trainer's picture after a box pass: heatmaps, the table's boxes, views.
+
+    Args:
+        backbone: the model being trained (its current weights make the heatmaps).
+        dataset: the training dataset (first ``count`` samples are drawn).
+        boxes: the :class:`~timm_ccrop.boxes.BoxTable` just written by the pass; invalid
+            rows are drawn as "no box" (they are cropped at random).
+        path: PNG file to write.
+        image_size: the box pass's resolution.
+    """
+    count = min(count, len(dataset))
+    images = [to_rgb(dataset[i][0]) for i in range(count)]
+    mean, std = mean_std if mean_std is not None else (None, None)
+    transform = eval_transform(image_size, mean, std)
+    batch = torch.stack([transform(image) for image in images])
+    device = next(backbone.parameters()).device
+    maps = feature_heatmaps(backbone, batch.to(device), stage, reduction).cpu()
+    rows = [Box(*boxes.boxes[i].tolist()) if bool(boxes.valid[i]) else None
+            for i in range(count)]
+    gt = getattr(dataset, "gt_boxes", None)
+    grid = heatmap_boxes_grid(images, maps, rows, gt[:count] if gt is not None else None,
+                              views=4, alpha=alpha, tile=80,
+                              title=f"boxes of the first {count} training images")
+    grid.save(path, format="PNG")
+    return grid
