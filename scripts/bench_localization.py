@@ -36,8 +36,8 @@ from torch.utils.data import DataLoader
 
 from timm_ccrop.boxes import from_official
 from timm_ccrop.data import BoxedDataset
-from timm_ccrop.localize import eval_transform, heatmap_boxes, localize_dataset
 from timm_ccrop.data.synthetic import SyntheticObjects
+from timm_ccrop.localize import eval_transform, heatmap_boxes, localize_dataset
 
 THRESHOLD = 0.1
 

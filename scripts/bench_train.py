@@ -355,7 +355,7 @@ def build_official(name: str, device: torch.device) -> Callable[[Tensor, Tensor]
 
 
 def build_ours(name: str, device: torch.device, gpu: bool) -> Callable[[Tensor, Tensor], float]:
-    """Our training step of ``name``, as ``timm_ccrop.train._train_one_epoch`` runs it."""
+    """Our training step of ``name``, as ``timm_ccrop.train.epoch.train_one_epoch`` runs it."""
     recipe = load_recipe(f"cifar10-{name}-ccrop")
     config = TrainConfig.from_dict({**recipe, "channels_last": gpu,
                                     "mixed_precision": "bf16" if gpu else "no"})

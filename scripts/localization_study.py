@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from timm_ccrop.boxes import box_area, paired_iou
+from timm_ccrop.data.synthetic import SyntheticObjects
 from timm_ccrop.localize import (
     REDUCTIONS,
     FeatureHook,
@@ -46,7 +47,6 @@ from timm_ccrop.localize import (
     reduce_channels,
     resolve_stage,
 )
-from timm_ccrop.data.synthetic import SyntheticObjects
 
 THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 DEFAULT_CONFIGS = (

@@ -20,3 +20,10 @@ def one_intra_op_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Multi-process and install tests are slow too: ``-m "not slow"`` skips them all."""
+    for item in items:
+        if item.get_closest_marker("distributed") or item.get_closest_marker("install"):
+            item.add_marker(pytest.mark.slow)

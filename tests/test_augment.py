@@ -16,15 +16,18 @@ from tests.test_transforms import FIXED_SCALE, SQUARE, chi_square_pvalue, exact_
 from timm_ccrop.augment import (
     BatchedViews,
     DeviceImageBank,
+    resized_crop,
+    sample_crop_params,
+)
+from timm_ccrop.color_ops import (
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
+    color_jitter,
     gaussian_blur,
     normalize,
-    resized_crop,
     rgb_to_grayscale,
-    sample_crop_params,
     solarize,
 )
 from timm_ccrop.views import CIFAR_MEAN, CIFAR_STD, ViewRecipe
@@ -214,8 +217,6 @@ def test_full_pipeline_shapes_seeds_and_device_bank() -> None:
 
 def test_colour_jitter_applies_each_images_own_order() -> None:
     """Fixed factors and per-image orders give torchvision's ops applied in that order."""
-    from timm_ccrop.augment import color_jitter
-
     images = random_images(4, 10, 12, seed=10)
     factors = torch.tensor([[1.3, 0.6, 1.5, 0.2]]).expand(4, 4)
     order = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2]])

@@ -61,6 +61,7 @@ def test_paired_differences_match_seeds(compare):
     assert compare.mean_std([float("nan")]) == "n/a"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_main_tiny_budget(compare, tmp_path, jobs):
     out = tmp_path / "results.md"
@@ -107,6 +108,7 @@ def test_bad_arguments_fail_early(compare, capsys, argv, named):
     assert named in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_other_methods_behind_the_flag(compare, tmp_path):
     result = compare.main([
         "--methods", "moco", "byol", "--modes", "rcrop", "ccrop", "--epochs", "1",

@@ -17,6 +17,10 @@ import textwrap
 import venv
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.install
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 CHECK = textwrap.dedent("""

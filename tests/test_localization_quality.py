@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import timm
 import torch
 import torch.nn.functional as F
 
 from timm_ccrop.boxes import paired_iou
-from timm_ccrop.localize import localization_defaults, localize_dataset
 from timm_ccrop.data.synthetic import SyntheticObjects
+from timm_ccrop.localize import localization_defaults, localize_dataset
 
 SIZE = 64
 STAGE = -2  # layer3 of test_resnet: 4x4 at 64 px (the last stage is 2x2: too coarse)
@@ -67,6 +68,7 @@ def _measure():
     return whole_iou, untrained.mean_iou(gt), trained.mean_iou(gt), trained
 
 
+@pytest.mark.slow
 def test_trained_boxes_beat_whole_image_and_random_init_does_not():
     whole_iou, untrained_iou, trained_iou, result = _measure()  # 1 thread: conftest.py
     defaults = localization_defaults(timm.create_model("test_resnet"))

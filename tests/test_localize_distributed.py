@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import timm
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader, DistributedSampler
 
 from timm_ccrop.data import BoxedDataset
-from timm_ccrop.localize import eval_transform, localize_dataset, localize_loader
 from timm_ccrop.data.synthetic import SyntheticObjects
+from timm_ccrop.localize import eval_transform, localize_dataset, localize_loader
 
 from .distributed import spawn_launcher
+
+pytestmark = pytest.mark.distributed
 
 NUM_SAMPLES = 37  # not divisible by world size x batch size: uneven last batches
 SIZE = 64

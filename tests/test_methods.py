@@ -9,6 +9,8 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from timm_ccrop import losses
+from timm_ccrop.losses import negative_cosine, nt_xent_loss
 from timm_ccrop.methods import (
     BYOL,
     METHODS,
@@ -17,9 +19,7 @@ from timm_ccrop.methods import (
     SimCLR,
     SimSiam,
     build_method,
-    nt_xent_loss,
 )
-from timm_ccrop.methods.simsiam import negative_cosine
 
 SIZE = 32
 SMALL = {  # narrow heads: the tests are about wiring, not capacity
@@ -306,3 +306,19 @@ def test_contrastive_logits_stay_fp32_under_autocast() -> None:
 def test_sync_batchnorm_flags_follow_the_official_recipes() -> None:
     assert {name: cls.sync_batchnorm for name, cls in METHODS.items()} == {
         "simclr": True, "moco": False, "byol": True, "simsiam": True}
+
+
+def test_losses_are_public_units() -> None:
+    torch.manual_seed(0)
+    query, key, queue = torch.randn(6, 8), F.normalize(torch.randn(6, 8)), F.normalize(
+        torch.randn(20, 8))
+    loss, logits = losses.info_nce(query, key, queue, 0.2)
+    q = F.normalize(query)
+    expected = torch.cat([(q * key).sum(1, keepdim=True), q @ queue.T], 1) / 0.2
+    torch.testing.assert_close(logits, expected)
+    torch.testing.assert_close(loss, F.cross_entropy(expected, torch.zeros(6, dtype=torch.long)))
+    p, z = torch.randn(5, 4, requires_grad=True), torch.randn(5, 4, requires_grad=True)
+    cosine = F.cosine_similarity(p, z, dim=1)
+    torch.testing.assert_close(losses.normalized_mse(p, z), (2 - 2 * cosine).mean())
+    losses.normalized_mse(p, z).backward()
+    assert z.grad is None  # the target is detached

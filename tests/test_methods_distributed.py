@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import timm
 import torch
 from accelerate import Accelerator
 from torch.nn.parallel import DistributedDataParallel
 
-from timm_ccrop.methods import SiameseMethod, build_method
 from timm_ccrop.distributed import gather_with_grad, rank, world_size
+from timm_ccrop.methods import SiameseMethod, build_method
 
 from .distributed import spawn_launcher
+
+pytestmark = pytest.mark.distributed
 
 SIZE = 32
 BATCH = 8  # global; 4 per process

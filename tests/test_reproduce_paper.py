@@ -88,6 +88,7 @@ def test_missing_dataset_fails_before_running(repro, tmp_path, capsys):
     assert "unknown cells" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_cells_end_to_end_and_resume(repro, tmp_path, capsys):
     write_cifar10(tmp_path / "data" / "cifar10", n_train=64, n_test=32)
     out = tmp_path / "out"
@@ -130,6 +131,7 @@ def test_two_cells_end_to_end_and_resume(repro, tmp_path, capsys):
     assert (out / "runs" / CELLS[0] / "eval.json").is_file()
 
 
+@pytest.mark.distributed
 def test_one_cell_under_accelerate_launch_with_two_cpu_processes(repro, tmp_path, capsys,
                                                                  monkeypatch):
     # The default launcher path: `accelerate launch` with two gloo processes on the CPU
@@ -149,6 +151,7 @@ def test_one_cell_under_accelerate_launch_with_two_cpu_processes(repro, tmp_path
     assert "1/32 cells measured" in (out / "table.md").read_text()
 
 
+@pytest.mark.slow
 def test_failing_cell_names_it(repro, tmp_path, capsys):
     write_cifar10(tmp_path / "data" / "cifar10", n_train=8, n_test=4)
     code = repro.main(["--out", str(tmp_path / "out"), "--data-root", str(tmp_path / "data"),

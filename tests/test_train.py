@@ -16,8 +16,14 @@ import torch
 from PIL import Image
 
 import timm_ccrop  # noqa: F401  (registers the crop modes and architectures)
+from timm_ccrop.augment import BatchedViews
+from timm_ccrop.backbones import create_backbone
 from timm_ccrop.cli import main
+from timm_ccrop.config import TrainConfig
+from timm_ccrop.methods import build_method
 from timm_ccrop.runs import list_checkpoints, read_checkpoint, save_checkpoint
+from timm_ccrop.train.setup import build_optimizer
+from timm_ccrop.views import multi_view_transform
 
 TINY = [
     "--model", "test_resnet", "--data", "synthetic:num_samples=96,image_size=32",
@@ -67,6 +73,7 @@ def final_state(folder: Path) -> dict[str, torch.Tensor]:
             "valid": state["boxes"]["valid"], "epoch": state["epoch"]}
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     args = ("--epochs", "5", "--method", "moco", "--method-kwargs", "{queue_size: 64}",
             "--knn-every", "0", "--pictures", "0")
@@ -94,6 +101,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
         assert torch.equal(got["model"][key], tensor), key  # queue and momentum encoder too
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits(tmp_path: Path) -> None:
     process = spawn(tmp_path, "--epochs", "50", "--knn-every", "0", "--pictures", "0")
     deadline = time.time() + 300
@@ -152,6 +160,7 @@ def test_bf16_mixed_precision_on_cpu(tmp_path: Path) -> None:
     assert torch.isfinite(torch.tensor(record["loss"]))
 
 
+@pytest.mark.distributed
 def test_two_processes_under_accelerate_launch(tmp_path: Path) -> None:
     """The real multi-process path: `accelerate launch` with 2 CPU processes (gloo)."""
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
@@ -177,3 +186,33 @@ def test_device_augmentation_path_trains_with_boxes(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["uses_boxes"] for r in records] == [False, True, True]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+
+
+@pytest.mark.parametrize(("name", "expected"), [("sgd", "SGD"), ("lars", "Lars"),
+                                                ("lamb", "Lamb"), ("adamw", "AdamW")])
+def test_optimizer_comes_from_timm_with_the_methods_groups(name: str, expected: str) -> None:
+    config = TrainConfig(model="resnet_mini_cifar", optimizer=name, lr=0.3, weight_decay=1e-4)
+    method = build_method("simclr", create_backbone("resnet_mini_cifar"))
+    optimizer = build_optimizer(config, method)
+    assert type(optimizer).__name__ == expected
+    decays = sorted({group["weight_decay"] for group in optimizer.param_groups})
+    assert decays == [0.0, 1e-4]  # norms and biases keep no decay (no LARS adaptation)
+    if name == "sgd":  # the official recipes' classical momentum, not timm's Nesterov 'sgd'
+        assert optimizer.defaults["nesterov"] is False
+        assert optimizer.defaults["momentum"] == 0.9
+
+
+def test_simccrop_default_alpha_is_its_own() -> None:
+    assert TrainConfig(crop="simccrop").resolved_alpha() == 0.1
+    assert TrainConfig(crop="ccrop").resolved_alpha() == 0.6
+    assert TrainConfig(crop="rcrop", alpha=0.3).resolved_alpha() is None
+    assert TrainConfig(crop="ccrop", alpha=0.3).resolved_alpha() == 0.3
+
+
+def test_unknown_view_preset_has_one_error() -> None:
+    message = ("views must be one of cifar, stl10, tiny-imagenet, imagenet, byol-imagenet, "
+               "got 'cifra'")
+    for make in (lambda: multi_view_transform("cifra"), lambda: BatchedViews.from_preset("cifra"),
+                 lambda: TrainConfig(views="cifra").validate()):
+        with pytest.raises(ValueError, match=message):
+            make()

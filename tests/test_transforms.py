@@ -110,6 +110,7 @@ def test_crop_centres_lie_between_the_box_edges_when_unclamped() -> None:
     assert tops.min() + 10 == 18 and tops.max() + 10 == 23  # both edges are reachable
 
 
+@pytest.mark.slow
 def test_crops_never_leave_the_image() -> None:
     rng = random.Random(3)
     for _ in range(3000):

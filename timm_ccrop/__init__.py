@@ -19,6 +19,7 @@ from .methods import BYOL, METHODS, MoCo, SiameseMethod, SimCLR, SimSiam, build_
 from .models import CIFAR_MEAN, CIFAR_STD, CifarResNet, register_cifar_models
 from .train import train
 from .transforms import SIMCCROP_BOX, ContrastiveCrop, SimCCrop, contrastive_crop_params, to_rgb
+from .version import __version__
 from .views import (
     VIEW_PRESETS,
     MultiViewTransform,
@@ -27,12 +28,11 @@ from .views import (
     view_transform,
 )
 
-__version__ = "0.1.0"
-
 register_timm_crop_mode()
-from .hub import zoo as zoo_index  # noqa: E402,F401  (zoo/models.yaml -> timm pretrained tags)
+from .hub import registry as zoo_registry  # noqa: E402,F401  (zoo/models.yaml -> timm tags)
 
 __all__ = [
+    "__version__",
     "BYOL",
     "CIFAR_MEAN",
     "CIFAR_STD",

@@ -61,8 +61,15 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as nnf
 
+from .color_ops import (
+    BLUR_KERNEL,
+    apply_where,
+    color_jitter,
+    gaussian_blur,
+    rgb_to_grayscale,
+    solarize,
+)
 from .transforms import (
     CROP_MODES,
     DEFAULT_ALPHA,
@@ -74,24 +81,9 @@ from .transforms import (
 )
 from .views import ViewRecipe, preset_recipes
 
-__all__ = [
-    "BatchedViews",
-    "DeviceImageBank",
-    "adjust_brightness",
-    "adjust_contrast",
-    "adjust_hue",
-    "adjust_saturation",
-    "gaussian_blur",
-    "normalize",
-    "resized_crop",
-    "rgb_to_grayscale",
-    "sample_crop_params",
-    "solarize",
-]
+__all__ = ["BatchedViews", "DeviceImageBank", "resized_crop", "sample_crop_params"]
 
-BLUR_KERNEL = 23  # timm's hard-coded GaussianBlur kernel size
 BLUR_SIGMA = (0.1, 2.0)  # torchvision GaussianBlur default
-_GRAY = (0.2989, 0.587, 0.114)
 _TRIES = 10
 
 
@@ -131,6 +123,66 @@ def _box_offsets(
     span = high - low + 1
     step = torch.minimum(torch.floor(span.double() * beta).long(), span - 1)
     return low + step
+
+
+def _crop_sizes(
+    height: torch.Tensor, width: torch.Tensor, scale: tuple[float, float],
+    ratio: tuple[float, float], generator: torch.Generator | None, batch: int, device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(crop_h, crop_w, found)``: timm's size draw (first of 10 tries, else the fallback)."""
+    hf, wf = height.double(), width.double()
+    area = (hf * wf)[:, None]
+
+    # timm's 10 tries, all drawn at once; the first candidate that fits wins.
+    draws = _rand((batch, _TRIES, 2), generator, device)
+    target_area = (scale[0] + (scale[1] - scale[0]) * draws[..., 0]) * area
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * draws[..., 1])
+    cand_w = torch.round(torch.sqrt(target_area * aspect)).long()
+    cand_h = torch.round(torch.sqrt(target_area / aspect)).long()
+    fits = (cand_w <= width[:, None]) & (cand_h <= height[:, None])
+    found = fits.any(dim=1)
+    pick = fits.to(torch.uint8).argmax(dim=1, keepdim=True)
+    crop_h = cand_h.gather(1, pick).squeeze(1)
+    crop_w = cand_w.gather(1, pick).squeeze(1)
+
+    # Central fallback (timm): clip the aspect ratio into `ratio`, centre the crop.
+    in_ratio = wf / hf
+    fb_w = torch.where(in_ratio < ratio[0], width, torch.where(
+        in_ratio > ratio[1], torch.round(hf * ratio[1]).long(), width))
+    fb_h = torch.where(in_ratio < ratio[0], torch.round(wf / ratio[0]).long(), height)
+    crop_h = torch.where(found, crop_h, fb_h)
+    crop_w = torch.where(found, crop_w, fb_w)
+    return crop_h, crop_w, found
+
+
+def _crop_offsets(
+    height: torch.Tensor, width: torch.Tensor, crop_h: torch.Tensor, crop_w: torch.Tensor,
+    boxes: torch.Tensor | None, valid: torch.Tensor | None, alpha: float, crop_mode: str,
+    generator: torch.Generator | None, batch: int, device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(top, left)`` before the fallback centring: one uniform pair, box-guided or not."""
+    # Offsets: uniform (RandomResizedCrop) or box-guided (ContrastiveCrop).
+    u = _rand((batch, 2), generator, device)
+    top = torch.floor(u[:, 0] * (height - crop_h + 1).double()).long()
+    left = torch.floor(u[:, 1] * (width - crop_w + 1).double()).long()
+    if crop_mode == "simccrop":
+        boxes = torch.tensor(SIMCCROP_BOX, dtype=torch.float64, device=device).expand(batch, 4)
+        guided = torch.ones(batch, dtype=torch.bool, device=device)
+    elif crop_mode == "ccrop" and boxes is not None:
+        guided = (torch.ones(batch, dtype=torch.bool, device=device) if valid is None
+                  else valid.to(device=device, dtype=torch.bool))
+    else:
+        guided = None
+    if guided is not None:
+        boxes = boxes.to(device)
+        table = _beta_table(alpha, device)
+        beta = _beta_draws(u, table)
+        box_top = _box_offsets(height, crop_h, boxes[:, 1], boxes[:, 3], beta[:, 0])
+        box_left = _box_offsets(width, crop_w, boxes[:, 0], boxes[:, 2], beta[:, 1])
+        top = torch.where(guided, box_top, top)
+        left = torch.where(guided, box_left, left)
+    return top, left
 
 
 def sample_crop_params(
@@ -175,50 +227,10 @@ def sample_crop_params(
             raise ValueError("pass batch= when heights, widths and boxes are all scalars")
     height = _as_long(heights, batch, device)
     width = _as_long(widths, batch, device)
-    hf, wf = height.double(), width.double()
-    area = (hf * wf)[:, None]
-
-    # timm's 10 tries, all drawn at once; the first candidate that fits wins.
-    draws = _rand((batch, _TRIES, 2), generator, device)
-    target_area = (scale[0] + (scale[1] - scale[0]) * draws[..., 0]) * area
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = torch.exp(log_lo + (log_hi - log_lo) * draws[..., 1])
-    cand_w = torch.round(torch.sqrt(target_area * aspect)).long()
-    cand_h = torch.round(torch.sqrt(target_area / aspect)).long()
-    fits = (cand_w <= width[:, None]) & (cand_h <= height[:, None])
-    found = fits.any(dim=1)
-    pick = fits.to(torch.uint8).argmax(dim=1, keepdim=True)
-    crop_h = cand_h.gather(1, pick).squeeze(1)
-    crop_w = cand_w.gather(1, pick).squeeze(1)
-
-    # Central fallback (timm): clip the aspect ratio into `ratio`, centre the crop.
-    in_ratio = wf / hf
-    fb_w = torch.where(in_ratio < ratio[0], width, torch.where(
-        in_ratio > ratio[1], torch.round(hf * ratio[1]).long(), width))
-    fb_h = torch.where(in_ratio < ratio[0], torch.round(wf / ratio[0]).long(), height)
-    crop_h = torch.where(found, crop_h, fb_h)
-    crop_w = torch.where(found, crop_w, fb_w)
-
-    # Offsets: uniform (RandomResizedCrop) or box-guided (ContrastiveCrop).
-    u = _rand((batch, 2), generator, device)
-    top = torch.floor(u[:, 0] * (height - crop_h + 1).double()).long()
-    left = torch.floor(u[:, 1] * (width - crop_w + 1).double()).long()
-    if crop_mode == "simccrop":
-        boxes = torch.tensor(SIMCCROP_BOX, dtype=torch.float64, device=device).expand(batch, 4)
-        guided = torch.ones(batch, dtype=torch.bool, device=device)
-    elif crop_mode == "ccrop" and boxes is not None:
-        guided = (torch.ones(batch, dtype=torch.bool, device=device) if valid is None
-                  else valid.to(device=device, dtype=torch.bool))
-    else:
-        guided = None
-    if guided is not None:
-        boxes = boxes.to(device)
-        table = _beta_table(alpha, device)
-        beta = _beta_draws(u, table)
-        box_top = _box_offsets(height, crop_h, boxes[:, 1], boxes[:, 3], beta[:, 0])
-        box_left = _box_offsets(width, crop_w, boxes[:, 0], boxes[:, 2], beta[:, 1])
-        top = torch.where(guided, box_top, top)
-        left = torch.where(guided, box_left, left)
+    crop_h, crop_w, found = _crop_sizes(height, width, scale, ratio, generator, batch, device)
+    top, left = _crop_offsets(
+        height, width, crop_h, crop_w, boxes, valid, alpha, crop_mode, generator, batch, device
+    )
     top = torch.where(found, top, torch.div(height - crop_h, 2, rounding_mode="floor"))
     left = torch.where(found, left, torch.div(width - crop_w, 2, rounding_mode="floor"))
     return top, left, crop_h, crop_w
@@ -289,121 +301,6 @@ def resized_crop(
     rows = torch.bmm(wy, planes).reshape(batch, out_h * channels, in_w)
     out = torch.bmm(rows, wx.transpose(1, 2))  # [B, S*C, S]
     return out.reshape(batch, out_h, channels, out_w).permute(0, 2, 1, 3).contiguous()
-
-
-# ------------------------------------------------------------------------ colour ops
-
-
-def _per_image(factor: torch.Tensor | float, images: torch.Tensor) -> torch.Tensor:
-    factor = torch.as_tensor(factor, dtype=images.dtype, device=images.device)
-    return factor.reshape(-1, 1, 1, 1)
-
-
-def rgb_to_grayscale(images: torch.Tensor) -> torch.Tensor:
-    """``[B, 3, H, W]`` -> ``[B, 1, H, W]``, torchvision's weights."""
-    r, g, b = images.unbind(dim=-3)
-    gray = r * _GRAY[0]
-    return gray.add_(g, alpha=_GRAY[1]).add_(b, alpha=_GRAY[2]).unsqueeze(-3)
-
-
-def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return torch.lerp(other, images, factor).clamp_(0.0, 1.0)
-
-
-def adjust_brightness(images: torch.Tensor, factor) -> torch.Tensor:
-    """Per-image ``torchvision.transforms.functional.adjust_brightness`` (float images)."""
-    return (images * _per_image(factor, images)).clamp_(0.0, 1.0)
-
-
-def adjust_contrast(images: torch.Tensor, factor) -> torch.Tensor:
-    weights = torch.tensor(_GRAY, dtype=images.dtype, device=images.device)
-    mean = (images.mean(dim=(-2, -1)) @ weights).view(-1, 1, 1, 1)  # mean of the gray image
-    return _blend(images, mean, _per_image(factor, images))
-
-
-def adjust_saturation(images: torch.Tensor, factor) -> torch.Tensor:
-    return _blend(images, rgb_to_grayscale(images), _per_image(factor, images))
-
-
-def adjust_hue(images: torch.Tensor, factor) -> torch.Tensor:
-    """Per-image hue shift in [-0.5, 0.5]: torchvision's RGB -> HSV -> RGB round trip,
-    algebraically simplified (hue kept in sixths; ``v * s`` is the chroma ``max - min``)."""
-    r, g, b = images.unbind(dim=-3)
-    maxc = torch.maximum(torch.maximum(r, g), b)
-    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
-    is_r = maxc == r
-    is_g = (maxc == g) & ~is_r
-    numerator = torch.where(is_r, g - b, torch.where(is_g, b - r, r - g))
-    base = 4.0 - 4.0 * is_r.to(images.dtype) - 2.0 * is_g.to(images.dtype)  # 0, 2 or 4
-    shift = torch.as_tensor(factor, dtype=images.dtype, device=images.device).reshape(-1, 1, 1)
-    # Flat pixels have numerator 0, so any positive divisor gives torchvision's hue 0.
-    hue6 = (numerator / chroma.clamp_min(1e-12)).add_(base).add_(6.0 * shift)
-    hue6 = hue6.sub_(torch.floor(hue6 / 6.0).mul_(6.0))  # mod 6 (remainder is slow on CPU)
-    # HSV -> RGB: channel n = v - chroma * clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6.
-    offsets = torch.tensor([5.0, 3.0, 1.0], dtype=images.dtype, device=images.device)
-    k = offsets.view(1, 3, 1, 1) + hue6.unsqueeze(-3)  # in [1, 11)
-    k = k.sub_((k >= 6.0).to(images.dtype).mul_(6.0))
-    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-    return maxc.unsqueeze(-3) - chroma.unsqueeze(-3) * ramp
-
-
-def solarize(images: torch.Tensor, threshold: float = 128 / 255) -> torch.Tensor:
-    return torch.where(images >= threshold, 1.0 - images, images)
-
-
-def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int = BLUR_KERNEL):
-    """torchvision's tensor ``gaussian_blur`` with one sigma per image (reflect padding)."""
-    batch, channels, height, width = images.shape
-    kernel_size = min(kernel_size, 2 * (min(height, width) - 1) + 1)
-    half = kernel_size // 2
-    x = torch.linspace(-half, half, kernel_size, dtype=images.dtype, device=images.device)
-    sigma = torch.as_tensor(sigma, dtype=images.dtype, device=images.device).reshape(-1, 1)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0)
-    flat = images.reshape(1, batch * channels, height, width)
-    flat = nnf.pad(flat, (half, half, half, half), mode="reflect")
-    flat = nnf.conv2d(flat, kernel[:, None, None, :], groups=batch * channels)
-    flat = nnf.conv2d(flat, kernel[:, None, :, None], groups=batch * channels)
-    return flat.reshape(batch, channels, height, width)
-
-
-def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]):
-    mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    return (images - mean_t) / std_t
-
-
-_JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
-
-
-def _apply_where(images: torch.Tensor, mask: torch.Tensor, op, *args) -> torch.Tensor:
-    """``images[mask] = op(images[mask], *args[mask])``, in place (one host sync for the
-    ``nonzero``)."""
-    index = mask.nonzero().squeeze(1)
-    if index.numel() == 0:
-        return images
-    picked = op(images.index_select(0, index), *(a.index_select(0, index) for a in args))
-    return images.index_copy_(0, index, picked)
-
-
-def color_jitter(
-    images: torch.Tensor,
-    factors: torch.Tensor,
-    order: torch.Tensor,
-    apply: torch.Tensor,
-    ops: Sequence[int] = (0, 1, 2, 3),
-) -> torch.Tensor:
-    """ColorJitter with per-image ``factors`` ``[B, 4]`` (b, c, s, hue) in per-image
-    ``order`` ``[B, 4]`` (a permutation of 0..3), on the rows where ``apply`` is True.
-    Ops not in ``ops`` (strength 0) are skipped, as torchvision skips them."""
-    images = images.clone()  # the steps below write in place
-    for step in range(4):
-        for op_id, op in enumerate(_JITTER_OPS):
-            if op_id not in ops:
-                continue
-            mask = apply & (order[:, step] == op_id)
-            images = _apply_where(images, mask, op, factors[:, op_id])
-    return images
 
 
 # ------------------------------------------------------------------------- pipeline
@@ -505,23 +402,23 @@ class BatchedViews(torch.nn.Module):
         # One draw of every per-image coin and factor, whether used or not (fixed cost).
         coins = _rand((batch, 5), generator, device, torch.float32)
         if recipe.hflip > 0:
-            out = _apply_where(out, coins[:, 0] < recipe.hflip, lambda x: x.flip(-1))
+            out = apply_where(out, coins[:, 0] < recipe.hflip, lambda x: x.flip(-1))
         jitter = recipe.color_jitter
         if recipe.color_jitter_prob > 0 and jitter and any(j > 0 for j in jitter):
             ops = tuple(i for i, v in enumerate(list(jitter)[:4]) if v > 0)
             out = color_jitter(out, *self._jitter_params(jitter, batch, generator, device),
                                coins[:, 1] < recipe.color_jitter_prob, ops)
         if recipe.grayscale_prob > 0:
-            out = _apply_where(out, coins[:, 2] < recipe.grayscale_prob,
+            out = apply_where(out, coins[:, 2] < recipe.grayscale_prob,
                                lambda x: rgb_to_grayscale(x).expand_as(x))
         if recipe.gaussian_blur_prob > 0:
             sigma = BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * _rand(
                 (batch,), generator, device, torch.float32)
             mask = coins[:, 3] < recipe.gaussian_blur_prob
-            out = _apply_where(out, mask, lambda x, s: gaussian_blur(x, s, self.blur_kernel),
+            out = apply_where(out, mask, lambda x, s: gaussian_blur(x, s, self.blur_kernel),
                                sigma)
         if recipe.solarize_prob > 0:
-            out = _apply_where(out, coins[:, 4] < recipe.solarize_prob, solarize)
+            out = apply_where(out, coins[:, 4] < recipe.solarize_prob, solarize)
         mean = torch.tensor(recipe.mean, dtype=out.dtype, device=device).view(1, -1, 1, 1)
         std = torch.tensor(recipe.std, dtype=out.dtype, device=device).view(1, -1, 1, 1)
         return out.sub_(mean).div_(std)  # normalize(), in place

@@ -126,7 +126,7 @@ VIEW_PRESETS: dict[str, tuple[ViewRecipe, ...]] = {
 def view_preset(name: str) -> tuple[ViewRecipe, ...]:
     """The recipes of a preset name; the one error for an unknown preset."""
     if name not in VIEW_PRESETS:
-        raise ValueError(f"unknown view preset {name!r}; choose from {', '.join(VIEW_PRESETS)}")
+        raise ValueError(f"views must be one of {', '.join(VIEW_PRESETS)}, got {name!r}")
     return VIEW_PRESETS[name]
 
 

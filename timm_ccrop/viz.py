@@ -28,7 +28,7 @@ from .boxes import Box, validate_box
 from .transforms import contrastive_crop_params, to_rgb
 
 __all__ = ["LOCALIZED_BOX_COLOR", "GT_BOX_COLOR", "crop_views_grid", "heatmap_boxes_grid",
-           "heatmap_colors", "render_box_picture"]
+           "heatmap_colors"]
 
 _GREEN = (40, 220, 60)
 _RED = (235, 60, 50)
@@ -36,6 +36,7 @@ _BLUE = (60, 140, 255)
 _BACKGROUND = (250, 250, 250)
 _TEXT = (20, 20, 20)
 _WHITE = (255, 255, 255)
+_BAR_LABEL = "heatmap 0"  # left end of the heatmap colour bar in the legend
 
 #: Outline colour of the localized (heatmap) box in :func:`heatmap_boxes_grid`.
 LOCALIZED_BOX_COLOR = _WHITE
@@ -200,6 +201,134 @@ def _swatch(draw: ImageDraw.ImageDraw, x: int, y: int, color: tuple, label: str)
     return x + 13 + int(draw.textlength(label)) + 12
 
 
+def _check_grid_arguments(
+    count: int, views: Any, opacity: Any, alpha: Any, tile: Any, captions: Sequence[str] | None
+) -> None:
+    """Reject bad :func:`heatmap_boxes_grid` parameters before anything is drawn."""
+    if count == 0:
+        raise ValueError("heatmap_boxes_grid needs at least one image")
+    if int(views) != views or views < 0:
+        raise ValueError(f"views must be an integer >= 0, got {views!r}")
+    if not 0.0 <= float(opacity) <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity!r}")
+    if not float(alpha) > 0 or not np.isfinite(float(alpha)):
+        raise ValueError(f"alpha must be > 0 (Beta concentration), got {alpha!r}")
+    if int(tile) < 16:
+        raise ValueError(f"tile must be >= 16 pixels, got {tile!r}")
+    if captions is not None and len(captions) != count:
+        raise ValueError(f"{count} images but {len(captions)} captions")
+
+
+def _grid_layout(
+    views: int, views_x: int, tile: int, title: str | None, has_gt: bool, has_captions: bool,
+    gap: int, line: int,
+) -> tuple[list[tuple[tuple, str]], int, list[str], int, int]:
+    """``(legend, width, title_lines, top, row_h)``: wide enough for the views and legend."""
+    legend = [(LOCALIZED_BOX_COLOR, "localized box")]
+    legend += [(GT_BOX_COLOR, "ground truth")] if has_gt else []
+    legend += [(_RED, "ContrastiveCrop views")] if views else []
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    legend_width = (gap + int(measure.textlength(_BAR_LABEL)) + 4 + 64 + 3 + 16
+                    + sum(25 + int(measure.textlength(label)) for _, label in legend))
+    width = max(views_x + views * (tile + gap) + gap, legend_width)
+    title_lines = _wrap(title, width - 2 * gap) if title else []
+    top = gap + (len(title_lines) + 2) * line  # title, legend, column headers
+    caption_h = 14 if has_captions else 0
+    row_h = tile + caption_h + gap
+    return legend, width, title_lines, top, row_h
+
+
+def _draw_header(
+    canvas: Image.Image, draw: ImageDraw.ImageDraw, title_lines: list[str],
+    legend: list[tuple[tuple, str]], views: int, views_x: int, tile: int, alpha: float,
+    gap: int, line: int,
+) -> None:
+    """Title lines, the legend (heatmap colour bar, box colours) and the column headers."""
+    y = gap
+    for text in title_lines:
+        draw.text((gap, y), text, fill=_TEXT)
+        y += line
+    # Legend: the heatmap scale as a colour bar, then the box colours.
+    draw.text((gap, y + 1), _BAR_LABEL, fill=_TEXT)
+    bar_x = gap + int(draw.textlength(_BAR_LABEL)) + 4
+    bar = heatmap_colors(np.linspace(0.0, 1.0, 64, dtype=np.float32))[None].repeat(10, axis=0)
+    canvas.paste(Image.fromarray(bar), (bar_x, y + 2))
+    x = bar_x + 64 + 3
+    draw.text((x, y + 1), "1", fill=_TEXT)
+    x += 16
+    for color, label in legend:
+        x = _swatch(draw, x, y, color, label)
+    y += line
+    draw.text((gap, y + 1), "image", fill=_TEXT)
+    draw.text((gap + tile + gap, y + 1), "heatmap + boxes", fill=_TEXT)
+    if views:
+        draw.text((views_x, y + 1), f"views from the box (alpha={alpha:g})", fill=_TEXT)
+
+
+def _overlay_tile(
+    panel: Image.Image, heatmap: torch.Tensor, box: Box | None, gt: Box | None, tile: int,
+    opacity: float,
+) -> Image.Image:
+    """The tile blended with its heatmap, with the localized and ground-truth boxes."""
+    pixels = np.asarray(panel, dtype=np.float32)
+    colors = heatmap_colors(_upsample(heatmap, tile)).astype(np.float32)
+    blended = (1.0 - opacity) * pixels + opacity * colors
+    overlay = Image.fromarray(np.round(blended).clip(0, 255).astype(np.uint8))
+    overlay_draw = ImageDraw.Draw(overlay)
+    if box is not None:
+        rect = (box.x0 * tile, box.y0 * tile, box.x1 * tile, box.y1 * tile)
+        _outline(overlay_draw, rect, LOCALIZED_BOX_COLOR, 2)
+        inner = (rect[0] + 2, rect[1] + 2, rect[2] - 2, rect[3] - 2)
+        if inner[2] - inner[0] > 2 and inner[3] - inner[1] > 2:  # dark inner edge: the
+            _outline(overlay_draw, inner, _TEXT, 1)  # white line shows on any background
+    else:
+        overlay_draw.text((3, tile - 13), "no box", fill=LOCALIZED_BOX_COLOR)
+    if gt is not None:
+        _outline(overlay_draw, (gt.x0 * tile, gt.y0 * tile, gt.x1 * tile, gt.y1 * tile),
+                 GT_BOX_COLOR, 2)
+    return overlay
+
+
+def _draw_views(
+    canvas: Image.Image, draw: ImageDraw.ImageDraw, panel: Image.Image, image: Image.Image,
+    box: Box | None, views: int, views_x: int, y: int, tile: int, gap: int,
+    crop_args: tuple, rng: random.Random,
+) -> None:
+    """Sample one row's views from ``rng`` in order: windows on ``panel``, crops on ``canvas``."""
+    scale, ratio, alpha = crop_args
+    height, width_px = image.height, image.width
+    panel_draw = ImageDraw.Draw(panel)
+    factor_x, factor_y = tile / width_px, tile / height
+    for view in range(views):
+        crop_top, crop_left, crop_h, crop_w = contrastive_crop_params(
+            height, width_px, box, scale, ratio, alpha, rng
+        )
+        _outline(panel_draw, (crop_left * factor_x, crop_top * factor_y,
+                              (crop_left + crop_w) * factor_x,
+                              (crop_top + crop_h) * factor_y), _RED, 1)
+        view_resample = (F.InterpolationMode.NEAREST if tile >= max(crop_h, crop_w)
+                         else F.InterpolationMode.BILINEAR)
+        crop = F.resized_crop(image, crop_top, crop_left, crop_h, crop_w, [tile, tile],
+                              view_resample)
+        x = views_x + view * (tile + gap)
+        canvas.paste(crop, (x, y))
+        _outline(draw, (x, y, x + tile, y + tile), _RED, 2)
+
+
+def _draw_row(
+    canvas: Image.Image, draw: ImageDraw.ImageDraw, image: Image.Image, heatmap: torch.Tensor,
+    box: Box | None, gt: Box | None, y: int, views: int, views_x: int, tile: int, gap: int,
+    opacity: float, crop_args: tuple, rng: random.Random,
+) -> None:
+    """One image's row at height ``y``: image with view windows, heatmap overlay, views."""
+    resample = Image.NEAREST if tile >= max(image.height, image.width) else Image.BILINEAR
+    panel = image.resize((tile, tile), resample)
+    overlay = _overlay_tile(panel, heatmap, box, gt, tile, opacity)  # before the windows
+    _draw_views(canvas, draw, panel, image, box, views, views_x, y, tile, gap, crop_args, rng)
+    canvas.paste(panel, (gap, y))
+    canvas.paste(overlay, (gap + tile + gap, y))
+
+
 def heatmap_boxes_grid(
     images: Sequence[Image.Image],
     heatmaps: torch.Tensor | np.ndarray | Sequence[Any],
@@ -252,18 +381,7 @@ def heatmap_boxes_grid(
         ValueError: mismatched lengths, malformed heatmaps or boxes, or bad parameters.
     """
     count = len(images)
-    if count == 0:
-        raise ValueError("heatmap_boxes_grid needs at least one image")
-    if int(views) != views or views < 0:
-        raise ValueError(f"views must be an integer >= 0, got {views!r}")
-    if not 0.0 <= float(opacity) <= 1.0:
-        raise ValueError(f"opacity must be in [0, 1], got {opacity!r}")
-    if not float(alpha) > 0 or not np.isfinite(float(alpha)):
-        raise ValueError(f"alpha must be > 0 (Beta concentration), got {alpha!r}")
-    if int(tile) < 16:
-        raise ValueError(f"tile must be >= 16 pixels, got {tile!r}")
-    if captions is not None and len(captions) != count:
-        raise ValueError(f"{count} images but {len(captions)} captions")
+    _check_grid_arguments(count, views, opacity, alpha, tile, captions)
     views, tile, opacity = int(views), int(tile), float(opacity)
     maps = _as_heatmap_list(heatmaps, count)
     box_list = _as_box_list(boxes, count, "boxes")
@@ -272,124 +390,18 @@ def heatmap_boxes_grid(
     rng = random.Random(seed)
     gap, line = 4, 16
     views_x = gap + 2 * (tile + gap) + gap
-    legend = [(LOCALIZED_BOX_COLOR, "localized box")]
-    legend += [(GT_BOX_COLOR, "ground truth")] if gt_list is not None else []
-    legend += [(_RED, "ContrastiveCrop views")] if views else []
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    bar_label = "heatmap 0"
-    legend_width = (gap + int(measure.textlength(bar_label)) + 4 + 64 + 3 + 16
-                    + sum(25 + int(measure.textlength(label)) for _, label in legend))
-    width = max(views_x + views * (tile + gap) + gap, legend_width)
-    title_lines = _wrap(title, width - 2 * gap) if title else []
-    top = gap + (len(title_lines) + 2) * line  # title, legend, column headers
-    caption_h = 14 if captions is not None else 0
-    row_h = tile + caption_h + gap
+    legend, width, title_lines, top, row_h = _grid_layout(
+        views, views_x, tile, title, gt_list is not None, captions is not None, gap, line
+    )
     canvas = Image.new("RGB", (width, top + count * row_h + gap), _BACKGROUND)
     draw = ImageDraw.Draw(canvas)
-
-    y = gap
-    for text in title_lines:
-        draw.text((gap, y), text, fill=_TEXT)
-        y += line
-    # Legend: the heatmap scale as a colour bar, then the box colours.
-    draw.text((gap, y + 1), bar_label, fill=_TEXT)
-    bar_x = gap + int(draw.textlength(bar_label)) + 4
-    bar = heatmap_colors(np.linspace(0.0, 1.0, 64, dtype=np.float32))[None].repeat(10, axis=0)
-    canvas.paste(Image.fromarray(bar), (bar_x, y + 2))
-    x = bar_x + 64 + 3
-    draw.text((x, y + 1), "1", fill=_TEXT)
-    x += 16
-    for color, label in legend:
-        x = _swatch(draw, x, y, color, label)
-    y += line
-    draw.text((gap, y + 1), "image", fill=_TEXT)
-    draw.text((gap + tile + gap, y + 1), "heatmap + boxes", fill=_TEXT)
-    if views:
-        draw.text((views_x, y + 1), f"views from the box (alpha={alpha:g})", fill=_TEXT)
+    _draw_header(canvas, draw, title_lines, legend, views, views_x, tile, alpha, gap, line)
 
     for row, image in enumerate(images):
-        image = to_rgb(image)
-        height, width_px = image.height, image.width
-        resample = Image.NEAREST if tile >= max(height, width_px) else Image.BILINEAR
-        y = top + row * row_h
-        panel = image.resize((tile, tile), resample)
-        pixels = np.asarray(panel, dtype=np.float32)
-        colors = heatmap_colors(_upsample(maps[row], tile)).astype(np.float32)
-        blended = (1.0 - opacity) * pixels + opacity * colors
-        overlay = Image.fromarray(np.round(blended).clip(0, 255).astype(np.uint8))
-        overlay_draw = ImageDraw.Draw(overlay)
-        box = box_list[row]
-        if box is not None:
-            rect = (box.x0 * tile, box.y0 * tile, box.x1 * tile, box.y1 * tile)
-            _outline(overlay_draw, rect, LOCALIZED_BOX_COLOR, 2)
-            inner = (rect[0] + 2, rect[1] + 2, rect[2] - 2, rect[3] - 2)
-            if inner[2] - inner[0] > 2 and inner[3] - inner[1] > 2:  # dark inner edge: the
-                _outline(overlay_draw, inner, _TEXT, 1)  # white line shows on any background
-        else:
-            overlay_draw.text((3, tile - 13), "no box", fill=LOCALIZED_BOX_COLOR)
-        if gt_list is not None and gt_list[row] is not None:
-            gt = gt_list[row]
-            _outline(overlay_draw, (gt.x0 * tile, gt.y0 * tile, gt.x1 * tile, gt.y1 * tile),
-                     GT_BOX_COLOR, 2)
-        panel_draw = ImageDraw.Draw(panel)
-        factor_x, factor_y = tile / width_px, tile / height
-        for view in range(views):
-            crop_top, crop_left, crop_h, crop_w = contrastive_crop_params(
-                height, width_px, box, scale, ratio, alpha, rng
-            )
-            _outline(panel_draw, (crop_left * factor_x, crop_top * factor_y,
-                                  (crop_left + crop_w) * factor_x,
-                                  (crop_top + crop_h) * factor_y), _RED, 1)
-            view_resample = (F.InterpolationMode.NEAREST if tile >= max(crop_h, crop_w)
-                             else F.InterpolationMode.BILINEAR)
-            crop = F.resized_crop(image, crop_top, crop_left, crop_h, crop_w, [tile, tile],
-                                  view_resample)
-            x = views_x + view * (tile + gap)
-            canvas.paste(crop, (x, y))
-            _outline(draw, (x, y, x + tile, y + tile), _RED, 2)
-        canvas.paste(panel, (gap, y))
-        canvas.paste(overlay, (gap + tile + gap, y))
+        gt = gt_list[row] if gt_list is not None else None
+        _draw_row(canvas, draw, to_rgb(image), maps[row], box_list[row], gt, top + row * row_h,
+                  views, views_x, tile, gap, opacity, (scale, ratio, alpha), rng)
         if captions is not None:
-            draw.text((gap, y + tile + 1), str(captions[row]), fill=_TEXT)
+            draw.text((gap, top + row * row_h + tile + 1), str(captions[row]), fill=_TEXT)
     return canvas
 
-
-def render_box_picture(
-    backbone: torch.nn.Module,
-    dataset: Any,
-    boxes: Any,
-    path: Any,
-    image_size: int,
-    count: int = 8,
-    stage: int = -1,
-    reduction: str | None = None,
-    alpha: float = 0.6,
-    mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
-) -> Image.Image:
-    """The trainer's picture after a box pass: heatmaps, the table's boxes, views.
-
-    Args:
-        backbone: the model being trained (its current weights make the heatmaps).
-        dataset: the training dataset (first ``count`` samples are drawn).
-        boxes: the :class:`~timm_ccrop.boxes.BoxTable` just written by the pass; invalid
-            rows are drawn as "no box" (they are cropped at random).
-        path: PNG file to write.
-        image_size: the box pass's resolution.
-    """
-    from .localize import eval_transform, feature_heatmaps
-
-    count = min(count, len(dataset))
-    images = [to_rgb(dataset[i][0]) for i in range(count)]
-    mean, std = mean_std if mean_std is not None else (None, None)
-    transform = eval_transform(image_size, mean, std)
-    batch = torch.stack([transform(image) for image in images])
-    device = next(backbone.parameters()).device
-    maps = feature_heatmaps(backbone, batch.to(device), stage, reduction).cpu()
-    rows = [Box(*boxes.boxes[i].tolist()) if bool(boxes.valid[i]) else None
-            for i in range(count)]
-    gt = getattr(dataset, "gt_boxes", None)
-    grid = heatmap_boxes_grid(images, maps, rows, gt[:count] if gt is not None else None,
-                              views=4, alpha=alpha, tile=80,
-                              title=f"boxes of the first {count} training images")
-    grid.save(path, format="PNG")
-    return grid

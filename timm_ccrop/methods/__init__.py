@@ -26,7 +26,7 @@ from .heads import (
     SimSiamProjectionHead,
 )
 from .moco import MoCo
-from .simclr import SimCLR, nt_xent_loss
+from .simclr import SimCLR
 from .simsiam import SimSiam
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
     "backbone_feature_dim",
     "build_method",
     "cosine_momentum",
-    "nt_xent_loss",
 ]
 
 #: Method name -> class.

@@ -18,7 +18,6 @@ __all__ = [
     "SiameseMethod",
     "backbone_feature_dim",
     "cosine_momentum",
-    "full_precision",
 ]
 
 #: Momentum schedules of the target networks (MoCo, BYOL).
@@ -28,12 +27,6 @@ MOMENTUM_SCHEDULES = ("constant", "cosine")
 def cosine_momentum(base_momentum: float, progress: float) -> float:
     """BYOL's schedule: ``1 - (1 - base) * (cos(pi * progress) + 1) / 2``, base -> 1."""
     return 1.0 - (1.0 - base_momentum) * (math.cos(math.pi * progress) + 1.0) / 2.0
-
-
-def full_precision(device: torch.device) -> torch.autocast:
-    """Autocast off: contrastive logits need fp32 (bf16 keeps ~3 digits of a cosine, and a
-    temperature of 0.2 multiplies that error by 5). Inputs must be cast with ``.float()``."""
-    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def backbone_feature_dim(backbone: nn.Module) -> int:
@@ -164,6 +157,10 @@ class SiameseMethod(nn.Module):
             torch._foreach_mul_(target, momentum)
             torch._foreach_add_(target, online, alpha=1.0 - momentum)
         self.current_momentum = momentum
+
+    def check_dataset(self, num_samples: int) -> None:
+        """Warn about settings that do not suit a dataset of ``num_samples`` images (called
+        by the trainer before training; nothing to check by default)."""
 
     def on_after_optimizer_step(self, progress: float) -> None:
         """Called by the trainer after every optimizer step (not after skipped ones).

@@ -8,16 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..losses import normalized_mse
 from .base import SiameseMethod
 from .heads import BYOLPredictionHead, BYOLProjectionHead
 
-__all__ = ["BYOL", "normalized_mse"]
-
-
-def normalized_mse(prediction: Tensor, target: Tensor) -> Tensor:
-    """Mean over the batch of ``||p/|p| - z/|z|||^2 = 2 - 2 cos(p, z)``; ``z`` is detached."""
-    cosine = F.cosine_similarity(prediction.float(), target.detach().float(), dim=1)
-    return (2.0 - 2.0 * cosine).mean()
+__all__ = ["BYOL"]
 
 
 class BYOL(SiameseMethod):

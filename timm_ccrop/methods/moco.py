@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..distributed import broadcast, gather_sizes, gather_without_grad, rank, world_size
-from .base import SiameseMethod, full_precision
+from ..losses import info_nce
+from .base import SiameseMethod
 from .heads import MoCoProjectionHead
 
 __all__ = ["MoCo"]
@@ -86,6 +87,10 @@ class MoCo(SiameseMethod):
         """K, the number of keys in the queue."""
         return self.queue.shape[0]
 
+    def check_dataset(self, num_samples: int) -> None:
+        """Warn when the queue is larger than the dataset (see :meth:`warn_if_queue_exceeds`)."""
+        self.warn_if_queue_exceeds(num_samples)
+
     def warn_if_queue_exceeds(self, num_samples: int) -> bool:
         """Warn if the queue holds more keys than the dataset has images; return whether."""
         if self.queue_size <= num_samples:
@@ -142,27 +147,18 @@ class MoCo(SiameseMethod):
         all_keys[permutation] = gathered
         return all_keys[offset:offset + count], all_keys
 
-    def _contrast(self, query: Tensor, key: Tensor, queue: Tensor) -> tuple[Tensor, Tensor]:
-        with full_precision(query.device):
-            query = F.normalize(query.float(), dim=1)
-            positive = (query * key).sum(dim=1, keepdim=True)
-            negative = query @ queue.T
-            logits = torch.cat([positive, negative], dim=1) / self.temperature
-        labels = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
-        return F.cross_entropy(logits, labels), logits.detach()
-
     def forward(self, views: Sequence[Tensor]) -> dict[str, Tensor]:
         """InfoNCE of the queries against their keys and the queue; then enqueue the keys."""
         first, second = self.two_views(views)
         queue = self.queue.clone()  # the loss's snapshot: enqueue() writes in place
         query = self.projector(self.encode(first))
         key, all_keys = self.keys(second)
-        loss, logits = self._contrast(query, key, queue)
+        loss, logits = info_nce(query, key, queue, self.temperature)
         new_keys = [all_keys]
         if self.symmetric:
             key_first, all_keys_first = self.keys(first)
-            loss_swapped, logits_swapped = self._contrast(
-                self.projector(self.encode(second)), key_first, queue)
+            loss_swapped, logits_swapped = info_nce(
+                self.projector(self.encode(second)), key_first, queue, self.temperature)
             loss = (loss + loss_swapped) / 2
             logits = torch.cat([logits, logits_swapped])
             new_keys.append(all_keys_first)

@@ -8,15 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..losses import negative_cosine
 from .base import SiameseMethod
 from .heads import SimSiamPredictionHead, SimSiamProjectionHead
 
-__all__ = ["SimSiam", "negative_cosine"]
-
-
-def negative_cosine(prediction: Tensor, target: Tensor) -> Tensor:
-    """``-cos(p, stopgrad(z))``, batch mean."""
-    return -F.cosine_similarity(prediction.float(), target.detach().float(), dim=1).mean()
+__all__ = ["SimSiam"]
 
 
 class SimSiam(SiameseMethod):

@@ -1,0 +1,51 @@
+"""The package's shape (docs/architecture.md), checked by scripts/check_architecture.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "check_architecture.py"
+
+
+@pytest.fixture(scope="module")
+def checker():
+    spec = importlib.util.spec_from_file_location("check_architecture", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_no_cycles_no_private_imports_layers_point_one_way(checker) -> None:
+    assert checker.check() == []
+
+
+def test_the_checker_sees_each_kind_of_violation(checker, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "timm_ccrop"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "boxes.py").write_text("from .train import fit\n")  # primitive -> command
+    (package / "train.py").write_text("from .runs import _private\n\n\ndef fit():\n"
+                                      "    from .boxes import x\n")
+    (package / "runs.py").write_text("from .sub.a import y\n" + "z = 1\n" * 501)
+    (package / "sub" / "a.py").write_text("from ..runs import z\n")  # a cycle with runs
+    monkeypatch.setattr(checker, "ROOT", package)
+    problems = "\n".join(checker.check())
+    assert "layering: primitive timm_ccrop.boxes imports timm_ccrop.train" in problems
+    assert "private import: timm_ccrop.train imports timm_ccrop.runs._private" in problems
+    assert "import inside a function: timm_ccrop.train imports timm_ccrop.boxes" in problems
+    assert "import cycle among: timm_ccrop.runs, timm_ccrop.sub.a" in problems
+    assert "module timm_ccrop.runs has 502 lines" in problems
+
+
+def test_the_command_exits_nonzero_only_on_problems() -> None:
+    result = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.strip().endswith("0 problem(s) in " + str(SCRIPT.parent.parent /
+                                                                   "timm_ccrop"))

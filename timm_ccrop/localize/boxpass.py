@@ -1,0 +1,252 @@
+"""The box pass: every training image's heatmap and box, correct under any sharding.
+
+The online backbone runs in eval mode under no_grad over the whole training set, at the
+eval resolution with no augmentation (as the official code). Each process handles its
+shard; rows are gathered by sample index, so the result does not depend on how a loader
+shards the data (Accelerate's batch sharding included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from timm.data import create_transform
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..backbones import eval_mode, unwrap_model
+from ..boxes import box_area, paired_iou
+from ..data import BoxedDataset
+from ..distributed import gather_rows
+from .heatmaps import REDUCTIONS, heatmap_boxes, localization_defaults, reduce_channels
+from .hooks import FeatureHook, warn_if_too_coarse
+
+__all__ = ["LocalizationResult", "eval_transform", "localize_dataset", "localize_loader"]
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class LocalizationResult:
+    """Boxes of a whole dataset by sample index, and how the pass went."""
+
+    boxes: torch.Tensor  # (N, 4), the project's convention
+    degenerate: torch.Tensor  # (N,) bool: whole-image fallback (use random crop there)
+    seconds: float
+    threshold: float
+    reduction: str
+    stage: int
+    stats: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def degenerate_share(self) -> float:
+        """Share of samples whose heatmap gave no box (whole-image fallback)."""
+        return float(self.degenerate.float().mean()) if len(self.degenerate) else 0.0
+
+    @property
+    def mean_area(self) -> float:
+        """Mean box area as a fraction of the image."""
+        return float(box_area(self.boxes).mean()) if len(self.boxes) else 0.0
+
+    def mean_iou(self, ground_truth: torch.Tensor) -> float:
+        """Mean IoU of the boxes with ground-truth boxes ``(N, 4)``."""
+        return float(paired_iou(self.boxes, ground_truth.to(self.boxes)).mean())
+
+    def summary(self, ground_truth: torch.Tensor | None = None) -> dict[str, float]:
+        """Numbers worth logging after a pass (mean IoU when ground truth is given)."""
+        numbers = {
+            "box_pass_seconds": self.seconds,
+            "box_mean_area": self.mean_area,
+            "box_degenerate_share": self.degenerate_share,
+        }
+        if ground_truth is not None:
+            numbers["box_mean_iou"] = self.mean_iou(ground_truth)
+            numbers["whole_image_mean_iou"] = float(
+                paired_iou(torch.tensor([[0.0, 0.0, 1.0, 1.0]]).expand_as(ground_truth),
+                           ground_truth.float()).mean()
+            )
+        return numbers
+
+
+def eval_transform(
+    image_size: int | tuple[int, int],
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    interpolation: str = "bilinear",
+) -> Any:
+    """The box pass's transform: resize to the training size (squash, no crop), normalise.
+
+    As the official code: no augmentation, the whole image at the training resolution.
+    """
+
+    return create_transform(
+        image_size,
+        is_training=False,
+        crop_pct=1.0,
+        crop_mode="squash",
+        interpolation=interpolation,
+        mean=tuple(mean or IMAGENET_DEFAULT_MEAN),
+        std=tuple(std or IMAGENET_DEFAULT_STD),
+    )
+
+
+def localize_dataset(
+    model: nn.Module,
+    dataset: Any,
+    image_size: int | tuple[int, int],
+    threshold: float | None = None,
+    stage: int = -1,
+    reduction: str | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    accelerator: Any = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    progress: bool = True,
+) -> LocalizationResult:
+    """Run the localization pass over a whole dataset; boxes by sample index.
+
+    Eval mode, ``no_grad``, the eval transform (:func:`eval_transform`), Accelerate's
+    autocast when an ``accelerator`` is given. Under N processes the loader is sharded by
+    Accelerate (see :func:`localize_loader` for any other sharding).
+
+    Args:
+        model: the backbone being trained (wrappers are removed).
+        dataset: a map-style dataset of ``(image, target)`` (or anything
+            :class:`~timm_ccrop.data.BoxedDataset` accepts), without a transform.
+        image_size: training resolution ``H`` or ``(H, W)``.
+        threshold, reduction: ``k`` and the channel reduction; default per family.
+        stage: feature stage (``-1`` last).
+        accelerator: an ``accelerate.Accelerator`` for multi-process passes.
+        mean, std: normalisation of the model's inputs.
+    """
+
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    indexed = BoxedDataset(dataset, eval_transform(size, mean, std), return_index=True)
+    loader = DataLoader(indexed, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    if accelerator is not None:
+        loader = accelerator.prepare_data_loader(loader, device_placement=True)
+    return localize_loader(
+        model, loader, len(indexed), size, threshold=threshold, stage=stage,
+        reduction=reduction, accelerator=accelerator, progress=progress,
+        ground_truth=getattr(dataset, "gt_boxes", None),
+    )
+
+
+def _check_pass_arguments(
+    network: nn.Module, threshold: float | None, reduction: str | None
+) -> tuple[float, str]:
+    """``(threshold, reduction)`` with the family defaults filled in, checked."""
+    defaults = localization_defaults(network)
+    threshold = defaults.threshold if threshold is None else float(threshold)
+    reduction = reduction or defaults.reduction
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return threshold, reduction
+
+
+def _batch_boxes(
+    network: nn.Module, images: torch.Tensor, too_coarse: bool, autocast: Any, stage: int,
+    reduction: str, threshold: float, image_size: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's ``(boxes, degenerate)``; whole-image boxes when the stage is too coarse."""
+    if too_coarse:
+        batch_boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).repeat(len(images), 1)
+        batch_bad = torch.ones(len(images), dtype=torch.bool)
+    else:
+        with autocast(), FeatureHook(network, stage) as hook:
+            network(images)
+            maps = reduce_channels(hook.feature_map, reduction)
+        batch_boxes, batch_bad = heatmap_boxes(
+            maps, threshold, image_size, return_degenerate=True
+        )
+    return batch_boxes, batch_bad
+
+
+def _scatter_by_index(
+    num_samples: int, all_indices: torch.Tensor, all_boxes: torch.Tensor, all_bad: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write the gathered rows at their sample indices; every index must be covered."""
+    result_boxes = torch.zeros(num_samples, 4)
+    result_bad = torch.zeros(num_samples, dtype=torch.bool)
+    written = torch.zeros(num_samples, dtype=torch.bool)
+    order = all_indices.cpu()
+    result_boxes[order] = all_boxes.cpu()
+    result_bad[order] = all_bad.cpu().bool()
+    written[order] = True
+    if not written.all():
+        missing = (~written).nonzero().flatten()[:5].tolist()
+        raise RuntimeError(
+            f"the box pass produced no box for samples {missing} (of {int((~written).sum())} "
+            "missing): the loader must cover every sample index"
+        )
+    return result_boxes, result_bad
+
+
+def localize_loader(
+    model: nn.Module,
+    loader: Any,
+    num_samples: int,
+    image_size: tuple[int, int],
+    threshold: float | None = None,
+    stage: int = -1,
+    reduction: str | None = None,
+    accelerator: Any = None,
+    progress: bool = True,
+    ground_truth: torch.Tensor | None = None,
+) -> LocalizationResult:
+    """The localization pass over a loader of ``(images, target, index)`` batches.
+
+    The loader may be sharded in any way (Accelerate's batch sharding, a
+    DistributedSampler that pads with duplicates, uneven last batches): every process
+    gathers ``(index, box)`` pairs and writes each box at its own index, so the result
+    equals the single-process one. Duplicates only rewrite the same box; a sample that
+    no process saw is an error, not a silent whole-image box.
+    """
+    network = unwrap_model(accelerator.unwrap_model(model) if accelerator else model)
+    threshold, reduction = _check_pass_arguments(network, threshold, reduction)
+    too_coarse = warn_if_too_coarse(network, image_size, stage)
+    device = accelerator.device if accelerator else next(network.parameters()).device
+    autocast = accelerator.autocast if accelerator else contextlib.nullcontext
+    is_main = accelerator is None or accelerator.is_main_process
+    start = time.perf_counter()
+    indices, boxes, degenerate = [], [], []
+    with eval_mode(network), torch.no_grad():
+        for images, _, batch_indices in tqdm(
+            loader, desc="box pass", disable=not (progress and is_main), leave=False
+        ):
+            images = images.to(device, non_blocking=True)
+            batch_boxes, batch_bad = _batch_boxes(
+                network, images, too_coarse, autocast, stage, reduction, threshold, image_size
+            )
+            indices.append(batch_indices.to(device))
+            boxes.append(batch_boxes.to(device))
+            degenerate.append(batch_bad.to(device))
+    local = [torch.cat(rows) if rows else torch.zeros(0, device=device)
+             for rows in (indices, boxes, degenerate)]
+    all_indices, all_boxes, all_bad = gather_rows(
+        accelerator, local[0].long(), local[1].float().reshape(-1, 4), local[2].long()
+    )
+    result_boxes, result_bad = _scatter_by_index(num_samples, all_indices, all_boxes, all_bad)
+    result = LocalizationResult(
+        result_boxes, result_bad, time.perf_counter() - start, threshold, reduction, stage
+    )
+    result.stats = result.summary(ground_truth)
+    if is_main:
+        _LOG.info(
+            "box pass: %d images in %.1f s, degenerate %.1f%%, mean area %.3f%s",
+            num_samples, result.seconds, 100 * result.degenerate_share, result.mean_area,
+            f", mean IoU {result.stats['box_mean_iou']:.3f}" if "box_mean_iou" in result.stats
+            else "",
+        )
+    return result

@@ -1,0 +1,123 @@
+"""One training epoch, and the stop signals it checks between steps."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from ..augment import BatchedViews
+from ..boxes import BoxTable
+from ..config import TrainConfig
+from ..data import sample_seed
+from ..distributed import any_process
+
+__all__ = ["EpochResult", "device_augmenter", "stop_signals", "train_one_epoch"]
+
+Augment = Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]]
+
+
+@contextmanager
+def stop_signals() -> Iterator[dict[str, str | None]]:
+    """Turn SIGTERM/SIGINT into a flag the loop checks at step boundaries."""
+    flag: dict[str, str | None] = {"signal": None}
+
+    def handler(signum: int, frame: Any) -> None:
+        flag["signal"] = signal.Signals(signum).name
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Outside the main thread signals stay with the caller.
+        with suppress(ValueError):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def device_augmenter(views: BatchedViews, boxes: BoxTable, accelerator: Accelerator,
+                     config: TrainConfig, epoch: int) -> Augment:
+    """Views of a uint8 batch made on the device, with the boxes of this epoch."""
+    device = accelerator.device
+    generator = torch.Generator(device).manual_seed(
+        sample_seed(config.seed, epoch, 2**41 + accelerator.process_index))
+    table_boxes = boxes.boxes.to(device)
+    table_valid = (boxes.valid & boxes.is_active).to(device)
+
+    def augment(images: torch.Tensor, indices: torch.Tensor) -> list[torch.Tensor]:
+        indices = indices.to(device)
+        return views(images.to(device, non_blocking=True), table_boxes[indices],
+                     table_valid[indices], generator)
+
+    return augment
+
+
+@dataclass
+class EpochResult:
+    """What an epoch reports: its mean loss, last lr, time, and why it stopped early."""
+
+    loss: float
+    lr: float
+    train_seconds: float
+    stopped: str | None = None  # 'nan' (non-finite loss) or 'signal' (SIGTERM/SIGINT)
+
+    def record(self) -> dict[str, float]:
+        return {"loss": self.loss, "lr": self.lr, "train_seconds": self.train_seconds}
+
+
+def train_one_epoch(
+    config: TrainConfig, accelerator: Accelerator, method: Any, optimizer: torch.optim.Optimizer,
+    scheduler: Any, loader: Any, epoch: int, steps_per_epoch: int,
+    stop: dict[str, str | None], augment: Augment | None = None,
+) -> EpochResult:
+    """Train ``method`` (as prepared by Accelerate) over one pass of ``loader``.
+
+    Every rank stops at the same step when any rank sees a non-finite loss (before the
+    step is taken) or a stop signal (after it).
+    """
+    inner = accelerator.unwrap_model(method)
+    method.train()
+    total_steps = config.epochs * steps_per_epoch
+    loss_sum, steps = 0.0, 0
+    started = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False,
+               disable=not (config.progress and accelerator.is_main_process))
+
+    def result(stopped: str | None = None) -> EpochResult:
+        return EpochResult(loss_sum / max(1, steps), optimizer.param_groups[0]["lr"],
+                           time.perf_counter() - started, stopped)
+
+    for views, _, indices in bar:
+        if augment is not None:
+            views = augment(views, indices)
+        if config.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        with accelerator.autocast():
+            loss = method(views)["loss"]
+        if any_process(accelerator, not bool(torch.isfinite(loss.detach()))):
+            return result("nan")
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if config.grad_clip:
+            accelerator.clip_grad_norm_(method.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        inner.on_after_optimizer_step(((epoch - 1) * steps_per_epoch + steps + 1)
+                                      / max(1, total_steps))
+        loss_sum += float(loss.detach())
+        steps += 1
+        rate = steps * config.batch_size / max(1e-9, time.perf_counter() - started)
+        bar.set_postfix(loss=f"{loss_sum / steps:.4f}",
+                        lr=f"{optimizer.param_groups[0]['lr']:.4g}", img_s=f"{rate:.1f}")
+        if any_process(accelerator, stop["signal"] is not None):
+            return result("signal")
+    return result()
