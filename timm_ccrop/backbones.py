@@ -4,7 +4,9 @@ The one place that knows how a backbone is built (``num_classes=0``, the CIFAR-s
 architectures registered, ViTs made size-agnostic), how a state dict is read from a
 ``.safetensors`` or ``torch.save`` file (plain, nested under ``model``/``state_dict``, or
 with DDP/compile prefixes), how a training checkpoint's ``backbone.*`` weights are cut
-out, and how weights are hashed for eval reports and exports.
+out, and how weights are hashed for eval reports and exports. An exported
+``model.safetensors`` records the sha256 of its tensors in the file's metadata
+(:func:`sign_weights_file`); reading it checks them (:func:`verify_weights_file`).
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import contextlib
 import difflib
 import hashlib
 import inspect
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from timm.models import is_model, parse_model_name
 from torch import nn
 
@@ -29,8 +33,11 @@ __all__ = [
     "CONFIG_NAME",
     "EXPORT_WEIGHT_FILES",
     "WEIGHTS_NAME",
+    "WEIGHTS_SHA256_KEY",
     "WRAPPER_PREFIXES",
+    "WeightsIntegrityError",
     "backbone_state_from_checkpoint",
+    "checkpoint_weights_digest",
     "create_backbone",
     "eval_mode",
     "export_weights_file",
@@ -38,9 +45,12 @@ __all__ = [
     "probe_model",
     "read_state_dict",
     "sha256_file",
+    "sign_weights_file",
     "state_dict_sha256",
     "strip_wrapper_prefixes",
     "unwrap_model",
+    "verify_checkpoint_state",
+    "verify_weights_file",
 ]
 
 #: timm's Hub layout: the weights and the config of an exported backbone folder.
@@ -53,6 +63,14 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 CHECKPOINT_NESTS = ("model", "state_dict")
 #: The prefix of the backbone's weights inside a timm-ccrop training checkpoint.
 BACKBONE_PREFIX = "backbone."
+#: The key of the weights' sha256 (:func:`state_dict_sha256`): in an exported
+#: model.safetensors' metadata, and in a timm-ccrop training checkpoint.
+WEIGHTS_SHA256_KEY = "weights_sha256"
+_VERIFY_OPT_OUT = "or pass --no-verify-weights for a file edited on purpose"
+
+
+class WeightsIntegrityError(ValueError):
+    """A weights file whose tensors differ from the sha256 recorded when it was written."""
 
 
 # --------------------------------------------------------------------------------------
@@ -183,33 +201,106 @@ def strip_wrapper_prefixes(key: str) -> str:
     return key
 
 
-def _load_file(path: Path) -> Any:
-    if path.suffix.lower() == ".safetensors":
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as err:  # SafetensorError, OSError: a corrupt or foreign file
-            raise ValueError(f"cannot read {path} as safetensors: {err}") from err
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the header metadata of a safetensors file (CPU)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except Exception as err:  # SafetensorError, OSError: a corrupt or foreign file
+        raise ValueError(f"cannot read {path} as safetensors: {_first_line(err)}") from err
+    return tensors, metadata
+
+
+def _check_recorded(recorded: Any, state: Mapping[str, torch.Tensor], what: str,
+                    fix: str) -> None:
+    # Files written before hashes were recorded (and timm's own) carry none: they pass.
+    if recorded is not None and state_dict_sha256(state) != recorded:
+        raise WeightsIntegrityError(
+            f"{what} does not match the sha256 recorded when it was written (corrupted or "
+            f"edited); {fix}, {_VERIFY_OPT_OUT}")
+
+
+def verify_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Check a ``.safetensors`` file's tensors against the sha256 in its metadata.
+
+    Returns the tensors. Raises :class:`WeightsIntegrityError` (a ValueError, one line
+    naming the file and the fix) on a mismatch, ValueError for a file that is no
+    safetensors. A file without a recorded sha256 (an older export, timm's own) passes.
+    """
+    path = Path(path)
+    tensors, metadata = _read_safetensors(path)
+    _check_recorded(metadata.get(WEIGHTS_SHA256_KEY), tensors, f"weights file {path}",
+                    "re-export it")
+    return tensors
+
+
+def checkpoint_weights_digest(state: Mapping[str, Any]) -> str | None:
+    """The sha256 a training checkpoint records: of its ``model`` state dict (None when it
+    has none)."""
+    model = state.get("model")
+    if not isinstance(model, Mapping) or not model:
+        return None
+    return state_dict_sha256(model)
+
+
+def verify_checkpoint_state(state: Mapping[str, Any], source: Any) -> None:
+    """Check a training checkpoint's ``model`` weights against their recorded sha256.
+
+    Raises :class:`WeightsIntegrityError` on a mismatch; checkpoints without a recorded
+    sha256 (written before hashes were) pass.
+    """
+    if isinstance(state.get("model"), Mapping):
+        _check_recorded(state.get(WEIGHTS_SHA256_KEY), state["model"], f"checkpoint {source}",
+                        "use another checkpoint")
+
+
+def sign_weights_file(path: str | Path) -> str:
+    """Rewrite a ``.safetensors`` file with the sha256 of its tensors in its metadata
+    (under :data:`WEIGHTS_SHA256_KEY`; other metadata kept); returns that sha256.
+
+    timm's loader ignores the metadata; :func:`verify_weights_file` checks it.
+    """
+    path = Path(path)
+    tensors, metadata = _read_safetensors(path)
+    digest = state_dict_sha256(tensors)
+    temporary = path.with_name(f".{path.name}.signing")
+    # A sibling then a rename: the tensors just read may still map the original file.
+    save_file(tensors, str(temporary), metadata={**metadata, WEIGHTS_SHA256_KEY: digest})
+    os.replace(temporary, path)
+    return digest
+
+
+def _load_file(path: Path, verify: bool) -> Any:
+    if path.suffix.lower() == ".safetensors":
+        return verify_weights_file(path) if verify else _read_safetensors(path)[0]
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError, EOFError, ...
         raise ValueError(
             f"cannot read {path} with torch.load(weights_only=True) ({type(err).__name__}: "
             f"{_first_line(err)}); it must be a state dict saved with torch.save or a "
             ".safetensors file"
         ) from err
+    if verify and isinstance(state, dict):
+        verify_checkpoint_state(state, path)
+    return state
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, verify: bool = True) -> dict[str, torch.Tensor]:
     """A state dict from a ``.safetensors`` file or a ``torch.save`` file (weights only).
 
     Accepts a plain state dict or one nested under ``'model'``/``'state_dict'``; strips
-    ``module.``/``_orig_mod.`` prefixes. Raises FileNotFoundError for a missing file and
-    ValueError when the file is no state dict.
+    ``module.``/``_orig_mod.`` prefixes. With ``verify``, weights are checked against the
+    sha256 recorded when they were written (a safetensors file's metadata, a training
+    checkpoint's ``weights_sha256``). Raises FileNotFoundError for a missing file,
+    :class:`WeightsIntegrityError` for a mismatch and ValueError when the file is no
+    state dict.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist or is not a file")
-    state = _load_file(path)
+    state = _load_file(path, verify)
     while isinstance(state, dict):
         nested = next((state[k] for k in CHECKPOINT_NESTS if isinstance(state.get(k), dict)),
                       None)

@@ -19,6 +19,7 @@ from ..hub import (
     push_folder,
     registered_zoo_tags,
 )
+from .options import BooleanFlag
 
 __all__ = ["add_hub_parsers", "run_export", "run_push", "run_zoo"]
 
@@ -41,7 +42,8 @@ def run_export(args: argparse.Namespace) -> int:
                              "run folder records its own")
         out = export_run(args.run, args.out, checkpoint=args.checkpoint,
                          overwrite=args.overwrite, repo_id=args.repo_id, dataset=args.dataset,
-                         license=args.license, tag=args.tag, eval_reports=args.eval_json)
+                         license=args.license, tag=args.tag, eval_reports=args.eval_json,
+                         verify=args.verify_weights)
     files = sorted(p.name for p in Path(out).iterdir())
     print(f"wrote {Path(out).resolve()}: {', '.join(files)}")
     print(f"load it with timm.create_model('local-dir:{out}', pretrained=True) after "
@@ -56,7 +58,8 @@ def run_push(args: argparse.Namespace) -> int:
         result = push_folder(args.folder, args.repo_id, private=args.private,
                              revision=args.revision, create_pr=args.create_pr,
                              dry_run=args.dry_run, require_metrics=args.require_metrics,
-                             commit_message=args.commit_message)
+                             commit_message=args.commit_message,
+                             verify=args.verify_weights)
     except PushError as err:
         print(f"timm-ccrop push: error: {err}", file=sys.stderr)
         return 1
@@ -131,13 +134,17 @@ def add_hub_parsers(commands: Any) -> None:
                         help="further eval.json reports (used only if they evaluated these "
                              "weights); RUN/eval.json, RUN/backbone/eval.json and "
                              "OUT/eval.json are read anyway")
+    export.add_argument("--verify-weights", action=BooleanFlag, default=True,
+                        help="check the run's weights against the sha256 recorded when they "
+                             "were written (--no-verify-weights: for a file edited on purpose)")
     export.set_defaults(handler=run_export)
 
     push = commands.add_parser(
         "push", help="validate an exported folder and upload it to the Hugging Face Hub",
         description="Check the folder (config.json with architecture and pretrained_cfg, "
-                    "model.safetensors loads, README.md with front-matter, no pickle files), "
-                    "then create the repo (exist_ok) and upload the folder. The token is "
+                    "model.safetensors loads and matches the sha256 in its metadata, README.md "
+                    "with front-matter, no pickle files (by content), no symlink leaving the "
+                    "folder), then create the repo (exist_ok) and upload the folder. The token is "
                     "huggingface_hub's (HF_TOKEN or `hf auth login`); it is never printed.",
     )
     push.add_argument("folder", metavar="DIR", help="an exported folder (timm-ccrop export)")
@@ -150,6 +157,9 @@ def add_hub_parsers(commands: Any) -> None:
     push.add_argument("--require-metrics", action="store_true",
                       help="refuse unless the card holds measured numbers (model-index)")
     push.add_argument("--commit-message", default=None)
+    push.add_argument("--verify-weights", action=BooleanFlag, default=True,
+                      help="check model.safetensors against the sha256 in its metadata "
+                           "(--no-verify-weights: for a file edited on purpose)")
     push.set_defaults(handler=run_push)
 
     zoo = commands.add_parser(

@@ -16,7 +16,7 @@ from ..backbones import create_backbone, load_backbone_weights, probe_model, rea
 from ..data import build_dataset, default_train_split, parse_data_spec
 from ..localize import REDUCTIONS, resolve_stage
 from ..localize.pictures import localization_picture
-from .options import number
+from .options import BooleanFlag, number
 
 __all__ = ["add_show_boxes_parser", "run_show_boxes"]
 
@@ -54,7 +54,7 @@ def run_show_boxes(args: argparse.Namespace) -> int:
     model = create_backbone(args.model, pretrained=args.pretrained, seed=args.seed,
                             **model_kwargs)
     if checkpoint is not None:
-        ignored = load_backbone_weights(model, read_state_dict(checkpoint),
+        ignored = load_backbone_weights(model, read_state_dict(checkpoint, args.verify_weights),
                                         source=f"checkpoint {checkpoint}")
         note = f" (ignored classifier weights: {', '.join(ignored)})" if ignored else ""
         print(f"loaded {checkpoint}{note}")
@@ -102,6 +102,9 @@ def add_show_boxes_parser(commands: Any) -> argparse.ArgumentParser:
     show.add_argument("--checkpoint", default=None, metavar="PATH",
                       help="weights to load: a .safetensors file or a torch.save'd state "
                            "dict (possibly nested under 'model'/'state_dict')")
+    show.add_argument("--verify-weights", action=BooleanFlag, default=True,
+                      help="check --checkpoint against the sha256 recorded when it was "
+                           "written (--no-verify-weights: for a file edited on purpose)")
     show.add_argument("--pretrained", action="store_true",
                       help="load timm's pretrained weights (needs the Hub or a filled cache)")
     show.add_argument("--image-size", type=number(int, low=8, unit="pixels"), default=None,

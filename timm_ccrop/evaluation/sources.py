@@ -26,6 +26,7 @@ from ..backbones import (
     load_backbone_weights,
     sha256_file,
     state_dict_sha256,
+    verify_weights_file,
 )
 from ..config import TrainConfig
 from ..runs import list_checkpoints, read_checkpoint, read_run_config
@@ -145,8 +146,13 @@ def _timm_source(text: str) -> BackboneSource:
     return BackboneSource(text, "timm", arch, pretrained=bool(tag))
 
 
-def load_backbone(source: BackboneSource | str, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
+def load_backbone(source: BackboneSource | str, seed: int = 0, verify: bool = True
+                  ) -> tuple[nn.Module, dict[str, Any]]:
     """Build the backbone (``num_classes=0``, eval mode) and describe its weights.
+
+    With ``verify``, an export's ``model.safetensors`` and a checkpoint are checked against
+    the sha256 recorded when they were written (a ValueError naming the file on a
+    mismatch); False for weights edited on purpose.
 
     Returns ``(model, info)``: ``info`` has the source, architecture, feature size and a
     sha256 of the weights file (``sha256_of: 'file'``) or of the state dict's bytes
@@ -156,10 +162,12 @@ def load_backbone(source: BackboneSource | str, seed: int = 0) -> tuple[nn.Modul
         source = resolve_backbone_source(source)
     info: dict[str, Any] = source.to_dict()
     if source.kind == "checkpoint":
-        model, checkpoint = _backbone_from_checkpoint(source, seed)
+        model, checkpoint = _backbone_from_checkpoint(source, seed, verify)
         info.update(checkpoint)
         info["sha256"], info["sha256_of"] = state_dict_sha256(model.state_dict()), "state_dict"
     else:
+        if verify and source.weights is not None and source.weights.suffix == ".safetensors":
+            verify_weights_file(source.weights)  # before timm reads it without checking
         model = _build_named(source, seed)
         if source.weights is not None:
             info["sha256"], info["sha256_of"] = sha256_file(source.weights), "file"
@@ -189,12 +197,13 @@ def _build_named(source: BackboneSource, seed: int) -> nn.Module:
                          f"{first}).{hint}") from err
 
 
-def _backbone_from_checkpoint(source: BackboneSource, seed: int
+def _backbone_from_checkpoint(source: BackboneSource, seed: int, verify: bool
                               ) -> tuple[nn.Module, dict[str, Any]]:
     """The ``backbone.*`` weights of a training checkpoint in the run's model."""
     given = Path(source.text).expanduser()
     # A folder: its newest readable checkpoint (corrupt ones are skipped); a file: that one.
-    state, path = read_checkpoint(given if given.is_file() else Path(source.folder or given))
+    state, path = read_checkpoint(given if given.is_file() else Path(source.folder or given),
+                                  verify=verify)
     run_config = source.run_config or state.get("config") or {}
     if not run_config.get("model"):
         raise ValueError(f"checkpoint {path} has no run config (config.yaml next to it, or "

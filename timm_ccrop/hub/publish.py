@@ -3,7 +3,10 @@
 :func:`push_folder` validates a folder (:func:`validate_export`) and uploads it with
 ``huggingface_hub``; on any network or authentication failure it raises
 :class:`PushError` with every token scrubbed from the message, and leaves the folder as
-it was. The token is huggingface_hub's own; it is never read, printed or written here.
+it was. Nothing is uploaded unless model.safetensors matches the sha256 recorded in its
+metadata, no file is a pickle (by content, whatever its name) and no symlink leads out of
+the folder (symlinks that stay inside are allowed). The token is huggingface_hub's own;
+it is never read, printed or written here.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import importlib
 import json
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,7 @@ import huggingface_hub
 from huggingface_hub import errors as hub_errors
 from safetensors.torch import load_file
 
-from ..backbones import CONFIG_NAME, WEIGHTS_NAME
+from ..backbones import CONFIG_NAME, WEIGHTS_NAME, WeightsIntegrityError, verify_weights_file
 from .card import CARD_NAME, card_measurements, read_card_metadata
 from .release import HubExportError, check_repo_id
 
@@ -30,6 +34,11 @@ __all__ = ["PICKLE_SUFFIXES", "PushError", "PushResult", "push_folder", "scrub_t
 
 #: Pickle-based weight files: never exported, never uploaded.
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".pkl", ".pickle", ".ckpt")
+#: The first byte of a pickle of protocol 2 and later (then the protocol number).
+_PICKLE_PROTO = 0x80
+_PICKLE_PROTOCOLS = range(2, 6)
+#: The pickle inside a torch.save zip archive (``ARCHIVE/data.pkl``).
+_TORCH_ZIP_PICKLE = "data.pkl"
 #: huggingface_hub's errors of a failed push (those this version has).
 _HUB_ERRORS = ("HfHubHTTPError", "LocalTokenNotFoundError", "OfflineModeIsEnabled",
                "RepositoryNotFoundError", "RevisionNotFoundError", "BadRequestError")
@@ -69,16 +78,57 @@ def _config_problems(folder: Path) -> list[str]:
     return problems
 
 
-def _weights_problems(folder: Path) -> list[str]:
+def _weights_problems(folder: Path, verify: bool) -> list[str]:
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         return [f"{WEIGHTS_NAME} is missing"]
     try:
-        if not load_file(str(weights)):
-            return [f"{WEIGHTS_NAME} holds no tensors"]
-    except Exception as err:  # SafetensorError, OSError
+        tensors = verify_weights_file(weights) if verify else load_file(str(weights))
+    except WeightsIntegrityError as err:  # its message names the file and the fix
+        return [str(err)]
+    except Exception as err:  # ValueError, SafetensorError, OSError
         return [f"{WEIGHTS_NAME} does not load: {type(err).__name__}: {err}"]
-    return []
+    return [] if tensors else [f"{WEIGHTS_NAME} holds no tensors"]
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether ``path`` holds a pickle, judged by its bytes: a protocol 2-5 header, or a
+    zip holding ``*/data.pkl`` (``torch.save``'s format), so a renamed ``.pt`` is caught."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        if len(head) == 2 and head[0] == _PICKLE_PROTO and head[1] in _PICKLE_PROTOCOLS:
+            return True
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            return any(name == _TORCH_ZIP_PICKLE or name.endswith("/" + _TORCH_ZIP_PICKLE)
+                       for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False  # unreadable: the upload of it fails on its own
+
+
+def _file_problems(folder: Path) -> list[str]:
+    """Pickles (by name or content) and symlinks that lead out of ``folder``."""
+    root = folder.resolve()
+    pickles, escaping = [], []
+    for path in sorted(folder.rglob("*")):
+        name = str(path.relative_to(folder))
+        if path.is_symlink():
+            target = path.resolve()
+            if not target.is_relative_to(root):
+                escaping.append(f"{name} -> {target}")
+                continue
+        if path.is_file() and (path.name.lower().endswith(PICKLE_SUFFIXES) or _is_pickle(path)):
+            pickles.append(name)
+    problems = []
+    if pickles:
+        problems.append(f"pickle-based files are not published: {', '.join(pickles)} "
+                        "(the weights go as model.safetensors only)")
+    if escaping:
+        problems.append(f"symlinks leading out of the folder are not published: "
+                        f"{', '.join(escaping)} (copy the file in instead)")
+    return problems
 
 
 def _card_problems(folder: Path, require_metrics: bool) -> list[str]:
@@ -98,19 +148,19 @@ def _card_problems(folder: Path, require_metrics: bool) -> list[str]:
     return problems
 
 
-def validate_export(folder: str | Path, require_metrics: bool = False) -> list[str]:
-    """What is wrong with ``folder`` as a Hub model repo (empty list: nothing)."""
+def validate_export(folder: str | Path, require_metrics: bool = False,
+                    verify: bool = True) -> list[str]:
+    """What is wrong with ``folder`` as a Hub model repo (empty list: nothing).
+
+    With ``verify``, model.safetensors must match the sha256 recorded in its metadata
+    (files without one pass). Pickles are found by content as well as by name; symlinks
+    that resolve outside the folder are refused, those that stay inside are allowed.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return [f"{folder} is not a folder"]
-    problems = [*_config_problems(folder), *_weights_problems(folder),
-                *_card_problems(folder, require_metrics)]
-    pickles = [str(p.relative_to(folder)) for p in folder.rglob("*")
-               if p.is_file() and p.name.lower().endswith(PICKLE_SUFFIXES)]
-    if pickles:
-        problems.append(f"pickle-based files are not published: {', '.join(sorted(pickles))} "
-                        "(the weights go as model.safetensors only)")
-    return problems
+    return [*_config_problems(folder), *_weights_problems(folder, verify),
+            *_card_problems(folder, require_metrics), *_file_problems(folder)]
 
 
 def _human(size: int) -> str:
@@ -207,7 +257,7 @@ def _upload(api: Any, folder: Path, result: PushResult, commit_message: str | No
 def push_folder(folder: str | Path, repo_id: str, *, private: bool = False,
                 revision: str | None = None, create_pr: bool = False, dry_run: bool = False,
                 require_metrics: bool = False, commit_message: str | None = None,
-                api: Any = None) -> PushResult:
+                api: Any = None, verify: bool = True) -> PushResult:
     """Validate ``folder`` and upload it to the Hub model repo ``repo_id``.
 
     ``HfApi().create_repo(exist_ok=True)`` (private when asked), a branch for ``revision``
@@ -217,6 +267,8 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False,
 
     Args:
         api: an ``HfApi`` (tests pass a stand-in); default ``HfApi()``.
+        verify: check model.safetensors against the sha256 in its metadata (False for
+            weights edited on purpose).
 
     Raises:
         HubExportError: the folder or repo id is invalid (nothing was contacted).
@@ -224,7 +276,7 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False,
     """
     folder = Path(folder)
     check_repo_id(repo_id)
-    problems = validate_export(folder, require_metrics=require_metrics)
+    problems = validate_export(folder, require_metrics=require_metrics, verify=verify)
     if problems:
         raise HubExportError(f"refusing to push {folder}:\n  - " + "\n  - ".join(problems))
     result = PushResult(repo_id=repo_id,
