@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -189,6 +190,27 @@ def test_unreadable_samples_are_skipped_with_a_warning_and_counted() -> None:
     assert int(dataset.skipped[0]) == 2
     with pytest.raises(OSError, match="truncated"):
         BoxedDataset(FlakyFiles(), skip_unreadable=False)[2]
+
+
+class NothingReadable(FlakyFiles):
+    """Every sample is an unreadable file."""
+
+    root = "/data/broken"
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        raise OSError(f"cannot identify image file (sample {index})")
+
+
+def test_a_dataset_without_any_readable_sample_is_one_error_naming_it() -> None:
+    dataset = BoxedDataset(FlakyFiles())
+    with pytest.warns(UserWarning):
+        dataset[1]
+    assert dataset.substituted.tolist() == [False, True, False, False]  # 1 got sample 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning per file before the error
+        with pytest.raises(ValueError, match=r"no readable image in the dataset "
+                           r"NothingReadable at /data/broken: all 4 samples failed"):
+            BoxedDataset(NothingReadable())[2]
 
 
 def _draws() -> tuple[float, float, float]:

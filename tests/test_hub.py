@@ -22,6 +22,7 @@ import torch
 import yaml
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 import timm_ccrop  # noqa: F401  (registers the CIFAR-stem architectures)
@@ -482,6 +483,9 @@ def test_export_official_checkpoint(tmp_path: Path) -> None:
     assert cfg["tag"] == "ccrop_simclr_cifar10_official" and cfg["license"] == "mit"
     assert cfg["std"] == [0.2023, 0.1994, 0.2010]  # the official configs' normalisation
     assert cfg["origin_url"] == hub.OFFICIAL_REPO_URL
+    with safe_open(str(out / "model.safetensors"), framework="pt") as handle:  # integrity
+        assert handle.metadata()["weights_sha256"] == state_dict_sha256(
+            load_file(str(out / "model.safetensors")))
     loaded = timm.create_model(f"local-dir:{out}", pretrained=True)
     for key in ("conv1.weight", "layer2.0.downsample.1.running_mean", "layer4.1.conv2.weight"):
         assert torch.equal(loaded.state_dict()[key], backbone[key]), key

@@ -22,6 +22,7 @@ from torch import nn
 
 from timm_ccrop.backbones import unwrap_model
 from timm_ccrop.boxes import from_official, validate_boxes
+from timm_ccrop.data import FolderDataset
 from timm_ccrop.data.synthetic import SyntheticObjects
 from timm_ccrop.localize import (
     REDUCTIONS,
@@ -676,3 +677,31 @@ def test_localize_dataset_argument_errors(synthetic):
         localize_dataset(model, synthetic, 96, threshold=2.0, progress=False)
     with pytest.raises(ValueError, match="reduction"):
         localize_dataset(model, synthetic, 96, reduction="max", progress=False)
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_localize_dataset_marks_an_unreadable_image_degenerate(synthetic, tmp_path,
+                                                               num_workers):
+    """The loader hands the next readable image in place of an unreadable one; its row
+    must not carry that stand-in's box as valid (the flags reach us from the workers)."""
+    folder = tmp_path / "images" / "only"
+    folder.mkdir(parents=True)
+    for i in range(6):
+        synthetic[i][0].save(folder / f"{i:02d}.png")
+    data = (folder / "02.png").read_bytes()
+    (folder / "02.png").write_bytes(data[: len(data) // 2])  # truncated
+    model = family_model("resnet")
+    with warnings.catch_warnings():  # the warning is test_data's (workers keep theirs)
+        warnings.simplefilter("ignore")
+        result = localize_dataset(model, FolderDataset(tmp_path / "images"), 96,
+                                  batch_size=4, num_workers=num_workers, progress=False)
+    defaults = localization_defaults(model)
+    transform = eval_transform(96)
+    batch = torch.stack([transform(synthetic[i][0]) for i in range(6)])
+    expected, bad = heatmap_boxes(feature_heatmaps(model, batch, reduction=defaults.reduction),
+                                  defaults.threshold, (96, 96), return_degenerate=True)
+    assert not bad[3] and not torch.equal(expected[3], WHOLE)  # the stand-in has a real box
+    assert result.degenerate[2] and torch.equal(result.boxes[2], WHOLE)
+    keep = [0, 1, 3, 4, 5]
+    torch.testing.assert_close(result.boxes[keep], expected[keep], atol=1e-5, rtol=0)
+    assert torch.equal(result.degenerate[keep], bad[keep])

@@ -27,6 +27,7 @@ __all__ = [
     "BOX_SOURCES",
     "CROP_MODES",
     "GROUPS",
+    "MIN_IMAGE_SIZE",
     "MIXED_PRECISION",
     "OPTIMIZERS",
     "RECIPE_DIR",
@@ -42,6 +43,8 @@ __all__ = [
 RECIPE_DIR = Path(str(resources.files("timm_ccrop.zoo") / "recipes"))
 
 BOX_SOURCES = ("model", "ground-truth")
+#: The smallest input size (pixels) pretraining and evaluation accept.
+MIN_IMAGE_SIZE = 8
 MIXED_PRECISION = ("no", "bf16", "fp16")
 #: 'sgd' is classical momentum (the official recipes); the others are timm's (LARS and LAMB
 #: for the large-batch SimCLR/BYOL recipes), built by timm.optim.create_optimizer_v2.
@@ -148,8 +151,9 @@ class TrainConfig:
                                     "split)", group=_DATA)
     views: str = _option("cifar", "view preset of timm_ccrop.views", group=_DATA,
                          choices=VIEW_PRESETS)
-    image_size: int | None = _option(None, "input size of the views (default: the preset's "
-                                     "size)", group=_DATA, low=1)
+    # 8 px, as eval: smaller inputs leave no feature map for the crops and the heatmaps
+    image_size: int | None = _option(None, "input size of the views in pixels (default: the "
+                                     "preset's size)", group=_DATA, low=MIN_IMAGE_SIZE)
     num_workers: int = _option(2, "data loader processes per training process", group=_DATA,
                                low=0)
     augment_on: str = _option("loader", "where views are made: 'loader' (PIL, per image) or "

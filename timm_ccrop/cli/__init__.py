@@ -13,27 +13,39 @@ Subcommands, one module each (thin: they parse, call the library, print):
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from collections.abc import Sequence
 
 from .demo import add_demo_parser
 from .evaluate import add_eval_parser
 from .hub import add_hub_parsers
+from .options import OneLineErrorParser
 from .pretrain import add_pretrain_parser
 from .show_boxes import add_show_boxes_parser
 
-__all__ = ["build_parser", "main"]
+__all__ = ["DEBUG_ENV", "build_parser", "error_line", "main"]
 
 #: Errors in the user's input: printed as one line, exit code 2.
 USER_ERRORS = (ValueError, OSError)
+#: Setting this environment variable to 1 shows the traceback of input errors (--debug).
+DEBUG_ENV = "TIMM_CCROP_DEBUG"
+#: How a DataLoader worker's re-raised exception marks the worker's own traceback.
+_WORKER_TRACEBACK = "Original Traceback (most recent call last):"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``timm-ccrop`` (all subcommands)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="timm-ccrop",
-        description="ContrastiveCrop for timm: views, pretraining, evaluation, Hub export.",
+        description="ContrastiveCrop for timm: views, pretraining, evaluation, Hub export. "
+                    "An error in the input (a bad value, a missing or unreadable file) is "
+                    "reported as one line and exit code 2.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the full traceback of input errors instead of one line "
+                             f"(also: {DEBUG_ENV}=1)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_demo_parser(commands)
     add_show_boxes_parser(commands)
@@ -43,12 +55,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(err: BaseException) -> str:
+    """The message of ``err`` as one line.
+
+    An exception re-raised by a DataLoader worker carries the worker's traceback in its
+    message; only the worker's own error message is kept from it.
+    """
+    text = str(err)
+    if _WORKER_TRACEBACK in text:
+        tail = text.split(_WORKER_TRACEBACK, 1)[1]
+        # the last line starting with "[module.]TypeName: " begins the worker's message
+        pattern = rf"^(?:[\w.]+\.)?{re.escape(type(err).__name__)}: "
+        starts = list(re.finditer(pattern, tail, flags=re.MULTILINE))
+        if starts:
+            text = tail[starts[-1].end():]
+    return " ".join(text.split()) or type(err).__name__
+
+
+def _debug_requested(args: argparse.Namespace) -> bool:
+    return bool(args.debug) or os.environ.get(DEBUG_ENV, "").strip().lower() in (
+        "1", "true", "yes", "on")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``timm-ccrop`` console script; returns the exit code.
 
-    Bad arguments exit through argparse (code 2); errors in the input found later
-    (ValueError, FileNotFoundError and other OSErrors) print one line
-    ``timm-ccrop COMMAND: error: ...`` and return 2.
+    Bad arguments exit through argparse (code 2, one line); errors in the input found
+    later (ValueError, FileNotFoundError and other OSErrors) print one line
+    ``timm-ccrop COMMAND: error: ...`` and return 2, unless ``--debug`` or
+    ``TIMM_CCROP_DEBUG=1`` asks for the traceback. Other exceptions are bugs: they keep
+    their traceback.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -58,8 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except USER_ERRORS as err:
-        message = " ".join(str(err).split())
-        print(f"timm-ccrop {args.command}: error: {message}", file=sys.stderr)
+        if _debug_requested(args):
+            raise
+        print(f"timm-ccrop {args.command}: error: {error_line(err)}", file=sys.stderr)
         return 2
 
 

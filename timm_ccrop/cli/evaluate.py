@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from accelerate import PartialState
-
 from ..evaluation import (
     LINEAR_MODES,
     PROTOCOLS,
     EvalConfig,
     list_probe_recipes,
     run_evaluation,
-    summary_lines,
 )
 from .options import BooleanFlag, HelpFormatter, number
 
@@ -30,11 +27,11 @@ def run_eval(args: argparse.Namespace) -> int:
         lr=args.lr, augment=args.augment, val_fraction=args.val_fraction, seed=args.seed,
         train_split=args.train_split, test_split=args.test_split,
         mixed_precision=args.mixed_precision, progress=args.progress,
+        verify_weights=args.verify_weights,
     )
-    report = run_evaluation(config)
-    if PartialState().is_main_process:
-        for line in summary_lines(report):
-            print(line)
+    # the main process prints the numbers BEFORE eval.json is written: a failed write
+    # (one line, exit code 2) loses nothing
+    run_evaluation(config, echo=print)
     return 0
 
 
@@ -70,6 +67,9 @@ def _add_input_arguments(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--std", type=number(float, low=0, low_open=True), nargs=3,
                           default=None, metavar=("R", "G", "B"),
                           help="normalisation std (default: the model's pretrained_cfg)")
+    evaluate.add_argument("--verify-weights", action=BooleanFlag, default=True,
+                          help="check the weights against the sha256 recorded when they were "
+                               "written (--no-verify-weights: for weights edited on purpose)")
 
 
 def _add_protocol_arguments(evaluate: argparse.ArgumentParser) -> None:

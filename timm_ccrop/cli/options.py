@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
 from ..config import Bounds
 
-__all__ = ["BooleanFlag", "HelpFormatter", "number", "parse_bool", "yaml_mapping"]
+__all__ = ["BooleanFlag", "HelpFormatter", "OneLineErrorParser", "number", "parse_bool",
+           "yaml_mapping"]
 
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
@@ -99,6 +100,19 @@ class BooleanFlag(argparse.BooleanOptionalAction):
         except argparse.ArgumentTypeError as err:
             parser.error(f"argument {option_string}: {err}")
 
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse's parser, but a bad argument is ONE line on stderr (exit code 2).
+
+    argparse prints the usage before the error; a generated parser's usage is long, and
+    every other input error of ``timm-ccrop`` is one line too, so the usage is replaced
+    by a pointer to ``--help``. Subcommand parsers inherit the class.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE (see PROG --help)`` and exit with code 2."""
+        text = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {text} (see {self.prog} --help)\n")
 
 
 class HelpFormatter(argparse.HelpFormatter):

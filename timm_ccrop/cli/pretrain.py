@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -24,7 +23,6 @@ from ..config import (
     load_config_file,
     load_recipe,
 )
-from ..runs import list_checkpoints
 from ..train import TrainingStopped, train
 from .options import BooleanFlag, HelpFormatter, number, yaml_mapping
 
@@ -85,7 +83,10 @@ def add_pretrain_parser(commands: Any) -> argparse.ArgumentParser:
                        help="print the resolved configuration as YAML and exit")
     setup.add_argument("--resume", default=None, metavar="PATH|auto",
                        help="checkpoint file or run folder to resume from; 'auto' resumes "
-                            "the --output folder if it has a checkpoint")
+                            "the --output folder if it has a checkpoint, else starts fresh")
+    setup.add_argument("--overwrite", action="store_true",
+                       help="a fresh run may replace the run already in --output (without "
+                            "it, a folder that holds a run is refused)")
     groups = {name: pretrain.add_argument_group(name) for name in GROUPS}
     defaults = TrainConfig()
     for option in config_options():
@@ -116,11 +117,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
-    resume = args.resume
-    if resume == "auto":
-        resume = config.output if list_checkpoints(Path(config.output)) else None
     try:
-        result = train(config, resume=resume)
+        result = train(config, resume=args.resume, overwrite=args.overwrite)
     except TrainingStopped as err:
         print(f"timm-ccrop pretrain: {err}", file=sys.stderr)
         return 3

@@ -120,7 +120,9 @@ class BoxedDataset(Dataset):
         image_key, label_key: keys of dict samples (default: 'image'/'img', 'label').
         skip_unreadable: replace a sample whose image cannot be read (corrupt or truncated
             file) by the next readable one, with a warning; :attr:`skipped` counts them
-            across workers. If False, the error propagates.
+            across workers and :attr:`substituted` flags the indices that got a stand-in.
+            A dataset with no readable sample at all is a ValueError naming it. If
+            False, the error propagates.
         seed: if given, every sample's augmentation is seeded from ``(seed, epoch,
             index)`` (Python, numpy and torch RNGs, about 10 us), so views do not depend
             on the number of workers, their persistence, the sharding or a resume.
@@ -159,6 +161,9 @@ class BoxedDataset(Dataset):
         self.skip_unreadable = skip_unreadable
         self.epoch = torch.zeros(1, dtype=torch.long).share_memory_()
         self.skipped = torch.zeros(1, dtype=torch.long).share_memory_()
+        # per sample: loaded a stand-in because its own image was unreadable (shared, so
+        # the flags written by loader workers reach the process that reads them)
+        self.substituted = torch.zeros(len(dataset), dtype=torch.bool).share_memory_()
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch that seeds the augmentation (with ``seed``), in every worker."""
@@ -179,21 +184,42 @@ class BoxedDataset(Dataset):
         """The sample at ``index``, or the next readable one in its place.
 
         The index stays the requested one, so the box pass and training see the same
-        stand-in image for it and every index still gets a box.
+        stand-in image for it and every index still gets a box; :attr:`substituted` marks
+        it, so the box pass does not record the stand-in's box as this image's.
         """
+        failures: list[tuple[int, BaseException]] = []
         for attempt in range(len(self.dataset)):
             position = (index + attempt) % len(self.dataset)
             try:
                 img, target = split_sample(self.dataset[position], self.image_key,
                                            self.label_key)
-                return img, target
             except (OSError, SyntaxError, ValueError) as err:  # PIL's unreadable-file errors
                 if not self.skip_unreadable:
                     raise
+                failures.append((position, err))
+                continue
+            # warned only once a stand-in is found: a dataset with no readable image
+            # at all is one error below, not a warning per file first
+            for failed, err in failures:
                 self.skipped += 1
-                warnings.warn(f"skipping unreadable sample {position} "
+                warnings.warn(f"skipping unreadable sample {failed} "
                               f"({type(err).__name__}: {err})", stacklevel=2)
-        raise RuntimeError(f"no readable sample in {type(self.dataset).__name__}")
+            if failures:
+                self.substituted[index] = True
+            return img, target
+        raise ValueError(self._nothing_readable(failures))
+
+    def _nothing_readable(self, failures: Sequence[tuple[int, BaseException]]) -> str:
+        """The one-line error for a dataset whose every sample failed to load."""
+        root = getattr(self.dataset, "root", None)
+        where = (f"{type(self.dataset).__name__} at {root}" if root is not None
+                 else type(self.dataset).__name__)
+        detail = ""
+        if failures:
+            position, err = failures[0]
+            detail = f"; sample {position}: {type(err).__name__}: {err}"
+        return (f"no readable image in the dataset {where}: all {len(self.dataset)} samples "
+                f"failed to load{detail}; check that the files are valid images")
 
     def __repr__(self) -> str:
         return (

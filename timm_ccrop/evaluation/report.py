@@ -1,5 +1,6 @@
-"""The report of an evaluation: where ``eval.json`` goes, its closing fields, writing it
-atomically, and the lines ``timm-ccrop eval`` prints."""
+"""The report of an evaluation: where ``eval.json`` goes, that it can be written there
+(checked before any work), its closing fields, writing it atomically, and the lines
+``timm-ccrop eval`` prints."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ import accelerate
 import timm
 import torch
 
-from ..runs import atomic_write_text
+from ..runs import atomic_write_text, ensure_writable_folder
 from ..version import __version__
 from .settings import EvalConfig
 from .sources import BackboneSource
 
-__all__ = ["EVAL_FORMAT", "finish_report", "report_path", "summary_lines", "versions",
-           "write_report"]
+__all__ = ["EVAL_FORMAT", "ReportWriteError", "check_report_target", "finish_report",
+           "report_path", "result_lines", "summary_lines", "versions", "write_report",
+           "written_line"]
 
 #: Version of the eval.json layout.
 EVAL_FORMAT = 1
@@ -35,6 +37,41 @@ def report_path(config: EvalConfig, source: BackboneSource) -> Path:
         return source.folder / "eval.json"
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in source.name)
     return Path("runs") / "eval" / safe / "eval.json"
+
+
+class ReportWriteError(OSError):
+    """``eval.json`` could not be written; :attr:`report` holds the numbers all the same."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def _existing_ancestor(folder: Path) -> Path:
+    """``folder`` or the nearest of its parents that exists (as anything)."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return candidate
+    return folder
+
+
+def check_report_target(path: Path) -> None:
+    """Fail now, in one line, when ``eval.json`` could not be written at ``path`` later.
+
+    Creates ``path``'s folder when it is missing (an evaluation writes there anyway) and
+    writes and removes a probe file in it: an unwritable place is found before minutes
+    of feature extraction, not after. Raises an OSError naming the path.
+    """
+    path = Path(path)
+    folder = path.parent
+    advice = "choose a writable --output (a folder, or a .json file path)"
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write the report {path}: it is a folder; {advice}")
+    blocker = _existing_ancestor(folder)
+    if blocker.exists() and not blocker.is_dir():
+        raise NotADirectoryError(f"cannot write the report {path}: {blocker} is a file, "
+                                 f"not a folder; {advice}")
+    ensure_writable_folder(folder, f"the report {path}", advice)
 
 
 def versions() -> dict[str, str]:
@@ -56,9 +93,18 @@ def finish_report(report: dict[str, Any], output: Path, skipped: dict[str, int],
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
-    """Write ``report`` as indented JSON, atomically (a crash leaves the old file)."""
+    """Write ``report`` as indented JSON, atomically (a crash leaves the old file).
+
+    Raises :class:`ReportWriteError` (an OSError naming ``path``, carrying ``report``).
+    """
     # default=str: paths and other values JSON lacks are written as text
-    atomic_write_text(path, json.dumps(report, indent=2, default=str) + "\n")
+    text = json.dumps(report, indent=2, default=str) + "\n"
+    try:
+        atomic_write_text(path, text)
+    except OSError as err:
+        reason = err.strerror or str(err) or type(err).__name__
+        raise ReportWriteError(f"cannot write the report {path} ({reason}); its numbers are "
+                               "the lines printed above", report) from err
 
 
 def _format_accuracy(accuracy: dict[str, float] | None) -> str:
@@ -67,8 +113,8 @@ def _format_accuracy(accuracy: dict[str, float] | None) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items())
 
 
-def summary_lines(report: dict[str, Any]) -> list[str]:
-    """Human-readable lines of a report (printed by ``timm-ccrop eval``)."""
+def result_lines(report: dict[str, Any]) -> list[str]:
+    """The numbers of a report as lines: what was evaluated, kNN, linear probe, skips."""
     fmt = _format_accuracy
     data, backbone = report["data"], report["backbone"]
     lines = [f"backbone {backbone['source']} ({backbone['architecture']}, "
@@ -90,5 +136,14 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if skipped["train"] or skipped["test"]:
         lines.append(f"skipped unreadable images: train {skipped['train']}, test "
                      f"{skipped['test']}")
-    lines.append(f"wrote {Path(report['output']).resolve()}")
     return lines
+
+
+def written_line(report: dict[str, Any]) -> str:
+    """The line saying where the report was written."""
+    return f"wrote {Path(report['output']).resolve()}"
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """Human-readable lines of a report: :func:`result_lines` and where it was written."""
+    return [*result_lines(report), written_line(report)]

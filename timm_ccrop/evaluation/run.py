@@ -28,7 +28,16 @@ from .features import extract_features, fits_on
 from .knn import knn_accuracy
 from .probe import EvalSets, LinearProbeResult, linear_probe_features, linear_probe_images
 from .recipes import ProbeRecipe, load_probe_recipe, probe_train_transform
-from .report import EVAL_FORMAT, finish_report, report_path, write_report
+from .report import (
+    EVAL_FORMAT,
+    ReportWriteError,
+    check_report_target,
+    finish_report,
+    report_path,
+    result_lines,
+    write_report,
+    written_line,
+)
 from .settings import EvalConfig
 from .sources import BackboneSource, load_backbone, resolve_backbone_source
 from .splits import dataset_targets, labelled_split, split_validation
@@ -58,7 +67,8 @@ class EvalInputs:
 
 def resolve_inputs(config: EvalConfig) -> EvalInputs:
     """Check the settings, the backbone source, the data spec, that both splits exist and
-    are labelled, the probe recipe; decide the output file. Nothing heavy is done."""
+    are labelled, the probe recipe; decide the output file and check that it can be
+    written (its folder is created). Nothing heavy is done."""
     config.validate()
     source = resolve_backbone_source(config.backbone)
     data_text = config.data
@@ -76,8 +86,10 @@ def resolve_inputs(config: EvalConfig) -> EvalInputs:
     recipe = None
     if "linear" in config.protocols and config.probe_recipe != "auto":
         recipe = load_probe_recipe(config.probe_recipe)  # an explicit name/path: check now
+    output = report_path(config, source)
+    check_report_target(output)  # last: other bad input leaves no folder behind
     return EvalInputs(source, spec, train_split, test_split, train_dataset, test_dataset,
-                      train_idx, val_idx, recipe, report_path(config, source))
+                      train_idx, val_idx, recipe, output)
 
 
 @dataclass
@@ -162,7 +174,8 @@ def _check_batch_split(config: EvalConfig, recipe: ProbeRecipe, processes: int) 
 
 def _prepare(config: EvalConfig, inputs: EvalInputs, accelerator: Any) -> _Evaluation:
     """Load the backbone and settle the recipe, the preprocessing and the classes."""
-    model, backbone_info = load_backbone(inputs.source, seed=config.seed)
+    model, backbone_info = load_backbone(inputs.source, seed=config.seed,
+                                        verify=config.verify_weights)
     data_config = resolve_model_data_config(model)
     size = int(config.image_size or data_config["input_size"][-1])
     recipe = _final_recipe(config, inputs.recipe, size)
@@ -297,19 +310,45 @@ def _default_accelerator(config: EvalConfig) -> Accelerator:
                        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=False))
 
 
-def run_evaluation(config: EvalConfig, accelerator: Any = None) -> dict[str, Any]:
+def _publish(report: dict[str, Any], output: Path,
+             echo: Callable[[str], None] | None) -> ReportWriteError | None:
+    """Print the numbers, then write eval.json: a failed write loses nothing printed.
+
+    Returns the write error (raised by the caller once every process is done)."""
+    if echo is not None:
+        for line in result_lines(report):
+            echo(line)
+    try:
+        write_report(output, report)
+    except ReportWriteError as err:
+        return err
+    if echo is not None:
+        echo(written_line(report))
+    return None
+
+
+def run_evaluation(config: EvalConfig, accelerator: Any = None,
+                   echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Evaluate a frozen backbone with kNN and/or a linear probe; write ``eval.json``.
 
     Everything that can be checked without heavy work is checked first (settings,
     backbone source, data spec, that the splits exist and are labelled, the probe
-    recipe, the output folder). Returns the report that is written (by the main
-    process) to ``eval.json``; its ``output`` key says where.
+    recipe, that the output folder is writable). Returns the report that is written (by
+    the main process) to ``eval.json``; its ``output`` key says where.
+
+    Args:
+        config: the settings.
+        accelerator: an ``accelerate.Accelerator`` (default: one for ``config``).
+        echo: called by the main process with each summary line (e.g. ``print``): the
+            numbers BEFORE eval.json is written, then where it was written.
+
+    Raises:
+        ReportWriteError: eval.json could not be written (an OSError; the numbers were
+            echoed and are in its ``report``).
     """
     started = time.perf_counter()
     inputs = resolve_inputs(config)
     accelerator = accelerator if accelerator is not None else _default_accelerator(config)
-    if accelerator.is_main_process:
-        inputs.output.parent.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
     run = _prepare(config, inputs, accelerator)
     features = _features(run)
@@ -323,7 +362,8 @@ def run_evaluation(config: EvalConfig, accelerator: Any = None) -> dict[str, Any
             report["linear"] = _probe_section(probe)
     run.timings["total_s"] = round(time.perf_counter() - started, 3)
     finish_report(report, inputs.output, run.skipped, run.timings)
-    if accelerator.is_main_process:
-        write_report(inputs.output, report)
-    accelerator.wait_for_everyone()
+    failure = _publish(report, inputs.output, echo) if accelerator.is_main_process else None
+    accelerator.wait_for_everyone()  # before raising: the other processes must not hang
+    if failure is not None:
+        raise failure
     return report

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import MIN_IMAGE_SIZE
+
 __all__ = ["LINEAR_MODES", "PROTOCOLS", "EvalConfig"]
 
 #: Values of ``--protocol``.
@@ -22,6 +24,8 @@ class EvalConfig:
     (``data``: its ``eval_data`` or ``data``), next to the backbone (``output``).
     ``probe_recipe='auto'``: ``imagenet`` for inputs of 128 px and more, else ``small``.
     ``knn_temperature`` is ``T`` of the kNN vote weights ``exp(similarity / T)``.
+    ``verify_weights``: check the backbone's weights against the sha256 recorded when they
+    were written (False for weights edited on purpose).
     """
 
     backbone: str
@@ -46,6 +50,7 @@ class EvalConfig:
     test_split: str | None = None
     mixed_precision: str = "no"
     progress: bool = True
+    verify_weights: bool = True
 
     def validate(self) -> None:
         """Raise one ValueError that lists every invalid setting."""
@@ -62,10 +67,12 @@ class EvalConfig:
             problems.append(f"knn temperature must be > 0, got {self.knn_temperature}")
         if not 0 <= self.val_fraction < 1:
             problems.append(f"val fraction must be in [0, 1), got {self.val_fraction}")
-        for name in ("batch_size", "epochs", "image_size"):
+        for name in ("batch_size", "epochs"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{name} must be >= 1, got {value}")
+        if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
+            problems.append(f"image_size must be >= {MIN_IMAGE_SIZE}, got {self.image_size}")
         if self.lr is not None and not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
         if self.num_workers < 0:

@@ -10,7 +10,8 @@ An exported folder is what ``timm.create_model('hf-hub:ORG/NAME', pretrained=Tru
   ``resnet18`` would otherwise claim timm's ``a1_in1k`` tag, its paper, its crop_pct and
   test size).
 * ``model.safetensors``: the backbone only (no projector, predictor, momentum encoder,
-  queue), no pickle.
+  queue), no pickle; its metadata records the sha256 of the tensors (``weights_sha256``),
+  which ``eval``, ``export`` and ``push`` check (timm's loader ignores it).
 * ``README.md``: the model card (:mod:`timm_ccrop.hub.card`).
 
 Folders are built in a staging sibling and renamed into place (:mod:`timm_ccrop.runs`),
@@ -37,6 +38,7 @@ from ..backbones import (
     backbone_state_from_checkpoint,
     create_backbone,
     read_state_dict,
+    sign_weights_file,
 )
 from ..config import TrainConfig
 from ..localize import localization_defaults
@@ -45,7 +47,8 @@ from .card import CARD_NAME, CardInfo, render_card
 from .release import METHOD_NAMES, HubExportError, Release, check_tag
 from .reports import export_hashes, matching_eval_reports, measurements_from_eval, monitor_record
 
-__all__ = ["export_backbone", "export_run", "release_for_config", "write_weights_and_config"]
+__all__ = ["check_export_target", "export_backbone", "export_run", "release_for_config",
+           "write_weights_and_config"]
 
 #: Fields of config.json's pretrained_cfg that timm computes from the live model.
 _COMPUTED_FIELDS = ("fixed_input_size", "first_conv", "custom_load", "num_classes")
@@ -81,7 +84,8 @@ def _jsonable(value: Any) -> Any:
 def write_weights_and_config(backbone: nn.Module, folder: Path, cfg: dict[str, Any],
                              model_args: dict[str, Any] | None) -> dict[str, Any]:
     """timm's ``save_for_hf`` (safetensors only), then config.json's pretrained_cfg set to
-    exactly ``cfg`` (its non-null fields) plus the fields timm computes from the model."""
+    exactly ``cfg`` (its non-null fields) plus the fields timm computes from the model,
+    and the sha256 of the weights recorded in model.safetensors' metadata."""
     data_config = {key: cfg[key] for key in ("input_size", "interpolation", "crop_pct",
                                              "crop_mode", "mean", "std")}
     with _swapped_pretrained_cfg(backbone, cfg):
@@ -98,6 +102,7 @@ def write_weights_and_config(backbone: nn.Module, folder: Path, cfg: dict[str, A
     config["pretrained_cfg"] = _jsonable(final)
     config["architecture"] = cfg["architecture"]
     path.write_text(json.dumps(config, indent=2) + "\n")
+    sign_weights_file(folder / WEIGHTS_NAME)
     for stray in folder.iterdir():  # save_for_hf writes only these two; be sure
         if stray.name not in (CONFIG_NAME, WEIGHTS_NAME):
             stray.unlink()
@@ -189,8 +194,9 @@ def _run_config(run: RunFolder, checkpoint: dict[str, Any] | None) -> tuple[Trai
                                                                  sort_keys=False)
 
 
-def _load_run(path: Path, checkpoint: Path | None) -> _Run:
-    """A run folder (its newest valid checkpoint, else its ``backbone/``) or a checkpoint."""
+def _load_run(path: Path, checkpoint: Path | None, verify: bool) -> _Run:
+    """A run folder (its newest valid checkpoint, else its ``backbone/``) or a checkpoint;
+    with ``verify`` the weights are checked against their recorded sha256."""
     if path.is_file():
         checkpoint, path = path, path.parent
     if not path.is_dir():
@@ -198,7 +204,8 @@ def _load_run(path: Path, checkpoint: Path | None) -> _Run:
     run = RunFolder(path)
     state = None
     if checkpoint is not None or run.checkpoints():
-        state, _ = read_checkpoint(checkpoint if checkpoint is not None else path)
+        state, _ = read_checkpoint(checkpoint if checkpoint is not None else path,
+                                   verify=verify)
     config, text = _run_config(run, state)
     if state is not None:
         try:
@@ -210,7 +217,8 @@ def _load_run(path: Path, checkpoint: Path | None) -> _Run:
                     bool(state.get("partial", False)), text)
     exported = run.backbone_dir / WEIGHTS_NAME
     if exported.is_file():
-        return _Run(path, config, read_state_dict(exported), config.epochs, False, text)
+        return _Run(path, config, read_state_dict(exported, verify),
+                    config.epochs, False, text)
     raise FileNotFoundError(f"{path} holds no checkpoint-epoch*.pt and no "
                             f"backbone/{WEIGHTS_NAME}")
 
@@ -243,10 +251,36 @@ def _run_card(run: _Run, release: Release, backbone: nn.Module) -> CardInfo:
     )
 
 
+def check_export_target(run: str | Path, out: str | Path) -> None:
+    """Refuse an export folder ``out`` that is, contains or lies inside the run folder.
+
+    Replacing ``out`` (``--overwrite``) would delete the run itself, or the run and every
+    file next to it; writing inside it mixes the export with the run's own files. Paths
+    are compared resolved (symlinks, ``..``). ``run`` may be a checkpoint file: its folder
+    counts. Raises :class:`HubExportError` naming both paths and a folder to use instead.
+    """
+    source = Path(run).expanduser()
+    folder = (source.parent if source.is_file() else source).resolve()
+    target = Path(out).expanduser().resolve()
+    if target == folder:
+        relation = "is"
+    elif folder.is_relative_to(target):
+        relation = "contains"
+    elif target.is_relative_to(folder):
+        relation = "lies inside"
+    else:
+        return
+    raise HubExportError(
+        f"--out {target} {relation} the run folder {folder} being exported (writing it "
+        f"would mix with or replace the run); export outside the run, e.g. --out "
+        f"{folder.parent / (folder.name + '-export')}")
+
+
 def export_run(run: str | Path, out: str | Path, *, checkpoint: str | Path | None = None,
                overwrite: bool = False, repo_id: str | None = None,
                dataset: str | None = None, license: str = "apache-2.0",
-               tag: str | None = None, eval_reports: Sequence[str | Path] = ()) -> Path:
+               tag: str | None = None, eval_reports: Sequence[str | Path] = (),
+               verify: bool = True) -> Path:
     """Export a training run's backbone to ``out`` in timm's Hub layout, with a model card.
 
     Args:
@@ -261,9 +295,14 @@ def export_run(run: str | Path, out: str | Path, *, checkpoint: str | Path | Non
         eval_reports: further ``eval.json`` files; like the run's own ones (``RUN/eval.json``,
             ``RUN/backbone/eval.json``, ``OUT/eval.json``) they are used only when they
             evaluated these very weights.
+        verify: check the checkpoint's (or ``backbone/model.safetensors``') weights
+            against the sha256 recorded when they were written; False for a file edited on
+            purpose.
     """
     out = Path(out)
-    loaded = _load_run(Path(run), Path(checkpoint) if checkpoint is not None else None)
+    check_export_target(run, out)  # before anything is read or written
+    loaded = _load_run(Path(run), Path(checkpoint) if checkpoint is not None else None,
+                       verify)
     backbone = _run_backbone(loaded)
     release = release_for_config(loaded.config, license, kind=dataset or None,
                                  hf_hub_id=repo_id, crop_params=_crop_params(loaded.config,

@@ -137,7 +137,7 @@ def localize_dataset(
     return localize_loader(
         model, loader, len(indexed), size, threshold=threshold, stage=stage,
         reduction=reduction, accelerator=accelerator, progress=progress,
-        ground_truth=getattr(dataset, "gt_boxes", None),
+        ground_truth=getattr(dataset, "gt_boxes", None), substituted=indexed.substituted,
     )
 
 
@@ -193,6 +193,20 @@ def _scatter_by_index(
     return result_boxes, result_bad
 
 
+def _mark_substituted(
+    batch_boxes: torch.Tensor, batch_bad: torch.Tensor, flags: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole-image, degenerate rows where the loader substituted another image: the box
+    found is the stand-in's, not the unreadable image's (which then gets random crops)."""
+    flags = flags.to(batch_bad.device, torch.bool)
+    if not flags.any():
+        return batch_boxes, batch_bad
+    batch_boxes = batch_boxes.clone()
+    batch_boxes[flags] = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=batch_boxes.dtype,
+                                      device=batch_boxes.device)
+    return batch_boxes, batch_bad.bool() | flags
+
+
 def localize_loader(
     model: nn.Module,
     loader: Any,
@@ -204,6 +218,7 @@ def localize_loader(
     accelerator: Any = None,
     progress: bool = True,
     ground_truth: torch.Tensor | None = None,
+    substituted: torch.Tensor | None = None,
 ) -> LocalizationResult:
     """The localization pass over a loader of ``(images, target, index)`` batches.
 
@@ -212,6 +227,11 @@ def localize_loader(
     gathers ``(index, box)`` pairs and writes each box at its own index, so the result
     equals the single-process one. Duplicates only rewrite the same box; a sample that
     no process saw is an error, not a silent whole-image box.
+
+    ``substituted`` (``(N,)`` bool by sample index, e.g.
+    :attr:`~timm_ccrop.data.BoxedDataset.substituted`, written by the loader's workers)
+    marks samples whose unreadable image was replaced by another: their rows are
+    degenerate whole-image boxes.
     """
     network = unwrap_model(accelerator.unwrap_model(model) if accelerator else model)
     threshold, reduction = _check_pass_arguments(network, threshold, reduction)
@@ -229,6 +249,9 @@ def localize_loader(
             batch_boxes, batch_bad = _batch_boxes(
                 network, images, too_coarse, autocast, stage, reduction, threshold, image_size
             )
+            if substituted is not None:  # read after the batch: its workers set the flags
+                batch_boxes, batch_bad = _mark_substituted(
+                    batch_boxes, batch_bad, substituted[batch_indices.cpu()])
             indices.append(batch_indices.to(device))
             boxes.append(batch_boxes.to(device))
             degenerate.append(batch_bad.to(device))
