@@ -171,7 +171,7 @@ def run_cell(args: argparse.Namespace, method: str, mode: str, seed: int, data: 
         output=str(folder), seed=seed, num_workers=args.workers, image_size=args.image_size,
     )
     started = time.perf_counter()
-    result = train(config)
+    result = train(config, overwrite=True)  # a cell reruns only when its result is stale
     train_wall = time.perf_counter() - started
     metrics = read_metrics(result.metrics)
     accuracy = evaluate(str(folder), data, folder / "eval.json", seed, args.workers)

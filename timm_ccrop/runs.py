@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import io
 import json
 import logging
@@ -31,13 +32,22 @@ from typing import Any
 import torch
 import yaml
 
+from .backbones import (
+    WEIGHTS_SHA256_KEY,
+    WeightsIntegrityError,
+    checkpoint_weights_digest,
+    verify_checkpoint_state,
+)
+
 __all__ = [
     "BOXES_CSV_COLUMNS",
     "CHECKPOINT_PATTERN",
     "OutputExistsError",
     "RunFolder",
+    "RunFolderError",
     "atomic_write_bytes",
     "atomic_write_text",
+    "ensure_writable_folder",
     "list_checkpoints",
     "read_checkpoint",
     "read_metrics",
@@ -83,6 +93,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """:func:`atomic_write_bytes` for UTF-8 text."""
     atomic_write_bytes(path, text.encode())
+
+
+def ensure_writable_folder(folder: Path, what: str, advice: str) -> None:
+    """Create ``folder`` if needed and prove it writable (a probe file, written and
+    removed), so that a long job fails before its work, not after. Raises one-line
+    OSErrors naming ``what`` and ``advice``."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"cannot write {what}: {folder} is a file, not a folder; "
+                                 f"{advice}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise type(err)(f"cannot write {what}: {folder} is not writable ({reason}); "
+                        f"{advice}") from err
 
 
 def _umask() -> int:
@@ -153,10 +182,23 @@ def staging_folder(target: Path, overwrite: bool) -> Iterator[Path]:
 
 
 def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
-    """``torch.save`` ``state`` atomically (a temporary sibling, fsync, rename)."""
+    """``torch.save`` ``state`` atomically (a temporary sibling, fsync, rename), with the
+    sha256 of its ``model`` weights recorded under ``weights_sha256``.
+
+    A full disk raises OSError naming the file (and leaves no temporary file behind).
+    """
+    state = dict(state)
+    digest = checkpoint_weights_digest(state)
+    if digest is not None:
+        state[WEIGHTS_SHA256_KEY] = digest
     buffer = io.BytesIO()
-    torch.save(dict(state), buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    torch.save(state, buffer)
+    path = Path(path)
+    try:
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as err:
+        raise type(err)(f"cannot write checkpoint {path} ({err.strerror or err}); free space "
+                        "(or fix the folder) and resume with --resume auto") from err
 
 
 def list_checkpoints(run: Path) -> list[Path]:
@@ -164,28 +206,45 @@ def list_checkpoints(run: Path) -> list[Path]:
     return sorted(Path(run).glob(CHECKPOINT_GLOB), reverse=True)
 
 
-def read_checkpoint(run_or_file: Path) -> tuple[dict[str, Any], Path]:
+def read_checkpoint(run_or_file: Path, verify: bool = True) -> tuple[dict[str, Any], Path]:
     """The newest readable checkpoint of a run folder, or the given file
-    (``weights_only=True``); in a folder, unreadable checkpoints are skipped with a warning.
+    (``weights_only=True``); in a folder, unreadable or corrupted checkpoints are skipped
+    with a warning.
 
-    Raises FileNotFoundError when there is none, ValueError when none can be read.
+    Args:
+        run_or_file: a run folder or a checkpoint file.
+        verify: check the weights against their recorded sha256 (see
+            :func:`~timm_ccrop.backbones.verify_checkpoint_state`); False for a checkpoint
+            edited on purpose.
+
+    Raises FileNotFoundError when there is none, ValueError (WeightsIntegrityError for a
+    sha256 mismatch of a single file) when none can be read.
     """
     run_or_file = Path(run_or_file)
     single = run_or_file.is_file()
     candidates = [run_or_file] if single else list_checkpoints(run_or_file)
     if not candidates:
         raise FileNotFoundError(f"no {CHECKPOINT_GLOB} in {run_or_file}")
+    skipped: list[str] = []
     for candidate in candidates:
         try:
-            return torch.load(candidate, map_location="cpu", weights_only=True), candidate
+            state = torch.load(candidate, map_location="cpu", weights_only=True)
+            if verify:
+                verify_checkpoint_state(state, candidate)
         except Exception as err:  # truncated or corrupt: fall back to the previous one
+            if single and isinstance(err, WeightsIntegrityError):
+                raise
             if single:
                 raise ValueError(f"checkpoint {candidate} is unreadable "
                                  f"({type(err).__name__}: {_first_line(err)})") from err
-            _LOG.warning("checkpoint %s is unreadable (%s); trying the previous one",
-                         candidate, _first_line(err))
-    raise ValueError(f"every checkpoint in {run_or_file} is unreadable; start a new run or "
-                     "point --resume at a readable checkpoint file")
+            skipped.append(f"{candidate.name} ({type(err).__name__}: {_first_line(err)})")
+            continue
+        if skipped:
+            _LOG.warning("skipped damaged newer checkpoints: %s; using %s",
+                         "; ".join(skipped), candidate.name)
+        return state, candidate
+    raise ValueError(f"every checkpoint in {run_or_file} is unreadable ({'; '.join(skipped)}); "
+                     "start a new run or point --resume at a readable checkpoint file")
 
 
 def _first_line(err: BaseException) -> str:
@@ -236,8 +295,25 @@ def write_boxes_csv(path: Path, boxes: torch.Tensor, valid: torch.Tensor | None 
     atomic_write_text(Path(path), out.getvalue())
 
 
+class RunFolderError(ValueError):
+    """A run folder that cannot be used as asked (holds another run, or is in use)."""
+
+
+#: What a run writes into its folder (``has_run`` looks for these).
+RUN_FILE_PATTERNS = (CONFIG_FILE, METRICS_FILE, BOXES_FILE, CHECKPOINT_GLOB,
+                     "boxes-epoch*.png", BACKBONE_DIR)
+LOCK_FILE = ".lock"
+
+
 class RunFolder:
-    """One run's folder: the paths of its files and the reads and writes on them."""
+    """One run's folder: the paths of its files and the reads and writes on them.
+
+    Guarantees (README, "Reliability"): a folder holds one run (:meth:`lock` while a
+    trainer writes it; a fresh run refuses a folder that :meth:`has_run` unless told to
+    :meth:`clear_run`); every file is written atomically; temporary files of a crashed
+    writer are swept on start (:meth:`sweep_temporaries`); metrics rows past the epoch a
+    run resumes from are dropped (:meth:`truncate_metrics`), so no row is ever doubled.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -273,7 +349,62 @@ class RunFolder:
         return list_checkpoints(self.path)
 
     def create(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        """Create the folder; one-line OSError when it cannot be created or written."""
+        ensure_writable_folder(self.path, "the run folder", "choose another --output")
+
+    def run_files(self) -> list[Path]:
+        """The files and folders of a run in this folder (empty for a fresh folder)."""
+        if not self.path.is_dir():
+            return []
+        return sorted({found for pattern in RUN_FILE_PATTERNS
+                       for found in self.path.glob(pattern)})
+
+    def has_run(self) -> bool:
+        return bool(self.run_files())
+
+    def clear_run(self) -> None:
+        """Remove a previous run's files (``--overwrite``); other files stay."""
+        for path in self.run_files():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+    def sweep_temporaries(self) -> list[Path]:
+        """Remove temporary files and folders a crashed writer left (``.NAME.tmp-*``,
+        ``.NAME.old-*``); returns what was removed."""
+        swept = sorted([*self.path.glob(".*.tmp-*"), *self.path.glob(".*.old-*")])
+        for path in swept:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        return swept
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold an exclusive lock on the folder for the block (one trainer per folder).
+
+        Raises :class:`RunFolderError` at once when another process holds it. The lock is
+        the kernel's (``flock``): it goes away with its process, also on SIGKILL.
+        """
+        handle = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115  (held for the block)
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                owner = handle.read().strip() or "unknown"
+                raise RunFolderError(
+                    f"run folder {self.path} is in use by another trainer (pid {owner}); "
+                    "wait for it to finish, or choose another --output") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+        finally:
+            handle.close()  # releases the lock
 
     def write_config(self, values: Mapping[str, Any]) -> None:
         atomic_write_text(self.config_path, yaml.safe_dump(dict(values), sort_keys=False))
@@ -290,6 +421,22 @@ class RunFolder:
 
     def read_metrics(self) -> list[dict[str, Any]]:
         return read_metrics(self.metrics_path)
+
+    def truncate_metrics(self, last_epoch: int,
+                         last_row: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Make ``metrics.jsonl`` end at ``last_epoch`` (a resume redoes later epochs).
+
+        Rows of later epochs are dropped; ``last_row`` (the row a checkpoint carries) is
+        appended when the file lacks ``last_epoch``'s row (a stop between the checkpoint
+        and its row). Returns the rows kept.
+        """
+        rows = self.read_metrics()
+        keep = [row for row in rows if int(row.get("epoch", 0)) <= last_epoch]
+        if last_row is not None and not any(row.get("epoch") == last_epoch for row in keep):
+            keep.append(dict(last_row))
+        if keep != rows:
+            atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
+        return keep
 
     def save_checkpoint(self, state: Mapping[str, Any], epoch: int, keep: int) -> Path:
         """Save ``state`` as epoch ``epoch``'s checkpoint; keep the newest ``keep``."""

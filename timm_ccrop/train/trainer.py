@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +30,12 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 
 from ..config import TrainConfig
 from ..data import sample_seed, seed_everything
+from ..distributed import any_process
 from ..hub import export_backbone
 from ..localize import localize_dataset
 from ..localize.pictures import render_box_picture
 from ..methods import SiameseMethod
-from ..runs import RunFolder, read_checkpoint, write_boxes_csv
+from ..runs import RunFolder, RunFolderError, read_checkpoint, write_boxes_csv
 from .epoch import EpochResult, device_augmenter, stop_signals, train_one_epoch
 from .monitor import knn_datasets, knn_monitor
 from .setup import RunData, build_data, build_method_for, build_optimizer, build_scheduler
@@ -70,26 +74,99 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     knn_data: tuple | None
+    last_checkpoint: Path | None = None  # the newest good checkpoint of this run
+    skipped_before: int = 0  # unreadable samples skipped before this epoch
 
     @property
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
 
 
-def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult:
+def train(config: TrainConfig, resume: str | Path | None = None,
+          overwrite: bool = False) -> TrainResult:
     """Pretrain ``config.model`` with ``config.method``; see :class:`TrainConfig`.
 
     Args:
         config: the run's settings (validated first).
-        resume: a checkpoint file or a run folder (newest valid checkpoint), or None.
+        resume: a checkpoint file or a run folder (its newest valid checkpoint), ``'auto'``
+            (the output folder's newest checkpoint if it has one, else a fresh run), or None
+            for a fresh run.
+        overwrite: a fresh run may replace a previous run's files in ``config.output``
+            (without it, a folder that holds a run is refused).
+
+    Raises:
+        ValueError / OSError: bad settings, a folder that holds another run or is in use,
+            an unwritable output, a checkpoint that does not fit (one line each).
+        TrainingStopped: the loss or the weights became non-finite.
     """
     config.validate()
+    folder = RunFolder(config.output)
+    if resume == "auto":
+        # Nothing to resume: start fresh, replacing what a run that never reached its
+        # first checkpoint left behind.
+        resume, overwrite = (folder.path, overwrite) if folder.checkpoints() else (None, True)
     accelerator = _accelerator(config)
-    run = _build_run(config, accelerator)
-    start_epoch = _resume(run, resume) if resume is not None else 1
-    _start_logging(run)
-    epoch, last_checkpoint, stopped = _train_epochs(run, start_epoch)
-    return _finish(run, epoch, last_checkpoint, stopped)
+    with _claim(folder, accelerator, fresh=resume is None, overwrite=overwrite):
+        checkpoint = _read_resumable(config, Path(resume)) if resume is not None else None
+        run = _build_run(config, accelerator, folder)
+        start_epoch = _resume(run, *checkpoint) if checkpoint is not None else 1
+        _start_logging(run)
+        epoch, last_checkpoint, stopped = _train_epochs(run, start_epoch)
+        return _finish(run, epoch, last_checkpoint, stopped)
+
+
+@contextmanager
+def _claim(folder: RunFolder, accelerator: Accelerator, fresh: bool,
+           overwrite: bool) -> Iterator[None]:
+    """Make ``folder`` this run's, for the block: writable, locked against a second
+    trainer, holding no other run (unless ``overwrite``), swept of a crashed writer's
+    temporary files. A folder this call created is removed again if the run fails on bad
+    input before it wrote anything (such a failure leaves nothing behind)."""
+    created = not folder.path.exists()
+    with ExitStack() as stack:
+        error: Exception | None = None
+        if accelerator.is_main_process:
+            try:
+                folder.create()
+                stack.enter_context(folder.lock())
+                _check_fresh(folder, fresh, overwrite)
+            except (ValueError, OSError) as err:
+                error = err
+        if any_process(accelerator, error is not None):
+            raise error or RunFolderError(f"the main process could not claim {folder.path}")
+        if accelerator.is_main_process:
+            folder.sweep_temporaries()
+            if fresh and overwrite:
+                folder.clear_run()
+        try:
+            yield
+        except (ValueError, OSError):
+            if accelerator.is_main_process and fresh and not _finished_an_epoch(folder):
+                # Bad input: leave no trace, so that the corrected command runs as given.
+                stack.close()  # release the lock before removing its file
+                _remove_start(folder, created)
+            raise
+
+
+def _finished_an_epoch(folder: RunFolder) -> bool:
+    return bool(folder.checkpoints()) or folder.metrics_path.exists()
+
+
+def _remove_start(folder: RunFolder, created: bool) -> None:
+    """Remove what a fresh run wrote before its first epoch ended (the whole folder when
+    this run created it)."""
+    if created:
+        shutil.rmtree(folder.path, ignore_errors=True)
+    else:
+        folder.clear_run()
+
+
+def _check_fresh(folder: RunFolder, fresh: bool, overwrite: bool) -> None:
+    if fresh and not overwrite and folder.has_run():
+        names = ", ".join(p.name for p in folder.run_files()[:4])
+        raise RunFolderError(
+            f"output folder {folder.path} already holds a run ({names}); resume it with "
+            "--resume auto, choose a new --output, or pass --overwrite to replace it")
 
 
 def _accelerator(config: TrainConfig) -> Accelerator:
@@ -104,10 +181,7 @@ def _accelerator(config: TrainConfig) -> Accelerator:
     )
 
 
-def _build_run(config: TrainConfig, accelerator: Accelerator) -> _Run:
-    folder = RunFolder(config.output)
-    if accelerator.is_main_process:
-        folder.create()
+def _build_run(config: TrainConfig, accelerator: Accelerator, folder: RunFolder) -> _Run:
     set_seed(config.seed)
     data = build_data(config, accelerator)
     method = build_method_for(config, accelerator, data)
@@ -122,19 +196,53 @@ def _build_run(config: TrainConfig, accelerator: Accelerator) -> _Run:
                 knn_data)
 
 
-def _resume(run: _Run, resume: str | Path) -> int:
-    """Load a checkpoint into the run; returns the first epoch still to train."""
-    state, source = read_checkpoint(Path(resume))
-    run.inner.load_state_dict(state["model"])
+#: Settings a checkpoint's weights depend on: a resume must use the same ones.
+_STATE_SETTINGS = ("model", "model_kwargs", "method", "method_kwargs")
+
+
+def _read_resumable(config: TrainConfig, resume: Path) -> tuple[dict[str, Any], Path]:
+    """The checkpoint to resume from, checked against ``config`` before anything is built."""
+    state, source = read_checkpoint(resume)
+    saved = state.get("config") or {}
+    for key in _STATE_SETTINGS:
+        if key in saved and saved[key] != getattr(config, key):
+            raise ValueError(
+                f"checkpoint {source} was trained with {key}={saved[key]!r}, this run asks "
+                f"for {getattr(config, key)!r}; resume with the same {key}, or start a new "
+                "--output")
+    return state, source
+
+
+def _resume(run: _Run, state: dict[str, Any], source: Path) -> int:
+    """Load a checkpoint into the run; returns the first epoch still to train.
+
+    Metrics rows of later epochs (written before a crash) are dropped: the resumed run
+    writes them again, once.
+    """
+    try:
+        run.inner.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint {source} does not fit this run's model: "
+                         f"{_first_problem(err)}") from err
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     scaler = run.accelerator.scaler
     if state.get("scaler") is not None and scaler is not None:
         scaler.load_state_dict(state["scaler"])
     run.data.boxes.load_state_dict(state["boxes"])
+    done = int(state["epoch"])
+    run.last_checkpoint = source
     if run.is_main:
-        print(f"resumed from {source} (epoch {state['epoch']} done)")
-    return int(state["epoch"]) + 1
+        run.folder.truncate_metrics(done, last_row=state.get("metrics_row"))
+        print(f"resumed from {source} (epoch {done} done)")
+    return done + 1
+
+
+def _first_problem(err: RuntimeError) -> str:
+    """The first lines of torch's state-dict error (it lists every key; keep a few)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = " ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else "")
+    return text[:300] + (" ..." if len(text) > 300 else "")
 
 
 def _start_logging(run: _Run) -> None:
@@ -148,30 +256,49 @@ def _start_logging(run: _Run) -> None:
 
 
 def _train_epochs(run: _Run, start_epoch: int) -> tuple[int, Path | None, str | None]:
-    """The epoch loop; returns the last epoch entered, the last checkpoint and why it
-    stopped early (None when it ran to the end)."""
-    last_checkpoint: Path | None = None
+    """The epoch loop; returns the last epoch entered, the last good checkpoint and why it
+    stopped early (None when it ran to the end).
+
+    An epoch's metrics row is written only once its checkpoint (when one is due) is on
+    disk. A stop signal ends the run at a step boundary WITHOUT a checkpoint: the last
+    finished epoch's checkpoint stays as it was, and a resume repeats the interrupted
+    epoch exactly (as after SIGKILL).
+    """
     epoch = start_epoch - 1
     with stop_signals() as stop:
         for epoch in range(start_epoch, run.config.epochs + 1):
             started = time.perf_counter()
             result = _train_epoch(run, epoch, stop)
-            epoch_seconds = time.perf_counter() - started
             if result.stopped == "nan":
-                if run.is_main:
-                    print(f"stopping: non-finite loss in epoch {epoch}; the last good state "
-                          f"is {last_checkpoint or 'not saved (no checkpoint yet)'}")
-                return epoch, last_checkpoint, "nan"
-            _finish_epoch(run, epoch, result, epoch_seconds)
-            if result.stopped or epoch % run.config.save_every == 0 \
-                    or epoch == run.config.epochs:
-                last_checkpoint = _save_checkpoint(run, epoch,
-                                                   partial=result.stopped is not None)
+                _say(run, f"stopping: non-finite loss in epoch {epoch}; the last good "
+                          f"checkpoint is {run.last_checkpoint or 'none (not saved yet)'}")
+                return epoch, run.last_checkpoint, "nan"
             if result.stopped:
-                if run.is_main:
-                    print(f"stopped by {stop['signal']} after saving {last_checkpoint}")
-                return epoch, last_checkpoint, result.stopped
-    return epoch, last_checkpoint, None
+                last = run.last_checkpoint or "none (not saved yet)"
+                _say(run, f"stopped by {stop['signal']} in epoch {epoch}; the last finished "
+                          f"epoch's checkpoint is {last}; --resume auto repeats epoch {epoch} "
+                          "from its start")
+                return epoch, run.last_checkpoint, result.stopped
+            record = _epoch_record(run, epoch, result, time.perf_counter() - started)
+            if epoch % run.config.save_every == 0 or epoch == run.config.epochs:
+                if not _weights_finite(run):
+                    _say(run, f"stopping: the weights became non-finite in epoch {epoch}; "
+                              f"the last good checkpoint is {run.last_checkpoint or 'none'}")
+                    return epoch, run.last_checkpoint, "nan"
+                run.last_checkpoint = _save_checkpoint(run, epoch, record)
+            _log_record(run, epoch, record)
+    return epoch, run.last_checkpoint, None
+
+
+def _say(run: _Run, message: str) -> None:
+    if run.is_main:
+        print(message)
+
+
+def _weights_finite(run: _Run) -> bool:
+    """Whether every weight and buffer is finite: only such a state is saved as good."""
+    return all(bool(torch.isfinite(value).all()) for value in run.inner.state_dict().values()
+               if value.is_floating_point())
 
 
 def _train_epoch(run: _Run, epoch: int, stop: dict[str, str | None]) -> EpochResult:
@@ -191,25 +318,31 @@ def _train_epoch(run: _Run, epoch: int, stop: dict[str, str | None]) -> EpochRes
                            data.loader, epoch, data.steps_per_epoch, stop, augment)
 
 
-def _finish_epoch(run: _Run, epoch: int, result: EpochResult, epoch_seconds: float) -> None:
-    """Box pass and kNN monitor when due, then the epoch's metrics row."""
+def _epoch_record(run: _Run, epoch: int, result: EpochResult,
+                  epoch_seconds: float) -> dict[str, Any]:
+    """Box pass and kNN monitor when due; returns the epoch's metrics row."""
     config, data = run.config, run.data
     record: dict[str, Any] = {"epoch": epoch, **result.record(),
                               "epoch_seconds": epoch_seconds,
                               "uses_boxes": data.boxes.is_active}
-    if result.stopped is None and config.box_update_due(epoch):
+    if config.box_update_due(epoch):
         record.update(_update_boxes(run, epoch))
-    if result.stopped is None and run.knn_data and (
-            epoch % config.knn_every == 0 or epoch == config.epochs):
+    if run.knn_data and (epoch % config.knn_every == 0 or epoch == config.epochs):
         record.update(knn_monitor(config, run.accelerator, run.inner.backbone, run.knn_data,
                                   data.image_size))
-    record["skipped_unreadable"] = int(data.train_set.skipped[0])
+    skipped = int(data.train_set.skipped[0])  # a running total over the whole run
+    record["skipped_unreadable"] = skipped - run.skipped_before
+    run.skipped_before = skipped
     record["processes"] = run.accelerator.num_processes
     record["images_per_second"] = (data.steps_per_epoch * config.batch_size
                                    / max(1e-9, result.train_seconds))
+    return record
+
+
+def _log_record(run: _Run, epoch: int, record: dict[str, Any]) -> None:
     if run.is_main:
         run.folder.append_metrics(record)
-        if config.log_with:
+        if run.config.log_with:
             run.accelerator.log(record, step=epoch)
 
 
@@ -247,13 +380,12 @@ def _box_picture(run: _Run, path: Path) -> None:
         _LOG.warning("could not draw the box picture %s: %s", path, err)
 
 
-def _save_checkpoint(run: _Run, epoch: int, partial: bool) -> Path | None:
+def _save_checkpoint(run: _Run, epoch: int, record: dict[str, Any]) -> Path | None:
+    """Save the state after finished epoch ``epoch`` (the main process writes it), with
+    the epoch's metrics row: a crash between the checkpoint and the row loses no row."""
     run.accelerator.wait_for_everyone()
     if not run.is_main:
         return None
-    # A mid-epoch (signal) checkpoint records the last *finished* epoch: resuming repeats
-    # the interrupted epoch from its start order, with the weights trained so far.
-    done = epoch - 1 if partial else epoch
     scaler = run.accelerator.scaler
     state = {
         "model": run.inner.state_dict(),
@@ -261,11 +393,11 @@ def _save_checkpoint(run: _Run, epoch: int, partial: bool) -> Path | None:
         "scheduler": run.scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "boxes": run.data.boxes.state_dict(),
-        "epoch": done,
-        "partial": partial,
+        "epoch": epoch,
         "config": run.config.to_dict(),
+        "metrics_row": record,
     }
-    return run.folder.save_checkpoint(state, done, run.config.keep_checkpoints)
+    return run.folder.save_checkpoint(state, epoch, run.config.keep_checkpoints)
 
 
 def _finish(run: _Run, epoch: int, last_checkpoint: Path | None,
@@ -284,7 +416,8 @@ def _finish(run: _Run, epoch: int, last_checkpoint: Path | None,
               f"  backbone (timm format): {export and export.resolve()}")
     if stopped == "nan":
         raise TrainingStopped(
-            f"non-finite loss in epoch {epoch}; last good checkpoint: {last_checkpoint}. "
+            f"non-finite loss or weights in epoch {epoch}; last good checkpoint: "
+            f"{last_checkpoint}. "
             "Lower the lr, enable grad_clip or use mixed_precision='no'."
         )
     return TrainResult(run.folder.path, epoch if stopped is None else epoch - 1,
