@@ -28,6 +28,8 @@ from timm_ccrop.localize import (
     REDUCTIONS,
     FeatureHook,
     LocalizationResult,
+    create_localizer,
+    default_localizer,
     eval_transform,
     feature_heatmaps,
     heatmap_boxes,
@@ -614,7 +616,8 @@ def synthetic() -> SyntheticObjects:
 
 def test_localize_dataset_single_process(synthetic):
     model = family_model("resnet")
-    result = localize_dataset(model, synthetic, 96, batch_size=8, progress=False)
+    result = localize_dataset(model, synthetic, 96, batch_size=8, progress=False,
+                              localizer=create_localizer("union"))
     assert isinstance(result, LocalizationResult)
     assert result.boxes.shape == (20, 4) and result.degenerate.shape == (20,)
     assert result.degenerate.dtype == torch.bool
@@ -622,6 +625,14 @@ def test_localize_dataset_single_process(synthetic):
     defaults = localization_defaults(model)
     assert (result.threshold, result.reduction, result.stage) == (
         defaults.threshold, defaults.reduction, -1)
+    # No rule settings given: the default localizer (a component rule: no threshold k);
+    # a k given: the union rule.
+    plain = localize_dataset(model, synthetic, 96, batch_size=8, progress=False)
+    assert (plain.threshold, plain.stage, plain.localizer) == (
+        None, -1, default_localizer().describe())
+    union = localize_dataset(model, synthetic, 96, batch_size=8, progress=False,
+                             threshold=defaults.threshold)
+    assert torch.equal(union.boxes, result.boxes)
     assert {
         "box_pass_seconds", "box_mean_area", "box_degenerate_share", "box_mean_iou",
         "whole_image_mean_iou",
@@ -636,8 +647,11 @@ def test_localize_dataset_single_process(synthetic):
     torch.testing.assert_close(result.boxes, expected, atol=1e-6, rtol=0)
     assert torch.equal(result.degenerate, bad)
     # The batch split does not matter.
-    again = localize_dataset(model, synthetic, 96, batch_size=20, progress=False)
+    again = localize_dataset(model, synthetic, 96, batch_size=20, progress=False,
+                             localizer=create_localizer("union"))
     torch.testing.assert_close(again.boxes, result.boxes, atol=1e-6, rtol=0)
+    plain_again = localize_dataset(model, synthetic, 96, batch_size=20, progress=False)
+    assert torch.equal(plain_again.boxes, plain.boxes)
 
 
 def test_localize_dataset_list_of_pil_images():
@@ -659,16 +673,27 @@ def test_localize_dataset_list_of_pil_images():
 
 
 def test_localize_dataset_too_coarse_gives_whole_boxes(synthetic):
+    union = create_localizer("union")
     with pytest.warns(UserWarning, match="too coarse"):
-        result = localize_dataset(family_model("resnet"), synthetic, 32, progress=False)
+        result = localize_dataset(family_model("resnet"), synthetic, 32, progress=False,
+                                  localizer=union)
     assert result.degenerate.all() and result.degenerate_share == 1.0
     assert torch.equal(result.boxes, WHOLE.expand(20, 4))
     assert result.mean_area == 1.0
     # A ConvNeXt at 80 px (2x2 map, stride arithmetic says 3x3) warns too.
     with pytest.warns(UserWarning, match="2x2"):
-        result = localize_dataset(family_model("convnext"), synthetic, 80, progress=False)
+        result = localize_dataset(family_model("convnext"), synthetic, 80, progress=False,
+                                  localizer=union)
     assert result.degenerate.all()
     assert torch.equal(result.boxes, WHOLE.expand(20, 4))
+    # The default localizer removes the last stride: the same ConvNeXt gives 4x4 maps.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = localize_dataset(family_model("convnext"), synthetic, 80, progress=False)
+    assert not result.degenerate.all()
+    # ... and a map still below 3x3 after that warns with the localizer's own size.
+    with pytest.warns(UserWarning, match="peak gives 2x2 maps"):
+        localize_dataset(family_model("resnet"), synthetic, 32, progress=False)
 
 
 def test_localize_dataset_argument_errors(synthetic):
@@ -694,7 +719,8 @@ def test_localize_dataset_marks_an_unreadable_image_degenerate(synthetic, tmp_pa
     with warnings.catch_warnings():  # the warning is test_data's (workers keep theirs)
         warnings.simplefilter("ignore")
         result = localize_dataset(model, FolderDataset(tmp_path / "images"), 96,
-                                  batch_size=4, num_workers=num_workers, progress=False)
+                                  batch_size=4, num_workers=num_workers, progress=False,
+                                  localizer=create_localizer("union"))
     defaults = localization_defaults(model)
     transform = eval_transform(96)
     batch = torch.stack([transform(synthetic[i][0]) for i in range(6)])

@@ -2,9 +2,11 @@
 
 - :mod:`.hooks`: forward hooks on a stage and the NCHW conversion of every family;
 - :mod:`.heatmaps`: channel reductions, per-family defaults, heatmaps and the box rule;
+- :mod:`.localizers`: pluggable localizers (map source + box rule) and their registry;
 - :mod:`.boxpass`: the sharded pass over a dataset that gives every image its box.
 """
 
+from . import ccam, ddt  # noqa: F401  (register the localizers)
 from .boxpass import LocalizationResult, eval_transform, localize_dataset, localize_loader
 from .heatmaps import (
     REDUCTIONS,
@@ -15,9 +17,31 @@ from .heatmaps import (
     reduce_channels,
 )
 from .hooks import FeatureHook, resolve_stage, to_nchw, warn_if_too_coarse
+from .localizers import (
+    DEFAULT_LOCALIZER,
+    DEFAULT_LOCALIZER_OPTIONS,
+    LOCALIZERS,
+    ComponentRule,
+    Localizer,
+    MapSource,
+    UnionRule,
+    create_localizer,
+    default_localizer,
+    register_localizer,
+)
 
 __all__ = [
+    "DEFAULT_LOCALIZER",
+    "DEFAULT_LOCALIZER_OPTIONS",
+    "LOCALIZERS",
     "REDUCTIONS",
+    "ComponentRule",
+    "Localizer",
+    "MapSource",
+    "UnionRule",
+    "create_localizer",
+    "default_localizer",
+    "register_localizer",
     "FeatureHook",
     "LocalizationDefaults",
     "LocalizationResult",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,8 +27,9 @@ from ..backbones import eval_mode, unwrap_model
 from ..boxes import box_area, paired_iou
 from ..data import BoxedDataset
 from ..distributed import gather_rows
-from .heatmaps import REDUCTIONS, heatmap_boxes, localization_defaults, reduce_channels
-from .hooks import FeatureHook, warn_if_too_coarse
+from .heatmaps import localization_defaults
+from .hooks import MIN_MAP_SIZE, warn_if_too_coarse
+from .localizers import Localizer, UnionRule, create_localizer, default_localizer
 
 __all__ = ["LocalizationResult", "eval_transform", "localize_dataset", "localize_loader"]
 
@@ -41,10 +43,11 @@ class LocalizationResult:
     boxes: torch.Tensor  # (N, 4), the project's convention
     degenerate: torch.Tensor  # (N,) bool: whole-image fallback (use random crop there)
     seconds: float
-    threshold: float
+    threshold: float | None  # the union rule's k (None for other rules)
     reduction: str
     stage: int
     stats: dict[str, float] = field(default_factory=dict)
+    localizer: str = "union"  # Localizer.describe() of the pass
 
     @property
     def degenerate_share(self) -> float:
@@ -111,6 +114,7 @@ def localize_dataset(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     progress: bool = True,
+    localizer: Localizer | None = None,
 ) -> LocalizationResult:
     """Run the localization pass over a whole dataset; boxes by sample index.
 
@@ -127,6 +131,9 @@ def localize_dataset(
         stage: feature stage (``-1`` last).
         accelerator: an ``accelerate.Accelerator`` for multi-process passes.
         mean, std: normalisation of the model's inputs.
+        localizer: how maps become boxes (:func:`~timm_ccrop.localize.create_localizer`);
+            default: the ``union`` rule when ``threshold``, ``stage`` or ``reduction`` is
+            given, else :func:`~timm_ccrop.localize.default_localizer`.
     """
 
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
@@ -138,39 +145,64 @@ def localize_dataset(
         model, loader, len(indexed), size, threshold=threshold, stage=stage,
         reduction=reduction, accelerator=accelerator, progress=progress,
         ground_truth=getattr(dataset, "gt_boxes", None), substituted=indexed.substituted,
+        localizer=localizer,
     )
 
 
-def _check_pass_arguments(
-    network: nn.Module, threshold: float | None, reduction: str | None
-) -> tuple[float, str]:
-    """``(threshold, reduction)`` with the family defaults filled in, checked."""
-    defaults = localization_defaults(network)
-    threshold = defaults.threshold if threshold is None else float(threshold)
-    reduction = reduction or defaults.reduction
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    return threshold, reduction
+def _pass_localizer(network: nn.Module, localizer: Localizer | None, threshold: float | None,
+                    stage: int, reduction: str | None) -> Localizer:
+    """The pass's localizer: the given one; the union rule when ``threshold``, ``stage`` or
+    ``reduction`` are given (the settings of the paper's rule); else the default."""
+    if localizer is None and threshold is None and reduction is None and stage == -1:
+        localizer = default_localizer()
+    elif localizer is None:
+        localizer = create_localizer("union", threshold=threshold, stage=stage,
+                                     reduction=reduction)
+    elif threshold is not None or reduction is not None:
+        raise ValueError("pass threshold/reduction inside the localizer, not beside it")
+    localizer.check(network)
+    return localizer
 
 
-def _batch_boxes(
-    network: nn.Module, images: torch.Tensor, too_coarse: bool, autocast: Any, stage: int,
-    reduction: str, threshold: float, image_size: tuple[int, int],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch's ``(boxes, degenerate)``; whole-image boxes when the stage is too coarse."""
+def _too_coarse(network: nn.Module, localizer: Localizer, image_size: tuple[int, int]) -> bool:
+    """Warn and say so when the localizer's map is smaller than 3x3 (no usable box)."""
+    source = localizer.source
+    if not source.dilate and len(source.stages()) == 1:
+        return warn_if_too_coarse(network, image_size, localizer.stage)
+    # A finer map (stride removed, fused stages): measure it with one blank image.
+    device = next(network.parameters()).device
+    with eval_mode(network), torch.no_grad():
+        maps, _ = source.maps(network, torch.zeros(1, 3, *image_size, device=device))
+    height, width = maps.shape[-2:]
+    if min(height, width) >= MIN_MAP_SIZE:
+        return False
+    warnings.warn(f"{localizer.describe()} gives {height}x{width} maps at "
+                  f"{image_size[0]}x{image_size[1]} px: too coarse to localize (every box is "
+                  "the whole image); use a larger image size", stacklevel=3)
+    return True
+
+
+def _batch_boxes(network: nn.Module, images: torch.Tensor, too_coarse: bool, autocast: Any,
+                 localizer: Localizer, image_size: tuple[int, int]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's ``(boxes, degenerate)``; whole-image boxes when the map is too coarse."""
     if too_coarse:
         batch_boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).repeat(len(images), 1)
-        batch_bad = torch.ones(len(images), dtype=torch.bool)
-    else:
-        with autocast(), FeatureHook(network, stage) as hook:
-            network(images)
-            maps = reduce_channels(hook.feature_map, reduction)
-        batch_boxes, batch_bad = heatmap_boxes(
-            maps, threshold, image_size, return_degenerate=True
-        )
-    return batch_boxes, batch_bad
+        return batch_boxes, torch.ones(len(images), dtype=torch.bool)
+    with autocast():
+        return localizer.boxes(network, images, image_size)
+
+
+def _fit(localizer: Localizer, network: nn.Module, loader: Any, device: torch.device,
+         autocast: Any, accelerator: Any) -> None:
+    """Dataset-level preparation (DDT's principal direction) from one pass."""
+
+    def batches() -> Any:
+        for images, _, _ in loader:
+            with autocast():
+                yield images.to(device, non_blocking=True)
+
+    localizer.fit(network, batches, accelerator)
 
 
 def _scatter_by_index(
@@ -219,6 +251,7 @@ def localize_loader(
     progress: bool = True,
     ground_truth: torch.Tensor | None = None,
     substituted: torch.Tensor | None = None,
+    localizer: Localizer | None = None,
 ) -> LocalizationResult:
     """The localization pass over a loader of ``(images, target, index)`` batches.
 
@@ -234,21 +267,22 @@ def localize_loader(
     degenerate whole-image boxes.
     """
     network = unwrap_model(accelerator.unwrap_model(model) if accelerator else model)
-    threshold, reduction = _check_pass_arguments(network, threshold, reduction)
-    too_coarse = warn_if_too_coarse(network, image_size, stage)
+    localizer = _pass_localizer(network, localizer, threshold, stage, reduction)
+    too_coarse = _too_coarse(network, localizer, image_size)
     device = accelerator.device if accelerator else next(network.parameters()).device
     autocast = accelerator.autocast if accelerator else contextlib.nullcontext
     is_main = accelerator is None or accelerator.is_main_process
     start = time.perf_counter()
     indices, boxes, degenerate = [], [], []
     with eval_mode(network), torch.no_grad():
+        if localizer.needs_fit and not too_coarse:
+            _fit(localizer, network, loader, device, autocast, accelerator)
         for images, _, batch_indices in tqdm(
             loader, desc="box pass", disable=not (progress and is_main), leave=False
         ):
             images = images.to(device, non_blocking=True)
-            batch_boxes, batch_bad = _batch_boxes(
-                network, images, too_coarse, autocast, stage, reduction, threshold, image_size
-            )
+            batch_boxes, batch_bad = _batch_boxes(network, images, too_coarse, autocast,
+                                                  localizer, image_size)
             if substituted is not None:  # read after the batch: its workers set the flags
                 batch_boxes, batch_bad = _mark_substituted(
                     batch_boxes, batch_bad, substituted[batch_indices.cpu()])
@@ -261,8 +295,13 @@ def localize_loader(
         accelerator, local[0].long(), local[1].float().reshape(-1, 4), local[2].long()
     )
     result_boxes, result_bad = _scatter_by_index(num_samples, all_indices, all_boxes, all_bad)
+    rule_threshold = getattr(localizer.rule, "threshold", None)
+    if isinstance(localizer.rule, UnionRule) and rule_threshold is None:
+        rule_threshold = localization_defaults(network).threshold
     result = LocalizationResult(
-        result_boxes, result_bad, time.perf_counter() - start, threshold, reduction, stage
+        result_boxes, result_bad, time.perf_counter() - start, rule_threshold,
+        localizer.source.reduction or localization_defaults(network).reduction,
+        localizer.stage, localizer=localizer.describe(),
     )
     result.stats = result.summary(ground_truth)
     if is_main:

@@ -20,7 +20,7 @@ from ..backbones import eval_mode, unwrap_model
 from .hooks import MIN_MAP_SIZE, FeatureHook
 
 __all__ = ["REDUCTIONS", "LocalizationDefaults", "feature_heatmaps", "heatmap_boxes",
-           "localization_defaults", "reduce_channels"]
+           "localization_defaults", "normalise_maps", "reduce_channels"]
 
 #: Channel reductions: the paper's plain sum (right for post-ReLU CNN maps), ReLU then
 #: sum, and the L2 norm over channels (for signed features: ConvNeXt, ViT, Swin...).
@@ -34,7 +34,7 @@ class LocalizationDefaults:
     threshold: float
 
 
-# Chosen by measurement (scripts/localization_study.py, docs/localization.md): test-size
+# Chosen by measurement (scripts/family_defaults_study.py, docs/localization.md): test-size
 # models trained with the labels on SyntheticObjects at 64/128 px, mean IoU with the
 # ground-truth boxes on a held-out split, stages giving >= 4x4 maps; k = the best threshold,
 # or a lower one within 0.03 IoU of it (looser box, more of the object kept). The paper's
@@ -86,7 +86,7 @@ def reduce_channels(feature_map: torch.Tensor, reduction: str = "sum") -> torch.
     raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def _normalise(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def normalise_maps(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image min-max to [0, 1]; also the mask of maps that cannot be normalised."""
     flat = maps.flatten(1)
     finite = torch.isfinite(flat).all(dim=1)
@@ -125,7 +125,7 @@ def feature_heatmaps(
     with eval_mode(network), torch.no_grad(), FeatureHook(network, stage) as hook:
         network(images)
         maps = reduce_channels(hook.feature_map, reduction)
-    normalised, degenerate = _normalise(maps)
+    normalised, degenerate = normalise_maps(maps)
     normalised[degenerate] = 0.0
     return (normalised, degenerate) if return_degenerate else normalised
 
@@ -202,7 +202,7 @@ def heatmap_boxes(
         raise ValueError(f"heatmaps must be (N, h, w), got shape {tuple(heatmaps.shape)}")
     count, map_h, map_w = maps.shape
     height, width = out_size or (map_h, map_w)
-    normalised, degenerate = _normalise(maps.float())
+    normalised, degenerate = normalise_maps(maps.float())
     if min(map_h, map_w) < MIN_MAP_SIZE:
         degenerate = torch.ones_like(degenerate)
     if count == 0:

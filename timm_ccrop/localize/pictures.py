@@ -19,17 +19,14 @@ from PIL import Image
 from timm.data import resolve_data_config
 from torch import nn
 
+from ..backbones import eval_mode
 from ..boxes import Box, paired_iou
 from ..transforms import to_rgb
 from ..viz import heatmap_boxes_grid
-from . import (
-    eval_transform,
-    feature_heatmaps,
-    heatmap_boxes,
-    localization_defaults,
-    resolve_stage,
-    warn_if_too_coarse,
-)
+from .boxpass import eval_transform
+from .heatmaps import feature_heatmaps, localization_defaults
+from .hooks import resolve_stage, warn_if_too_coarse
+from .localizers import Localizer, UnionRule, create_localizer
 
 __all__ = ["LocalizationPicture", "localization_picture", "render_box_picture"]
 
@@ -47,31 +44,19 @@ class LocalizationPicture:
     map_size: tuple[int, int]  #: the heatmaps' (h, w)
     image_size: int
     reduction: str
-    threshold: float
+    threshold: float | None  #: the union rule's k (None for other rules)
     mean_iou: float | None = None  #: with the ground truth, where given
     whole_image_iou: float | None = None  #: of the whole-image box, for comparison
     warnings: list[str] = field(default_factory=list)  #: e.g. a map too coarse to localize
+    localizer: str = "union"  #: Localizer.describe()
 
     def summary(self, name: str, stage: int) -> str:
-        """One line: the model, stage, map size, reduction, threshold and boxless count."""
+        """One line: the model, stage, map size, reduction, rule and boxless count."""
+        rule = self.localizer + (f", threshold {self.threshold:g}"
+                                 if self.threshold is not None else "")
         return (f"{name} stage {stage} ({self.module}): {self.map_size[0]}x{self.map_size[1]} "
-                f"heatmaps at {self.image_size}px, reduction {self.reduction}, threshold "
-                f"{self.threshold:g}; {int(self.degenerate.sum())}/{len(self.degenerate)} "
-                "without a box")
-
-
-def _heatmaps(model: nn.Module, batch: torch.Tensor, stage: int, reduction: str,
-              name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``feature_heatmaps`` with a one-line error for a model that cannot take the size."""
-    try:
-        return feature_heatmaps(model, batch, stage, reduction, return_degenerate=True)
-    except (RuntimeError, AssertionError) as err:  # e.g. a fixed-size model at another size
-        size = batch.shape[-1]
-        native = resolve_data_config({}, model=model).get("input_size", (3, "?", "?"))[1:]
-        raise ValueError(
-            f"{name} cannot run at {size}x{size} ({type(err).__name__}: {err}); try "
-            f"--image-size {native[0]} (its native size) or a model that takes any size"
-        ) from err
+                f"heatmaps at {self.image_size}px, reduction {self.reduction}, {rule}; "
+                f"{int(self.degenerate.sum())}/{len(self.degenerate)} without a box")
 
 
 def _iou_captions(boxes: torch.Tensor, degenerate: torch.Tensor,
@@ -85,6 +70,26 @@ def _iou_captions(boxes: torch.Tensor, degenerate: torch.Tensor,
     captions = [f"IoU {float(iou):.2f}" + (f", {caption}" if caption else "")
                 for iou, caption in zip(ious, captions, strict=True)]
     return captions, float(ious.mean()), float(whole.mean())
+
+
+def _localize(model: nn.Module, batch: torch.Tensor, localizer: Localizer,
+              size: tuple[int, int], name: str) -> tuple[torch.Tensor, torch.Tensor,
+                                                        torch.Tensor]:
+    """``(maps, boxes, degenerate)`` of a batch, with a one-line error for a model that
+    cannot take the size."""
+    try:
+        with eval_mode(model), torch.no_grad():
+            if localizer.needs_fit:
+                localizer.fit(model, lambda: iter([batch]))
+            maps, flat = localizer.source.maps(model, batch)
+            boxes, degenerate = localizer.boxes(model, batch, size)
+    except (RuntimeError, AssertionError) as err:  # e.g. a fixed-size model at another size
+        native = resolve_data_config({}, model=model).get("input_size", (3, "?", "?"))[1:]
+        raise ValueError(
+            f"{name} cannot run at {size[0]}x{size[1]} ({type(err).__name__}: {err}); try "
+            f"--image-size {native[0]} (its native size) or a model that takes any size"
+        ) from err
+    return maps, boxes, degenerate | flat
 
 
 def localization_picture(
@@ -103,6 +108,7 @@ def localization_picture(
     tile: int = 96,
     seed: int = 0,
     source: str = "",
+    localizer: Localizer | None = None,
 ) -> LocalizationPicture:
     """Heatmaps, boxes and ContrastiveCrop views of ``images`` under ``model``, as a grid.
 
@@ -115,13 +121,22 @@ def localization_picture(
         image_size: input resolution (default: the first image's size, at most 224).
         views, opacity, alpha, tile, seed: as :func:`~timm_ccrop.viz.heatmap_boxes_grid`.
         source: what the images are (e.g. ``'synthetic [train]'``), for the title.
+        localizer: the box rule instead of ``stage``/``reduction``/``threshold``
+            (:func:`~timm_ccrop.localize.create_localizer`); a localizer that fits on a
+            dataset (DDT) fits on these images.
 
     Raises ValueError for a stage the model does not have or a size it cannot take.
     """
+    if localizer is None:
+        localizer = create_localizer("union", stage=stage, reduction=reduction,
+                                     threshold=threshold)
+    stage = localizer.stage
     info = resolve_stage(model, stage)
     defaults = localization_defaults(model)
-    reduction = reduction or defaults.reduction
-    threshold = defaults.threshold if threshold is None else threshold
+    reduction = localizer.source.reduction or defaults.reduction
+    threshold = getattr(localizer.rule, "threshold", None)
+    if isinstance(localizer.rule, UnionRule) and threshold is None:
+        threshold = defaults.threshold
     size = image_size or min(max(images[0].size), 224)
     data_config = resolve_data_config({}, model=model)
     with warnings.catch_warnings(record=True) as caught:
@@ -129,13 +144,14 @@ def localization_picture(
         too_coarse = warn_if_too_coarse(model, (size, size), stage)
     transform = eval_transform(size, data_config["mean"], data_config["std"])
     batch = torch.stack([transform(image) for image in images])
-    maps, flat = _heatmaps(model, batch, stage, reduction, name)
-    boxes, degenerate = heatmap_boxes(maps, threshold, (size, size), return_degenerate=True)
-    degenerate = torch.ones_like(degenerate) if too_coarse else degenerate | flat
+    maps, boxes, degenerate = _localize(model, batch, localizer, (size, size), name)
+    degenerate = torch.ones_like(degenerate) if too_coarse else degenerate
     captions, mean_iou, whole_iou = _iou_captions(boxes, degenerate, gt_boxes)
     map_h, map_w = maps.shape[-2:]
     title = (f"{name} stage {stage} ({info['module']}, {map_h}x{map_w} map at {size}px), "
-             f"reduction {reduction}, k={threshold:g}" + (f" | {source}" if source else ""))
+             f"reduction {reduction}, {localizer.describe()}"
+             + (f", k={threshold:g}" if threshold is not None else "")
+             + (f" | {source}" if source else ""))
     rows = [None if bad else box for box, bad in zip(boxes, degenerate.tolist(), strict=True)]
     grid = heatmap_boxes_grid(images, maps, rows, gt_boxes, views=views, opacity=opacity,
                               alpha=alpha, tile=tile, seed=seed, title=title,
@@ -144,7 +160,7 @@ def localization_picture(
         grid=grid, boxes=boxes, degenerate=degenerate, module=info["module"],
         map_size=(map_h, map_w), image_size=size, reduction=reduction, threshold=threshold,
         mean_iou=mean_iou, whole_image_iou=whole_iou,
-        warnings=[str(item.message) for item in caught],
+        warnings=[str(item.message) for item in caught], localizer=localizer.describe(),
     )
 
 
