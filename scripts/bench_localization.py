@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -28,16 +29,25 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import timm
 import torch
 import torch.nn.functional as F
+import yaml
 from torch.utils.data import DataLoader
 
+from timm_ccrop.backbones import create_backbone
 from timm_ccrop.boxes import from_official
+from timm_ccrop.config import TrainConfig
 from timm_ccrop.data import BoxedDataset
 from timm_ccrop.data.synthetic import SyntheticObjects
-from timm_ccrop.localize import eval_transform, heatmap_boxes, localize_dataset
+from timm_ccrop.localize import (
+    create_localizer,
+    eval_transform,
+    heatmap_boxes,
+    localize_dataset,
+)
 
 THRESHOLD = 0.1
 
@@ -87,6 +97,13 @@ def plain_pass(model: torch.nn.Module, dataset, image_size: int, batch_size: int
             seen += len(images)
     model.train(was_training)
     return seen
+
+
+def localizer_pass(model: torch.nn.Module, dataset, image_size: int, localizer: Any,
+                   batch_size: int, num_workers: int) -> int:
+    result = localize_dataset(model, dataset, image_size, batch_size=batch_size,
+                              num_workers=num_workers, progress=False, localizer=localizer)
+    return len(result.boxes)
 
 
 def localization_pass(model: torch.nn.Module, dataset, image_size: int, stage: int,
@@ -225,6 +242,10 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.3,
                         help="target seconds per measurement in (a)")
     parser.add_argument("--quick", action="store_true", help="(a) only, for a fast look")
+    parser.add_argument("--localizers", nargs="+",
+                        default=["paper", TrainConfig().localizer + ":" + json.dumps(
+                            TrainConfig().localizer_kwargs), "ccam:{dilate: true}"],
+                        help="NAME or NAME:{yaml options} for (c)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -284,6 +305,28 @@ def main() -> None:
     run_rounds(passes, args.rounds)
     print_table(passes, "(b) whole localization pass vs a plain no-grad forward "
                         "(ms per pass over the dataset)")
+
+    # (c) each localizer's pass on the benchmark's backbone (resnet_mini_cifar, 32 px)
+    bench = create_backbone("resnet_mini_cifar", seed=0).eval()
+    data32 = SyntheticObjects(num_samples=args.images, image_size=32).prerender()
+    rows = []
+    for spec in args.localizers:
+        name, _, options = spec.partition(":")
+        localizer = create_localizer(name, **(yaml.safe_load(options) or {}))
+        rows.append(Row(
+            f"{localizer.describe()}, resnet_mini_cifar, 32 px, N={args.images}, batch "
+            f"{args.batch_size}: plain forward vs localize_dataset",
+            lambda: plain_pass(bench, data32, 32, args.batch_size, args.workers),
+            lambda loc=localizer: localizer_pass(bench, data32, 32, loc, args.batch_size,
+                                                 args.workers),
+            per=args.images, target="<= 1.10x or justified",
+        ))
+    for row in rows:
+        row.baseline()
+        row.candidate()
+    run_rounds(rows, args.rounds)
+    print_table(rows, "(c) localizers: whole pass vs a plain no-grad forward "
+                      "(ms per pass over the dataset)")
 
 
 if __name__ == "__main__":

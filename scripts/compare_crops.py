@@ -1,7 +1,20 @@
-"""Compare crop modes (issue 8): rcrop vs ccrop (model boxes) vs ccrop (ground-truth boxes,
-the oracle) vs simccrop, with identical seeds and budgets, on the built-in synthetic dataset
-with small off-centre objects on one shared cluttered background (``DEFAULT_DATA``; why that
-setting: docs/synthetic.md, "Self-supervised learnability").
+"""Compare crop modes (issues 8 and 14): the downstream test of the box localizers.
+
+Arms (``CROP_MODES``), all with identical seeds and budgets:
+
+* ``rcrop``: RandomResizedCrop, the baseline every other arm is paired with (same seed);
+* ``ccrop-paper``: ContrastiveCrop with the model's boxes from the ``paper`` localizer
+  (the official rule);
+* ``ccrop``: ContrastiveCrop with the model's boxes from the localizer under test
+  (``--localizer``, ``--localizer-kwargs``; default: the project default,
+  ``TrainConfig().localizer``);
+* ``ccrop-gt``: ContrastiveCrop with the ground-truth boxes, the oracle: the gain a
+  perfect localizer would give;
+* ``simccrop`` (behind ``--modes``): the fixed centre box of SimCCrop.
+
+The data is the built-in synthetic dataset with small off-centre objects on one shared
+cluttered background (``DEFAULT_DATA``; why that setting: docs/synthetic.md,
+"Self-supervised learnability").
 
 For every method x crop mode x seed it pretrains (``timm_ccrop.train``), then evaluates the
 exported backbone with kNN and the fast linear probe (``timm_ccrop.evaluation``). A randomly
@@ -16,14 +29,24 @@ sees whether the rcrop baseline learned anything at all. From the same runs it a
   to the IoU of the whole-image box (metrics.jsonl);
 * overhead: box-pass seconds as a share of the training time (metrics.jsonl).
 
+For every arm it reports, against rcrop with paired seeds, the mean ± std of the paired
+differences (kNN and linear), their 95% confidence interval (Student t, n - 1 degrees of
+freedom) and, for the localizer arms, the share of the oracle's paired gain they capture,
+mean(arm - rcrop) / mean(oracle - rcrop), with a 95% paired-bootstrap interval over seeds.
+
 Writes a Markdown report (``--out``, default docs/results.md) and a PNG bar plot next to it
-(drawn with PIL). Default grid: SimCLR x 4 crop modes x seeds 0 1 2 with
+(drawn with PIL, one dot per seed per arm). Default grid: SimCLR x 4 arms (rcrop,
+ccrop-paper, ccrop, ccrop-gt) x seeds 0-5 (the 6 seeds of docs/results-6seeds.md) with
 ``resnet_mini_cifar``, 24 epochs of 2500 images, ``--augment-on device``, two cells at a
-time with one torch thread each: sized for <= 45 min on a 2-core CPU. Every cell is stored
-in its run folder (``cell.json``), so a rerun with the same settings only computes what is
-missing::
+time with one torch thread each: about 80 min of training in all (docs/results-6seeds.md),
+so roughly 45-60 min of wall time on a 2-core CPU. Every cell is stored in its run folder
+(``cell.json``), so a rerun with the same settings only computes what is missing. The
+localizer is part of the settings of the model-box arms only: a rerun with another
+``--localizer`` retrains the ``ccrop`` cells and reuses the rcrop, oracle and
+``ccrop-paper`` cells::
 
     python scripts/compare_crops.py                                  # the default grid
+    python scripts/compare_crops.py --localizer component --localizer-kwargs "{rule: max}"
     python scripts/compare_crops.py --epochs 2 --seeds 0 --smoke-label  # smoke run
     python scripts/compare_crops.py --methods simclr moco byol simsiam  # all four methods
 """
@@ -32,9 +55,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import json
 import math
 import os
+import platform
 import random
 import shlex
 import statistics
@@ -50,10 +75,21 @@ import torch
 CROP_MODES = {
     # name: (crop, box_source)
     "rcrop": ("rcrop", "model"),
+    "ccrop-paper": ("ccrop", "model"),
     "ccrop": ("ccrop", "model"),
     "ccrop-gt": ("ccrop", "ground-truth"),
     "simccrop": ("simccrop", "model"),
 }
+DEFAULT_MODES = ["rcrop", "ccrop-paper", "ccrop", "ccrop-gt"]
+DEFAULT_SEEDS = [0, 1, 2, 3, 4, 5]  # the 6 seeds of docs/results-6seeds.md
+BASELINE = "rcrop"
+ORACLE = "ccrop-gt"
+# The arms whose boxes come from a localizer run on the model (boxes.csv, box IoU per pass,
+# box-pass overhead); 'ccrop-paper' always uses the 'paper' localizer, 'ccrop' --localizer.
+MODEL_BOX_MODES = ("ccrop-paper", "ccrop")
+PAPER_LOCALIZER = "paper"
+BOOTSTRAP_RESAMPLES = 10000
+BOOTSTRAP_SEED = 0
 # Small objects pushed towards the borders ("small off-centre" in docs/synthetic.md), on one
 # cluttered background shared by every image, with a colour per class: the only setting of
 # those tried (docs/results.md) in which SimCLR with random crops learned anything here.
@@ -134,7 +170,7 @@ def crop_boxes(mode: str, run: Path | None, gt: torch.Tensor) -> list[Any]:
         return [SIMCCROP_BOX] * n
     if mode == "ccrop-gt":
         return [validate_box(row) for row in gt.tolist()]
-    assert run is not None
+    assert mode in MODEL_BOX_MODES and run is not None, mode
     return read_boxes_csv(run / "boxes.csv", n)
 
 
@@ -164,11 +200,15 @@ def run_cell(args: argparse.Namespace, method: str, mode: str, seed: int, data: 
 
     crop, box_source = CROP_MODES[mode]
     folder = cell_folder(root, method, mode, seed)
+    localizer = localizer_for(args, mode)
+    extra = {} if localizer is None else {"localizer": localizer[0],
+                                          "localizer_kwargs": dict(localizer[1])}
     config = TrainConfig(
         data=data, model=args.model, method=method, crop=crop, box_source=box_source,
         alpha=args.alpha, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         augment_on=args.augment_on, knn_every=0, pictures=0, progress=False,
         output=str(folder), seed=seed, num_workers=args.workers, image_size=args.image_size,
+        **extra,
     )
     started = time.perf_counter()
     result = train(config, overwrite=True)  # a cell reruns only when its result is stale
@@ -187,6 +227,24 @@ def run_cell(args: argparse.Namespace, method: str, mode: str, seed: int, data: 
             for m in metrics if "box_mean_iou" in m
         ],
     }
+
+
+def localizer_for(args: argparse.Namespace, mode: str) -> tuple[str, dict[str, Any]] | None:
+    """The localizer (name, options) of a model-box arm, None for the other arms."""
+    if mode == "ccrop-paper":
+        return PAPER_LOCALIZER, {}
+    if mode == "ccrop":
+        return args.localizer, dict(args.localizer_kwargs)
+    return None
+
+
+def describe_localizer(args: argparse.Namespace, mode: str) -> str | None:
+    """``name(options)`` of an arm's localizer (``create_localizer(...).describe()``)."""
+    from timm_ccrop.localize import create_localizer
+
+    localizer = localizer_for(args, mode)
+    return None if localizer is None else create_localizer(localizer[0],
+                                                           **localizer[1]).describe()
 
 
 def fp_rate_for(cell: dict[str, Any], gt: torch.Tensor, image_size: int,
@@ -227,6 +285,146 @@ def _mean(values: Sequence[float]) -> float:
 def _std(values: Sequence[float]) -> float:
     values = [v for v in values if v is not None and not math.isnan(v)]
     return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _clean(values: Sequence[float]) -> list[float]:
+    return [v for v in values if v is not None and not math.isnan(v)]
+
+
+def t_cdf(t: float, df: int) -> float:
+    """P(T <= t) of Student's t with ``df`` (a positive integer) degrees of freedom.
+
+    Exact closed forms for integer df (Abramowitz & Stegun 26.7.3 and 26.7.4): with
+    theta = atan(t / sqrt(df)), A = P(|T| <= |t|) is a finite series in cos(theta).
+    """
+    if df < 1 or int(df) != df:
+        raise ValueError(f"df must be a positive integer, got {df}")
+    df = int(df)
+    theta = math.atan(abs(t) / math.sqrt(df))
+    cos2 = math.cos(theta) ** 2
+    if df % 2:  # odd: (2/pi) (theta + sin cos (1 + 2/3 cos^2 + 2*4/(3*5) cos^4 + ...))
+        term, total = 1.0, 0.0
+        if df > 1:
+            total = 1.0
+            for k in range(1, (df - 3) // 2 + 1):
+                term *= 2 * k / (2 * k + 1) * cos2
+                total += term
+        inside = (2 / math.pi) * (theta + math.sin(theta) * math.cos(theta) * total)
+    else:  # even: sin (1 + 1/2 cos^2 + 1*3/(2*4) cos^4 + ...)
+        term, total = 1.0, 1.0
+        for k in range(1, (df - 2) // 2 + 1):
+            term *= (2 * k - 1) / (2 * k) * cos2
+            total += term
+        inside = math.sin(theta) * total
+    return 0.5 + 0.5 * inside if t >= 0 else 0.5 - 0.5 * inside
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (bisection on
+    :func:`t_cdf`; t_quantile(0.975, 5) = 2.5706)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < p:
+        high *= 2.0
+    for _ in range(200):
+        middle = 0.5 * (low + high)
+        if t_cdf(middle, df) < p:
+            low = middle
+        else:
+            high = middle
+        if high - low < 1e-12 * max(1.0, high):
+            break
+    return 0.5 * (low + high)
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
+    """``level`` confidence interval of the mean (Student t, n - 1 degrees of freedom), or
+    None for fewer than two finite values."""
+    values = _clean(values)
+    if len(values) < 2:
+        return None
+    mean = statistics.mean(values)
+    half = t_quantile(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) \
+        / math.sqrt(len(values))
+    return mean - half, mean + half
+
+
+def format_interval(interval: tuple[float, float] | None, signed: bool = True) -> str:
+    if interval is None:
+        return "n/a"
+    number = "{:+.2f}" if signed else "{:.2f}"
+    return f"[{number.format(interval[0])}, {number.format(interval[1])}]"
+
+
+def bootstrap_share(arm: Sequence[float], oracle: Sequence[float],
+                    resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                    level: float = 0.95) -> tuple[float, float, float] | None:
+    """Share of the oracle's gain an arm captures, with a paired-bootstrap interval.
+
+    ``arm[i]`` and ``oracle[i]`` are the paired differences from rcrop of the same seed.
+    Returns (mean(arm) / mean(oracle), low, high), the interval being the percentile
+    interval of the ratio over ``resamples`` resamplings of the seeds (with replacement,
+    the same seeds for both arms; ``random.Random(seed)``, so reproducible). Returns None
+    when the share is not meaningful: fewer than two seeds, or the oracle's own gain is
+    not significant (its Student-t ``level`` interval includes 0).
+    """
+    if len(arm) != len(oracle):
+        raise ValueError(f"arm and oracle need one value per seed each, got {len(arm)} "
+                         f"and {len(oracle)}")
+    interval = t_interval(oracle, level)
+    if interval is None or interval[0] <= 0.0 <= interval[1]:
+        return None
+    n = len(arm)
+    share = statistics.mean(arm) / statistics.mean(oracle)
+    rng = random.Random(seed)
+    ratios = []
+    for _ in range(resamples):
+        picks = rng.choices(range(n), k=n)
+        denominator = sum(oracle[i] for i in picks)
+        if denominator != 0.0:  # a resample with no oracle gain has no share
+            ratios.append(sum(arm[i] for i in picks) / denominator)
+    if len(ratios) < 2:
+        return None
+    ratios.sort()
+    tail = (1.0 - level) / 2
+
+    def percentile(q: float) -> float:
+        position = q * (len(ratios) - 1)
+        below = math.floor(position)
+        above = min(below + 1, len(ratios) - 1)
+        return ratios[below] + (ratios[above] - ratios[below]) * (position - below)
+
+    return share, percentile(tail), percentile(1.0 - tail)
+
+
+def deltas_by_seed(cells: Sequence[dict[str, Any]], baseline: Sequence[dict[str, Any]],
+                   key: str) -> dict[int, float]:
+    """seed -> ``cell[key] - baseline[key]`` for the seeds both have."""
+    by_seed = {c["seed"]: c for c in baseline}
+    return {c["seed"]: c[key] - by_seed[c["seed"]][key] for c in cells if c["seed"] in by_seed}
+
+
+def machine_description() -> str:
+    """The machine a report is written on: processor, core count, OS, Python and torch."""
+    processor = platform.processor() or platform.machine() or "unknown processor"
+    return (f"{processor} ({platform.machine()}), {os.cpu_count()} cores, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
+
+
+def reproduce_command(argv: Sequence[str], args: argparse.Namespace) -> str:
+    """The command line that reproduces a report: ``argv``, with the localizer pinned when
+    it came from the (changing) project default."""
+    argv = list(argv)
+    given = {a.split("=", 1)[0] for a in argv}
+    if "--localizer" not in given:
+        argv += ["--localizer", args.localizer]
+    if "--localizer-kwargs" not in given:
+        argv += ["--localizer-kwargs", json.dumps(args.localizer_kwargs, sort_keys=True)]
+    return "python scripts/compare_crops.py " + shlex.join(argv)
 
 
 def draw_plot(path: Path, groups: list[tuple[str, dict[str, list[float]]]],
@@ -271,6 +469,28 @@ def draw_plot(path: Path, groups: list[tuple[str, dict[str, list[float]]]],
     image.save(path)
 
 
+def arm_description(args: argparse.Namespace, mode: str) -> str:
+    """One line per arm for the report's settings."""
+    localizer = describe_localizer(args, mode)
+    if mode == "rcrop":
+        return "RandomResizedCrop, the baseline"
+    if mode == "ccrop-gt":
+        return "ContrastiveCrop with the ground-truth boxes: the oracle"
+    if mode == "simccrop":
+        return "SimCCrop's fixed centre box"
+    default = " (the project default)" if mode == "ccrop" and (
+        args.localizer, args.localizer_kwargs) == project_default_localizer() else ""
+    return f"ContrastiveCrop with the model's boxes, localizer `{localizer}`{default}"
+
+
+def project_default_localizer() -> tuple[str, dict[str, Any]]:
+    """``TrainConfig().localizer`` and its options (never hard-coded: it changes)."""
+    from timm_ccrop.config import TrainConfig
+
+    defaults = TrainConfig()
+    return defaults.localizer, dict(defaults.localizer_kwargs)
+
+
 def write_report(args: argparse.Namespace, cells: list[dict[str, Any]],
                  random_init: list[dict[str, Any]], data: str, command: str,
                  wall: float) -> tuple[Path, Path]:
@@ -291,18 +511,22 @@ def write_report(args: argparse.Namespace, cells: list[dict[str, Any]],
             "It says nothing about whether ContrastiveCrop helps: too few epochs, images "
             "and seeds. For the real comparison run the full default grid:",
             ">",
-            "> `python scripts/compare_crops.py`  (SimCLR x 4 crop modes x seeds 0 1 2, "
-            "24 epochs of 2500 images)",
+            "> `python scripts/compare_crops.py`  (SimCLR x rcrop, ccrop-paper, ccrop, "
+            "ccrop-gt x seeds 0-5, 24 epochs of 2500 images)",
             "",
         ]
     lines += [
         "## Settings", "",
-        f"- command: `{command}`",
+        f"- command (reproduces this report): `{command}`",
+        f"- machine: {machine_description()}",
+        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
         f"- data: `{data}` (built-in `SyntheticObjects`; kNN/linear are fitted on its "
         "train split and scored on its test split of the same size; see "
         "docs/synthetic.md for the options)",
         f"- model `{args.model}`, methods {args.methods}, crop modes {args.modes}, "
         f"seeds {args.seeds}",
+        "- arms:",
+        *[f"  - `{mode}`: {arm_description(args, mode)}" for mode in args.modes],
         f"- epochs {args.epochs}, batch {args.batch_size}, lr {args.lr}, alpha {args.alpha}, "
         f"augment_on `{args.augment_on}`; box warm-up and interval: timm_ccrop defaults "
         "(20% of training each)",
@@ -318,7 +542,7 @@ def write_report(args: argparse.Namespace, cells: list[dict[str, Any]],
         f"{mean_std([r['linear'] for r in random_init])} |",
     ]
     for method in args.methods:
-        rc = by_cell.get((method, "rcrop"), [])
+        rc = by_cell.get((method, BASELINE), [])
         if rc:
             lines.append(f"| {method} + rcrop | {mean_std([c['knn'] for c in rc])} | "
                          f"{mean_std([c['linear'] for c in rc])} |")
@@ -328,51 +552,99 @@ def write_report(args: argparse.Namespace, cells: list[dict[str, Any]],
         lines.append(f"| {method} | {mode} | {mean_std([c['knn'] for c in group])} | "
                      f"{mean_std([c['linear'] for c in group])} | "
                      f"{', '.join(str(c['seed']) for c in group)} |")
+    lines += ["", "## Accuracy per seed (top-1 %)", "",
+              "| method | crop mode | seed | kNN | linear |", "|---|---|---|---|---|"]
+    for (method, mode), group in by_cell.items():
+        for cell in sorted(group, key=lambda c: c["seed"]):
+            lines.append(f"| {method} | {mode} | {cell['seed']} | {cell['knn']:.2f} | "
+                         f"{cell['linear']:.2f} |")
     lines += ["", "## Difference from rcrop (same seed, top-1 points, mean ± std over seeds)",
               "", "Each seed's run minus the rcrop run with the same seed (same data order, "
               "same initialisation), so seed-to-seed spread that both share cancels. "
-              "`n` is the number of seed pairs.", "",
-              "| method | crop mode | Δ kNN | Δ linear | n |", "|---|---|---|---|---|"]
+              "`n` is the number of seed pairs; the 95% interval of the mean difference is "
+              "Student t with n - 1 degrees of freedom (n/a for one pair). An interval that "
+              "excludes 0 is a difference the seeds resolve.", "",
+              "| method | crop mode | Δ kNN | 95% CI kNN | Δ linear | 95% CI linear | n |",
+              "|---|---|---|---|---|---|---|"]
     for (method, mode), group in by_cell.items():
-        if mode == "rcrop":
+        if mode == BASELINE:
             continue
-        deltas = paired_differences(group, by_cell.get((method, "rcrop"), []))
+        deltas = paired_differences(group, by_cell.get((method, BASELINE), []))
         lines.append(f"| {method} | {mode} | {mean_std(deltas['knn'], signed=True)} | "
-                     f"{mean_std(deltas['linear'], signed=True)} | {len(deltas['knn'])} |")
+                     f"{format_interval(t_interval(deltas['knn']))} | "
+                     f"{mean_std(deltas['linear'], signed=True)} | "
+                     f"{format_interval(t_interval(deltas['linear']))} | "
+                     f"{len(deltas['knn'])} |")
+    lines += [
+        "", "## Share of the oracle's gain", "",
+        "How much of the oracle's paired gain (ccrop-gt - rcrop) each localizer arm "
+        "captures: share = mean(arm - rcrop) / mean(oracle - rcrop) over the seeds all "
+        "three share (1 = as good as the ground-truth boxes, 0 = no better than rcrop). "
+        f"95% interval: percentile interval of a paired bootstrap over seeds "
+        f"({BOOTSTRAP_RESAMPLES} resamples, `random.Random({BOOTSTRAP_SEED})`). "
+        "n/a where the oracle's own gain is not resolved (its 95% t interval includes 0, "
+        "or fewer than two seeds): then there is no gain to take a share of.", "",
+        "| method | crop mode | localizer | share kNN | 95% CI kNN | share linear | "
+        "95% CI linear | n |", "|---|---|---|---|---|---|---|---|",
+    ]
+    any_share = False
+    for (method, mode), group in by_cell.items():
+        if mode not in MODEL_BOX_MODES:
+            continue
+        oracle_cells = by_cell.get((method, ORACLE), [])
+        base = by_cell.get((method, BASELINE), [])
+        if not oracle_cells or not base:
+            continue
+        any_share = True
+        row = [method, mode, f"`{describe_localizer(args, mode)}`"]
+        count = 0
+        for key in ("knn", "linear"):
+            arm_d = deltas_by_seed(group, base, key)
+            oracle_d = deltas_by_seed(oracle_cells, base, key)
+            seeds = sorted(set(arm_d) & set(oracle_d))
+            count = len(seeds)
+            result = bootstrap_share([arm_d[s] for s in seeds], [oracle_d[s] for s in seeds])
+            if result is None:
+                row += ["n/a", "n/a"]
+            else:
+                row += [f"{result[0]:.2f}", f"[{result[1]:.2f}, {result[2]:.2f}]"]
+        lines.append("| " + " | ".join([*row, str(count)]) + " |")
+    if not any_share:
+        lines.append("| (needs rcrop, ccrop-gt and a model-box arm) | | | | | | | |")
     lines += [
         "", f"![accuracy per crop mode]({png.name})", "",
         f"## False-positive positive pairs (coverage < {args.fp_threshold:.0%})", "",
         f"Share of sampled view pairs ({args.fp_pairs} pairs per training image, "
         "`contrastive_crop_params` with the run's final boxes, cifar view scale "
         f"{VIEW_SCALE}) in which at least one view covers less than {args.fp_threshold:.0%} "
-        "of the ground-truth object box (coverage = area(view ∩ gt) / area(gt)). For ccrop "
-        "the boxes are the run's final `boxes.csv` (invalid boxes fall back to "
-        "RandomResizedCrop, as in training).", "",
+        "of the ground-truth object box (coverage = area(view ∩ gt) / area(gt)). For the "
+        f"model-box arms ({', '.join(MODEL_BOX_MODES)}) the boxes are the run's final "
+        "`boxes.csv` (invalid boxes fall back to RandomResizedCrop, as in training).", "",
         "| method | crop mode | false-positive rate (%) |", "|---|---|---|",
     ]
     for (method, mode), group in by_cell.items():
         lines.append(f"| {method} | {mode} | "
                      f"{mean_std([100 * c['fp_rate'] for c in group])} |")
     lines += ["", "## Box quality (model boxes vs ground truth, mean IoU)", "",
-              "| method | seed | epoch | box mean IoU | whole-image mean IoU |",
-              "|---|---|---|---|---|"]
+              "| method | crop mode | seed | epoch | box mean IoU | whole-image mean IoU |",
+              "|---|---|---|---|---|---|"]
     any_pass = False
     for cell in cells:
-        if cell["mode"] != "ccrop":
+        if cell["mode"] not in MODEL_BOX_MODES:
             continue
         for p in cell["box_passes"]:
             any_pass = True
             whole = p["whole_image_mean_iou"]
-            lines.append(f"| {cell['method']} | {cell['seed']} | {p['epoch']} | "
-                         f"{p['box_mean_iou']:.3f} | "
+            lines.append(f"| {cell['method']} | {cell['mode']} | {cell['seed']} | "
+                         f"{p['epoch']} | {p['box_mean_iou']:.3f} | "
                          f"{'n/a' if whole is None else f'{whole:.3f}'} |")
     if not any_pass:
-        lines.append("| (no box pass ran) | | | | |")
+        lines.append("| (no box pass ran) | | | | | |")
     lines += ["", "## Overhead of the box passes", "",
               "| method | crop mode | box-pass s | training s (sum of epochs) | share |",
               "|---|---|---|---|---|"]
     for (method, mode), group in by_cell.items():
-        if mode != "ccrop":
+        if mode not in MODEL_BOX_MODES:
             continue
         box = _mean([c["box_pass_seconds"] for c in group])
         total = _mean([c["epoch_seconds"] + c["box_pass_seconds"] for c in group])
@@ -395,12 +667,41 @@ def write_report(args: argparse.Namespace, cells: list[dict[str, Any]],
 # --------------------------------------------------------------------------- main
 
 
+def yaml_mapping(text: str) -> dict[str, Any]:
+    """``--localizer-kwargs``: a YAML mapping (empty text: no options)."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise argparse.ArgumentTypeError(f"not YAML: {text!r} ({error})") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a YAML mapping such as \"{{rule: max}}\", "
+                                         f"got {text!r}")
+    return {str(k): v for k, v in value.items()}
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from timm_ccrop.config import TrainConfig
+    from timm_ccrop.localize import LOCALIZERS, create_localizer
+
+    defaults = TrainConfig()  # the project default localizer: never hard-coded here
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--methods", nargs="+", default=["simclr"])
-    p.add_argument("--modes", nargs="+", default=list(CROP_MODES), choices=list(CROP_MODES))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--modes", nargs="+", default=list(DEFAULT_MODES), choices=list(CROP_MODES),
+                   help="arms: rcrop (the baseline), ccrop-paper (model boxes, 'paper' "
+                   "localizer), ccrop (model boxes, --localizer), ccrop-gt (ground-truth "
+                   "boxes, the oracle), simccrop")
+    p.add_argument("--localizer", default=defaults.localizer, choices=list(LOCALIZERS),
+                   help="localizer of the 'ccrop' arm (default: the project default, "
+                   "TrainConfig().localizer)")
+    p.add_argument("--localizer-kwargs", type=yaml_mapping,
+                   default=dict(defaults.localizer_kwargs),
+                   help="options of --localizer as a YAML mapping, e.g. \"{rule: max}\"")
+    p.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS))
     p.add_argument("--epochs", type=int, default=24)
     p.add_argument("--data", default=DEFAULT_DATA,
                    help="a synthetic dataset spec (ground-truth boxes are needed)")
@@ -428,6 +729,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("jobs", "threads", "epochs", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    try:
+        create_localizer(args.localizer, **args.localizer_kwargs)
+    except (TypeError, ValueError) as error:
+        p.error(f"--localizer {args.localizer} --localizer-kwargs "
+                f"{json.dumps(args.localizer_kwargs)}: {error}")
     from timm_ccrop.data import parse_data_spec
 
     try:
@@ -443,11 +749,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 RANDOM_INIT = "random-init"
 
 
-def cell_signature(args: argparse.Namespace, data: str) -> dict[str, Any]:
-    """What a finished cell must match to be reused by a rerun (resume)."""
-    return {"data": data, "model": args.model, "epochs": args.epochs,
-            "batch_size": args.batch_size, "lr": args.lr, "alpha": args.alpha,
-            "augment_on": args.augment_on, "image_size": args.image_size}
+def cell_signature(args: argparse.Namespace, data: str, mode: str) -> dict[str, Any]:
+    """What a finished cell of ``mode`` must match to be reused by a rerun (resume).
+
+    The localizer (name and options) belongs to the signature of the model-box arms only,
+    so another ``--localizer`` reruns the 'ccrop' cells and reuses every other cell.
+    """
+    signature: dict[str, Any] = {
+        "data": data, "model": args.model, "epochs": args.epochs,
+        "batch_size": args.batch_size, "lr": args.lr, "alpha": args.alpha,
+        "augment_on": args.augment_on, "image_size": args.image_size}
+    localizer = localizer_for(args, mode)
+    if localizer is not None:
+        # through JSON, so it compares equal to what cell.json gives back
+        signature["localizer"] = json.loads(json.dumps(
+            {"name": localizer[0], "kwargs": localizer[1]}))
+    return signature
 
 
 def cell_folder(root: Path, method: str, mode: str, seed: int) -> Path:
@@ -464,7 +781,8 @@ def compute_cell(args: argparse.Namespace, method: str, mode: str, seed: int, da
                 **evaluate(args.model, data, folder / "eval.json", seed, args.workers)}
     else:
         cell = run_cell(args, method, mode, seed, data, root)
-    cell["signature"] = cell_signature(args, data)
+    cell["localizer"] = None if mode == RANDOM_INIT else describe_localizer(args, mode)
+    cell["signature"] = cell_signature(args, data, mode)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "cell.json.tmp"
     tmp.write_text(json.dumps(cell, indent=1))
@@ -493,11 +811,10 @@ def run_cells(args: argparse.Namespace, argv: Sequence[str], tasks: list[tuple[s
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    signature = cell_signature(args, data)
     results: dict[tuple[str, str, int], dict[str, Any]] = {}
     todo = []
     for task in tasks:
-        cell = finished_cell(cell_folder(root, *task), signature)
+        cell = finished_cell(cell_folder(root, *task), cell_signature(args, data, task[1]))
         if cell is None:
             todo.append(task)
         else:
@@ -514,7 +831,7 @@ def run_cells(args: argparse.Namespace, argv: Sequence[str], tasks: list[tuple[s
         with open(folder / "log.txt", "w") as log:
             code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
                                   env=env).returncode
-        cell = finished_cell(folder, signature)
+        cell = finished_cell(folder, cell_signature(args, data, mode))
         if code != 0 or cell is None:
             raise RuntimeError(f"cell {task} failed (exit code {code}); see {folder / 'log.txt'}")
         return cell
@@ -546,7 +863,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
         method, mode, seed = args.cell
         return compute_cell(args, method, mode, int(seed), data, root)
-    command = "python scripts/compare_crops.py " + shlex.join(argv)
+    command = reproduce_command(argv, args)
     started = time.perf_counter()
     from timm_ccrop.data import build_dataset, parse_data_spec
 

@@ -17,8 +17,8 @@ For each configuration ``model@size`` (a timm model name and a square image size
 Prints markdown tables (a summary, then the full reduction x threshold grids) and the best
 (reduction, threshold) per configuration; ``--out`` also writes them to a file.
 
-    python scripts/localization_study.py                       # ~13 min on a 2-core CPU
-    python scripts/localization_study.py --configs test_resnet@64 --budget 30   # quick look
+    python scripts/family_defaults_study.py                       # ~13 min on a 2-core CPU
+    python scripts/family_defaults_study.py --configs test_resnet@64 --budget 30   # quick look
 """
 
 from __future__ import annotations
@@ -329,7 +329,7 @@ def main(argv=None) -> int:
         rows.extend(run_config(config, data, args))
     total = time.perf_counter() - start
 
-    command = "python scripts/localization_study.py " + " ".join(
+    command = "python scripts/family_defaults_study.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
     machine = (

@@ -19,7 +19,13 @@ from typing import Any
 
 import yaml
 
-from .localize import REDUCTIONS
+from .localize import (
+    DEFAULT_LOCALIZER,
+    DEFAULT_LOCALIZER_OPTIONS,
+    REDUCTIONS,
+    Localizer,
+    create_localizer,
+)
 from .transforms import CROP_MODES, default_alpha
 from .views import VIEW_PRESETS, view_preset
 
@@ -174,7 +180,13 @@ class TrainConfig:
                         group=_CROP, choices=CROP_MODES)
     alpha: float | None = _positive(None, "Beta(alpha, alpha) of the crop centre (default: "
                                     "the crop's own: ccrop 0.6, simccrop 0.1)", _CROP)
-    threshold: float | None = _option(None, "box threshold k of the heatmap (default: per "
+    localizer: str = _option(DEFAULT_LOCALIZER, "how feature maps become boxes: paper (the "
+                             "official rule), union, component, ddt, ccam (see "
+                             "docs/localization.md)", group=_CROP)
+    localizer_kwargs: dict[str, Any] = _option(
+        help="options of the localizer, e.g. {rule: mean, level: 2, pick: peak, dilate: true}",
+        group=_CROP, factory=lambda: dict(DEFAULT_LOCALIZER_OPTIONS))
+    threshold: float | None = _option(None, "box threshold k of the union rule (default: per "
                                       "backbone family)", group=_CROP, low=0, high=1)
     reduction: str | None = _option(None, "channel reduction of the heatmap (default: per "
                                     "backbone family)", group=_CROP, choices=REDUCTIONS)
@@ -219,6 +231,10 @@ class TrainConfig:
                           "backbone export)", group=_EXEC)
     save_every: int = _option(1, "checkpoint every N epochs", group=_EXEC, low=1)
     keep_checkpoints: int = _option(2, "epoch checkpoints kept", group=_EXEC, low=1)
+    snapshots: str = _option("none", "also keep the method's weights for localization "
+                             "studies: 'passes' (at every box pass) or 'epochs' (every "
+                             "epoch), in RUN/snapshots/", group=_EXEC,
+                             choices=("none", "passes", "epochs"))
     knn_every: int = _option(1, "kNN monitor every N epochs (0 disables it)", group=_EXEC,
                              low=0)
     knn_k: int = _option(200, "neighbours of the kNN monitor", group=_EXEC, low=1)
@@ -274,9 +290,27 @@ class TrainConfig:
         )
 
     def problems(self) -> list[str]:
-        """Every field that breaks its declared type, choices or bounds, one line each."""
-        return [problem for option in config_options()
-                if (problem := option.problem(getattr(self, option.name))) is not None]
+        """Every field that breaks its declared type, choices or bounds, one line each
+        (and a localizer that cannot be built with its options)."""
+        problems = [problem for option in config_options()
+                    if (problem := option.problem(getattr(self, option.name))) is not None]
+        if not problems and self.crop == "ccrop" and self.box_source == "model":
+            try:
+                self.build_localizer()
+            except ValueError as err:
+                problems.append(str(err))
+        return problems
+
+    def build_localizer(self) -> Localizer:
+        """The box pass's localizer: ``localizer`` with ``localizer_kwargs``, plus
+        ``threshold``, ``reduction`` and ``stage`` where they are set."""
+        options = dict(self.localizer_kwargs)
+        for key in ("threshold", "reduction"):
+            if getattr(self, key) is not None:
+                options.setdefault(key, getattr(self, key))
+        if self.stage != -1:
+            options.setdefault("stage", self.stage)
+        return create_localizer(self.localizer, **options)
 
     def validate(self) -> None:
         """Reject invalid settings up front, naming each bad value and its valid range.

@@ -66,6 +66,7 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 BOXES_FILE = "boxes.csv"
 BACKBONE_DIR = "backbone"
+SNAPSHOT_DIR = "snapshots"
 #: The one ``boxes.csv`` schema: boxes are ``(x0, y0, x1, y1)`` normalised to [0, 1].
 BOXES_CSV_COLUMNS = ("index", "sample_id", "x0", "y0", "x1", "y1", "valid")
 
@@ -301,7 +302,7 @@ class RunFolderError(ValueError):
 
 #: What a run writes into its folder (``has_run`` looks for these).
 RUN_FILE_PATTERNS = (CONFIG_FILE, METRICS_FILE, BOXES_FILE, CHECKPOINT_GLOB,
-                     "boxes-epoch*.png", BACKBONE_DIR)
+                     "boxes-epoch*.png", BACKBONE_DIR, SNAPSHOT_DIR)
 LOCK_FILE = ".lock"
 
 
@@ -448,3 +449,22 @@ class RunFolder:
 
     def read_checkpoint(self) -> tuple[dict[str, Any], Path]:
         return read_checkpoint(self.path)
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.path / SNAPSHOT_DIR
+
+    def snapshot_path(self, epoch: int) -> Path:
+        return self.snapshot_dir / f"epoch{epoch:04d}.pt"
+
+    def save_snapshot(self, model_state: Mapping[str, Any], epoch: int,
+                      config: Mapping[str, Any]) -> Path:
+        """Keep the method's weights after ``epoch`` (``--snapshots``): for offline
+        localization studies; never read by a resume."""
+        path = self.snapshot_path(epoch)
+        save_checkpoint({"model": model_state, "epoch": epoch, "config": dict(config)}, path)
+        return path
+
+    def snapshots(self) -> list[Path]:
+        """Saved snapshots, oldest first."""
+        return sorted(self.snapshot_dir.glob("epoch*.pt"))

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from ..backbones import create_backbone, load_backbone_weights, probe_model, read_state_dict
+from ..config import TrainConfig
 from ..data import build_dataset, default_train_split, parse_data_spec
-from ..localize import REDUCTIONS, resolve_stage
+from ..localize import LOCALIZERS, REDUCTIONS, Localizer, resolve_stage
 from ..localize.pictures import localization_picture
-from .options import BooleanFlag, number
+from .options import BooleanFlag, number, yaml_mapping
 
 __all__ = ["add_show_boxes_parser", "run_show_boxes"]
 
@@ -44,6 +45,13 @@ def _checked_inputs(args: argparse.Namespace) -> tuple[Path, Path | None, Any, s
     return out, checkpoint, spec, split, model_kwargs
 
 
+def _localizer(args: argparse.Namespace) -> Localizer:
+    """The localizer of the flags, built exactly as the trainer builds it."""
+    return TrainConfig(localizer=args.localizer, localizer_kwargs=args.localizer_kwargs or {},
+                       threshold=args.threshold, reduction=args.reduction,
+                       stage=args.stage).build_localizer()
+
+
 def run_show_boxes(args: argparse.Namespace) -> int:
     """Write the picture of ``args`` and print what it shows; the exit code."""
     out, checkpoint, spec, split, model_kwargs = _checked_inputs(args)
@@ -61,8 +69,8 @@ def run_show_boxes(args: argparse.Namespace) -> int:
     model.eval()
     picture = localization_picture(
         model, images, gt_all[:count].float() if gt_all is not None else None,
-        name=args.model, stage=args.stage, reduction=args.reduction, threshold=args.threshold,
-        image_size=args.image_size, views=args.num_views, opacity=args.opacity,
+        name=args.model, localizer=_localizer(args), image_size=args.image_size,
+        views=args.num_views, opacity=args.opacity,
         alpha=args.alpha, tile=args.tile, seed=args.seed, source=f"{args.data} [{split}]",
     )
     for message in picture.warnings:
@@ -110,6 +118,10 @@ def add_show_boxes_parser(commands: Any) -> argparse.ArgumentParser:
     show.add_argument("--image-size", type=number(int, low=8, unit="pixels"), default=None,
                       help="input resolution of the box pass (default: the images' own size, "
                            "at most 224)")
+    show.add_argument("--localizer", default=TrainConfig.localizer, choices=list(LOCALIZERS),
+                      help="how heatmaps become boxes (default: the trainer's)")
+    show.add_argument("--localizer-kwargs", type=yaml_mapping, default=None,
+                      metavar="{key: value}", help="options of the localizer")
     show.add_argument("--stage", type=int, default=-1,
                       help="feature stage of the heatmap: -1 last, -2 the one before, ...")
     show.add_argument("--reduction", choices=REDUCTIONS, default=None,

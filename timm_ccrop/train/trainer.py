@@ -32,7 +32,7 @@ from ..config import TrainConfig
 from ..data import sample_seed, seed_everything
 from ..distributed import any_process
 from ..hub import export_backbone
-from ..localize import localize_dataset
+from ..localize import Localizer, localize_dataset
 from ..localize.pictures import render_box_picture
 from ..methods import SiameseMethod
 from ..runs import RunFolder, RunFolderError, read_checkpoint, write_boxes_csv
@@ -74,6 +74,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     knn_data: tuple | None
+    localizer: Localizer
     last_checkpoint: Path | None = None  # the newest good checkpoint of this run
     skipped_before: int = 0  # unreadable samples skipped before this epoch
 
@@ -193,7 +194,7 @@ def _build_run(config: TrainConfig, accelerator: Accelerator, folder: RunFolder)
     inner = accelerator.unwrap_model(method)
     knn_data = knn_datasets(config) if config.knn_every else None
     return _Run(config, accelerator, folder, data, method, inner, optimizer, scheduler,
-                knn_data)
+                knn_data, config.build_localizer())
 
 
 #: Settings a checkpoint's weights depend on: a resume must use the same ones.
@@ -286,8 +287,20 @@ def _train_epochs(run: _Run, start_epoch: int) -> tuple[int, Path | None, str | 
                               f"the last good checkpoint is {run.last_checkpoint or 'none'}")
                     return epoch, run.last_checkpoint, "nan"
                 run.last_checkpoint = _save_checkpoint(run, epoch, record)
+            if _snapshot_due(run.config, epoch) and run.is_main:
+                run.folder.save_snapshot(run.inner.state_dict(), epoch, run.config.to_dict())
             _log_record(run, epoch, record)
     return epoch, run.last_checkpoint, None
+
+
+def _snapshot_due(config: TrainConfig, epoch: int) -> bool:
+    """``snapshots='epochs'``: every epoch; ``'passes'``: where the ccrop schedule has a box
+    pass (also in rcrop runs, for comparison) and the last epoch."""
+    if config.snapshots == "epochs":
+        return True
+    warmup, interval = config.resolved_schedule()
+    return config.snapshots == "passes" and (
+        epoch == config.epochs or (epoch >= warmup and epoch % interval == 0))
 
 
 def _say(run: _Run, message: str) -> None:
@@ -351,12 +364,12 @@ def _update_boxes(run: _Run, epoch: int) -> dict[str, Any]:
     picture. Returns the pass's statistics for the metrics row."""
     config, data, accelerator = run.config, run.data, run.accelerator
     mean, std = config.normalisation()
+    run.localizer.attach(getattr(run.inner, "projector", None))
     result = localize_dataset(
-        run.inner.backbone, data.dataset, data.image_size, threshold=config.threshold,
-        stage=config.stage, reduction=config.reduction,
+        run.inner.backbone, data.dataset, data.image_size,
         batch_size=max(1, config.batch_size // accelerator.num_processes),
         num_workers=config.num_workers, accelerator=accelerator, mean=mean, std=std,
-        progress=config.progress,
+        progress=config.progress, localizer=run.localizer,
     )
     data.boxes.update(result.boxes, valid=~result.degenerate)
     if run.is_main:
