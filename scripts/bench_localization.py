@@ -242,9 +242,12 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.3,
                         help="target seconds per measurement in (a)")
     parser.add_argument("--quick", action="store_true", help="(a) only, for a fast look")
+    parser.add_argument("--sections", nargs="+", default=["a", "b", "c"],
+                        choices=["a", "b", "c"], help="which tables to measure")
     parser.add_argument("--localizers", nargs="+",
-                        default=["paper", TrainConfig().localizer + ":" + json.dumps(
-                            TrainConfig().localizer_kwargs), "ccam:{dilate: true}"],
+                        default=["paper", "union", TrainConfig().localizer + ":" + json.dumps(
+                            TrainConfig().localizer_kwargs), "ddt:{dilate: true}",
+                                 "ccam:{dilate: true}"],
                         help="NAME or NAME:{yaml options} for (c)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -270,10 +273,11 @@ def main() -> None:
         lambda: official_boxes(noise_maps, THRESHOLD, (32, 32)),
         per=512, target="~1.00x",
     ))
-    for row in extraction:
-        calibrate(row, args.budget)
-    run_rounds(extraction, args.rounds)
-    print_table(extraction, "(a) box extraction from channel-reduced maps (ms per batch)")
+    if "a" in args.sections:
+        for row in extraction:
+            calibrate(row, args.budget)
+        run_rounds(extraction, args.rounds)
+        print_table(extraction, "(a) box extraction from channel-reduced maps (ms per batch)")
     if args.quick:
         return
 
@@ -299,17 +303,25 @@ def main() -> None:
         lambda: plain_pass(model, noise_data, 32, args.batch_size, args.workers),
         per=args.images, target="~1.00x",
     ))
-    for row in passes:
-        row.baseline()  # warm-up (first-use costs: transforms, allocator)
-        row.candidate()
-    run_rounds(passes, args.rounds)
-    print_table(passes, "(b) whole localization pass vs a plain no-grad forward "
-                        "(ms per pass over the dataset)")
+    if "b" in args.sections:
+        for row in passes:
+            row.baseline()  # warm-up (first-use costs: transforms, allocator)
+            row.candidate()
+        run_rounds(passes, args.rounds)
+        print_table(passes, "(b) whole localization pass vs a plain no-grad forward "
+                            "(ms per pass over the dataset)")
+    if "c" not in args.sections:
+        return
 
-    # (c) each localizer's pass on the benchmark's backbone (resnet_mini_cifar, 32 px)
+    # (c) each localizer's pass on the benchmark's backbone (resnet_mini_cifar, 32 px),
+    # with the plain forward against itself as the noise floor
     bench = create_backbone("resnet_mini_cifar", seed=0).eval()
     data32 = SyntheticObjects(num_samples=args.images, image_size=32).prerender()
-    rows = []
+    rows = [Row(f"noise floor: plain forward vs itself, resnet_mini_cifar, 32 px, "
+                f"N={args.images}",
+                lambda: plain_pass(bench, data32, 32, args.batch_size, args.workers),
+                lambda: plain_pass(bench, data32, 32, args.batch_size, args.workers),
+                per=args.images, target="~1.00x")]
     for spec in args.localizers:
         name, _, options = spec.partition(":")
         localizer = create_localizer(name, **(yaml.safe_load(options) or {}))

@@ -8,6 +8,8 @@ A run folder (``--output`` of ``timm-ccrop pretrain``) holds::
     checkpoint-epoch0004.pt     the newest ``keep_checkpoints`` epoch checkpoints
     boxes-epoch0004.png         the trainer's box pictures
     backbone/                   the final backbone in timm's Hub layout
+    snapshots/epoch0004.pt      the method's weights (only with --snapshots, for studies)
+    .lock                       held by the trainer writing the folder
 
 Every file is written atomically (a temporary sibling, fsync, rename), so a crash leaves
 either the old or the new file, never a torn one. Folders (exports) are built in a

@@ -33,10 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import eval_mode
-from .components import THRESHOLD_RULES
 from .ddt import hooked_features
 from .heatmaps import normalise_maps
-from .localizers import ComponentRule, Localizer, MapSource, register_localizer
+from .localizers import Localizer, MapSource, component_rule, register_localizer
 
 __all__ = ["ContrastiveCAMLocalizer", "contrastive_cam", "embed"]
 
@@ -167,30 +166,18 @@ class ContrastiveCAMLocalizer(Localizer):
         with eval_mode(head) if head is not None else contextlib.nullcontext():
             cams = contrastive_cam(features, head, self.bank, self.temperature)
         maps, bad = normalise_maps(cams)
-        boxes, empty = self.rule.boxes(maps, image_size, network)
-        degenerate = bad.to(empty.device) | empty
-        boxes = boxes.clone()
-        boxes[degenerate] = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=boxes.dtype,
-                                         device=boxes.device)
-        return boxes, degenerate
+        return self.boxes_from_maps(maps, bad, image_size, network)
 
 
 def _ccam(options: dict[str, Any]) -> Localizer:
     source = MapSource(stage=int(options.pop("stage", -1)),
                        dilate=bool(options.pop("dilate", False)))
-    rule = ComponentRule(rule=options.pop("rule", "mean"),
-                         level=float(options.pop("level", 1.0)),
-                         pick=options.pop("pick", "peak"),
-                         upsample=int(options.pop("upsample", 1)))
+    rule = component_rule(options)
     temperature = float(options.pop("temperature", 0.2))
     bank_size = int(options.pop("bank_size", 512))
-    if rule.rule not in THRESHOLD_RULES:
-        raise ValueError(f"rule must be one of {', '.join(THRESHOLD_RULES)}, got {rule.rule!r}")
-    if rule.pick not in ("peak", "largest"):
-        raise ValueError(f"pick must be 'peak' or 'largest', got {rule.pick!r}")
-    if not (rule.level > 0 and temperature > 0) or rule.upsample < 1 or bank_size < 1:
-        raise ValueError(f"level and temperature must be > 0, upsample and bank_size >= 1, "
-                         f"got {rule.level}, {temperature}, {rule.upsample}, {bank_size}")
+    if not temperature > 0 or bank_size < 1:
+        raise ValueError(f"temperature must be > 0 and bank_size >= 1, got {temperature}, "
+                         f"{bank_size}")
     return ContrastiveCAMLocalizer("ccam", source, rule, temperature=temperature,
                                    bank_size=bank_size)
 

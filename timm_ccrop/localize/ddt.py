@@ -146,12 +146,7 @@ class DDTLocalizer(Localizer):
         maps = self.projection(network, images)
         bad = ~torch.isfinite(maps).flatten(1).all(dim=1)
         maps = torch.where(torch.isfinite(maps), maps, torch.zeros_like(maps))
-        boxes, empty = self.rule.boxes(maps, image_size, network)
-        degenerate = bad.to(empty.device) | empty
-        boxes = boxes.clone()
-        boxes[degenerate] = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=boxes.dtype,
-                                         device=boxes.device)
-        return boxes, degenerate
+        return self.boxes_from_maps(maps, bad, image_size, network)
 
 
 def _bottom_k(sample: torch.Tensor | None, keys: torch.Tensor | None,

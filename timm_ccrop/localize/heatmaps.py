@@ -28,13 +28,13 @@ REDUCTIONS = ("sum", "relu-sum", "l2")
 
 @dataclass(frozen=True)
 class LocalizationDefaults:
-    """Per-family defaults of the localization (see docs/localization.md for the study)."""
+    """Per-family defaults of the localization (see docs/family-defaults.md for the study)."""
 
     reduction: str
     threshold: float
 
 
-# Chosen by measurement (scripts/family_defaults_study.py, docs/localization.md): test-size
+# Chosen by measurement (scripts/family_defaults_study.py, docs/family-defaults.md): test-size
 # models trained with the labels on SyntheticObjects at 64/128 px, mean IoU with the
 # ground-truth boxes on a held-out split, stages giving >= 4x4 maps; k = the best threshold,
 # or a lower one within 0.03 IoU of it (looser box, more of the object kept). The paper's

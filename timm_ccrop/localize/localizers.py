@@ -40,7 +40,8 @@ from .heatmaps import (
 from .hooks import FeatureHook, resolve_stage
 
 __all__ = ["DEFAULT_LOCALIZER", "DEFAULT_LOCALIZER_OPTIONS", "LOCALIZERS", "ComponentRule",
-           "Localizer", "MapSource", "UnionRule", "create_localizer", "default_localizer",
+           "Localizer", "MapSource", "UnionRule", "component_rule", "create_localizer",
+           "default_localizer",
            "register_localizer", "stride_removed"]
 
 
@@ -204,6 +205,13 @@ class Localizer:
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(boxes (B, 4), degenerate (B,))`` of a normalised image batch."""
         maps, bad = self.source.maps(network, images)
+        return self.boxes_from_maps(maps, bad, image_size, network)
+
+    def boxes_from_maps(self, maps: torch.Tensor, bad: torch.Tensor,
+                        image_size: tuple[int, int], network: nn.Module
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rule's boxes of ``maps``; rows that are ``bad`` (a degenerate map) or
+        empty get the whole image and are marked degenerate."""
         boxes, empty = self.rule.boxes(maps, image_size, network)
         degenerate = bad.to(empty.device) | empty
         boxes = boxes.clone()
@@ -240,7 +248,9 @@ def _union(options: dict[str, Any]) -> Localizer:
     return Localizer("union", source, UnionRule(None if threshold is None else float(threshold)))
 
 
-def _component(options: dict[str, Any]) -> Localizer:
+def component_rule(options: dict[str, Any]) -> ComponentRule:
+    """A :class:`ComponentRule` from ``options`` (pops rule, level, pick, upsample),
+    checked; shared by every localizer that keeps one component."""
     rule = ComponentRule(rule=options.pop("rule", "mean"),
                          level=float(options.pop("level", 1.0)),
                          pick=options.pop("pick", "peak"),
@@ -252,6 +262,11 @@ def _component(options: dict[str, Any]) -> Localizer:
     if not rule.level > 0 or rule.upsample < 1:
         raise ValueError(f"level must be > 0 and upsample >= 1, got {rule.level}, "
                          f"{rule.upsample}")
+    return rule
+
+
+def _component(options: dict[str, Any]) -> Localizer:
+    rule = component_rule(options)
     return Localizer("component", _source(options), rule)
 
 
