@@ -55,12 +55,14 @@ def _existing_ancestor(folder: Path) -> Path:
     return folder
 
 
-def check_report_target(path: Path) -> None:
+def check_report_target(path: Path) -> Path | None:
     """Fail now, in one line, when ``eval.json`` could not be written at ``path`` later.
 
     Creates ``path``'s folder when it is missing (an evaluation writes there anyway) and
     writes and removes a probe file in it: an unwritable place is found before minutes
-    of feature extraction, not after. Raises an OSError naming the path.
+    of feature extraction, not after. Raises an OSError naming the path. Returns the
+    outermost folder this call created (None when the folder existed), so that a run that
+    fails later can remove it again.
     """
     path = Path(path)
     folder = path.parent
@@ -71,7 +73,9 @@ def check_report_target(path: Path) -> None:
     if blocker.exists() and not blocker.is_dir():
         raise NotADirectoryError(f"cannot write the report {path}: {blocker} is a file, "
                                  f"not a folder; {advice}")
+    missing = [f for f in (folder, *folder.parents) if not f.exists()]
     ensure_writable_folder(folder, f"the report {path}", advice)
+    return missing[-1] if missing else None
 
 
 def versions() -> dict[str, str]:

@@ -11,6 +11,7 @@ carves a seeded validation split from the train split for that).
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ class EvalInputs:
     val_indices: list[int]
     recipe: ProbeRecipe | None
     output: Path
+    created: Path | None = None  # the folder the output check created (removed on failure)
 
 
 def resolve_inputs(config: EvalConfig) -> EvalInputs:
@@ -87,9 +89,9 @@ def resolve_inputs(config: EvalConfig) -> EvalInputs:
     if "linear" in config.protocols and config.probe_recipe != "auto":
         recipe = load_probe_recipe(config.probe_recipe)  # an explicit name/path: check now
     output = report_path(config, source)
-    check_report_target(output)  # last: other bad input leaves no folder behind
+    created = check_report_target(output)  # last: other bad input leaves no folder behind
     return EvalInputs(source, spec, train_split, test_split, train_dataset, test_dataset,
-                      train_idx, val_idx, recipe, output)
+                      train_idx, val_idx, recipe, output, created)
 
 
 @dataclass
@@ -350,7 +352,12 @@ def run_evaluation(config: EvalConfig, accelerator: Any = None,
     inputs = resolve_inputs(config)
     accelerator = accelerator if accelerator is not None else _default_accelerator(config)
     set_seed(config.seed)
-    run = _prepare(config, inputs, accelerator)
+    try:
+        run = _prepare(config, inputs, accelerator)
+    except (ValueError, OSError):  # bad input found while loading: leave no empty folder
+        if inputs.created is not None and accelerator.is_main_process:
+            shutil.rmtree(inputs.created, ignore_errors=True)
+        raise
     features = _features(run)
     report = _report_header(run)
     if "knn" in config.protocols and accelerator.is_main_process:
