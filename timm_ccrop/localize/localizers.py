@@ -21,6 +21,7 @@ Names (options in brackets):
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,17 +101,34 @@ class MapSource:
     def stages(self) -> tuple[int, ...]:
         return tuple(self.fuse) or (self.stage,)
 
-    def maps(self, network: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor,
-                                                                      torch.Tensor]:
-        """Normalised heatmaps ``(B, h, w)`` and the degenerate mask (eval mode and
-        no_grad are the caller's)."""
-        reduction = self.reduction or localization_defaults(network).reduction
+    def _raw_maps(self, network: nn.Module, images: torch.Tensor,
+                  reduction: str) -> list[torch.Tensor]:
+        """Channel-reduced maps of every stage, from one forward."""
         with contextlib.ExitStack() as stack:
             if self.dilate:
                 stack.enter_context(stride_removed(network, self.stage))
             hooks = [stack.enter_context(FeatureHook(network, s)) for s in self.stages()]
             network(images)
-            raw = [reduce_channels(hook.feature_map, reduction) for hook in hooks]
+            return [reduce_channels(hook.feature_map, reduction) for hook in hooks]
+
+    def maps(self, network: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor,
+                                                                      torch.Tensor]:
+        """Normalised heatmaps ``(B, h, w)`` and the degenerate mask (eval mode and
+        no_grad are the caller's)."""
+        reduction = self.reduction or localization_defaults(network).reduction
+        try:
+            raw = self._raw_maps(network, images, reduction)
+        except (RuntimeError, AssertionError) as err:
+            if not self.dilate:
+                raise
+            # Some families cannot run without their stride (Swin's attention windows):
+            # say so once and use the plain map from then on.
+            warnings.warn(f"cannot remove the last downsampling stride of "
+                          f"{type(network).__name__} ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:120]}); using the plain map",
+                          stacklevel=2)
+            self.dilate = False
+            raw = self._raw_maps(network, images, reduction)
         normalised = [normalise_maps(m) for m in raw]
         if len(normalised) == 1:
             return normalised[0]

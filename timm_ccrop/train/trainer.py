@@ -74,7 +74,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     knn_data: tuple | None
-    localizer: Localizer
+    localizer: Localizer | None  # None when the boxes do not come from the model
     last_checkpoint: Path | None = None  # the newest good checkpoint of this run
     skipped_before: int = 0  # unreadable samples skipped before this epoch
 
@@ -194,7 +194,11 @@ def _build_run(config: TrainConfig, accelerator: Accelerator, folder: RunFolder)
     inner = accelerator.unwrap_model(method)
     knn_data = knn_datasets(config) if config.knn_every else None
     return _Run(config, accelerator, folder, data, method, inner, optimizer, scheduler,
-                knn_data, config.build_localizer())
+                knn_data, config.build_localizer() if _model_boxes(config) else None)
+
+
+def _model_boxes(config: TrainConfig) -> bool:
+    return config.crop == "ccrop" and config.box_source == "model"
 
 
 #: Settings a checkpoint's weights depend on: a resume must use the same ones.
