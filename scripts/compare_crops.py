@@ -208,6 +208,7 @@ def run_cell(args: argparse.Namespace, method: str, mode: str, seed: int, data: 
         alpha=args.alpha, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         augment_on=args.augment_on, knn_every=0, pictures=0, progress=False,
         output=str(folder), seed=seed, num_workers=args.workers, image_size=args.image_size,
+        snapshots="passes",  # the weights at every box pass, for localization studies
         **extra,
     )
     started = time.perf_counter()
