@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
@@ -39,3 +44,17 @@ def crop_centre(view: np.ndarray) -> tuple[float, float]:
     height, width = view.shape[:2]
     centre = view[height // 2, width // 2].astype(np.float64)
     return centre[0] / COORD_SCALE, centre[1] / COORD_SCALE
+
+
+#: The repository's scripts/ folder (benchmarks and studies the tests import).
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``scripts/NAME.py`` as module ``NAME`` (registered in ``sys.modules``, so
+    dataclasses and pickling inside it work)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "check_architecture.py"
+from .helpers import SCRIPTS, load_script
+
+SCRIPT = SCRIPTS / "check_architecture.py"
 
 
 @pytest.fixture(scope="module")
 def checker():
-    spec = importlib.util.spec_from_file_location("check_architecture", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("check_architecture")
 
 
 def test_no_cycles_no_private_imports_layers_point_one_way(checker) -> None:

@@ -3,7 +3,6 @@ t interval, the bootstrap share of the oracle's gain and the per-arm cell signat
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -12,15 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
+from .helpers import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_crops.py"
 
 
 @pytest.fixture(scope="module")
 def compare():
-    spec = importlib.util.spec_from_file_location("compare_crops", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("compare_crops")
 
 
 def test_false_positive_rate_on_hand_made_boxes(compare):

@@ -3,11 +3,9 @@ resume, missing data)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from timm_ccrop.config import list_recipes
 
 from .fixtures import write_cifar10
+from .helpers import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_paper.py"
 CELLS = ["cifar10-simclr-rcrop", "cifar10-simclr-ccrop"]
@@ -25,17 +24,13 @@ EVAL_ARGS = "--eval-args=--epochs 1 --linear-mode fast --batch-size 32 --num-wor
             "--no-progress"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("reproduce_paper", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce_paper"] = module
-    spec.loader.exec_module(module)
-    return module
+def load_reproduce_paper():
+    return load_script("reproduce_paper")
 
 
 @pytest.fixture(scope="module")
 def repro():
-    return load_script()
+    return load_reproduce_paper()
 
 
 def test_dry_run_prints_every_cell(repro, tmp_path, capsys):
