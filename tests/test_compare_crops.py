@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
 from .helpers import load_script
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_crops.py"
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,6 @@ from timm_ccrop.config import list_recipes
 from .fixtures import write_cifar10
 from .helpers import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_paper.py"
 CELLS = ["cifar10-simclr-rcrop", "cifar10-simclr-ccrop"]
 TINY = ["--epochs", "1", "--override", "model=resnet_tiny_cifar", "--override", "batch_size=32",
         "--override", "num_workers=0", "--override", "knn_every=0", "--override", "pictures=0",
