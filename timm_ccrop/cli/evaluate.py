@@ -12,7 +12,7 @@ from ..evaluation import (
     list_probe_recipes,
     run_evaluation,
 )
-from .options import BooleanFlag, HelpFormatter, number
+from .options import BooleanFlag, HelpFormatter, add_verify_weights_argument, number
 
 __all__ = ["add_eval_parser", "run_eval"]
 
@@ -67,9 +67,7 @@ def _add_input_arguments(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--std", type=number(float, low=0, low_open=True), nargs=3,
                           default=None, metavar=("R", "G", "B"),
                           help="normalisation std (default: the model's pretrained_cfg)")
-    evaluate.add_argument("--verify-weights", action=BooleanFlag, default=True,
-                          help="check the weights against the sha256 recorded when they were "
-                               "written (--no-verify-weights: for weights edited on purpose)")
+    add_verify_weights_argument(evaluate, "the weights")
 
 
 def _add_protocol_arguments(evaluate: argparse.ArgumentParser) -> None:

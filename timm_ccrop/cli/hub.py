@@ -19,7 +19,7 @@ from ..hub import (
     push_folder,
     registered_zoo_tags,
 )
-from .options import BooleanFlag
+from .options import add_verify_weights_argument
 
 __all__ = ["add_hub_parsers", "run_export", "run_push", "run_zoo"]
 
@@ -134,9 +134,7 @@ def add_hub_parsers(commands: Any) -> None:
                         help="further eval.json reports (used only if they evaluated these "
                              "weights); RUN/eval.json, RUN/backbone/eval.json and "
                              "OUT/eval.json are read anyway")
-    export.add_argument("--verify-weights", action=BooleanFlag, default=True,
-                        help="check the run's weights against the sha256 recorded when they "
-                             "were written (--no-verify-weights: for a file edited on purpose)")
+    add_verify_weights_argument(export, "the run's weights")
     export.set_defaults(handler=run_export)
 
     push = commands.add_parser(
@@ -157,9 +155,7 @@ def add_hub_parsers(commands: Any) -> None:
     push.add_argument("--require-metrics", action="store_true",
                       help="refuse unless the card holds measured numbers (model-index)")
     push.add_argument("--commit-message", default=None)
-    push.add_argument("--verify-weights", action=BooleanFlag, default=True,
-                      help="check model.safetensors against the sha256 in its metadata "
-                           "(--no-verify-weights: for a file edited on purpose)")
+    add_verify_weights_argument(push, "model.safetensors")
     push.set_defaults(handler=run_push)
 
     zoo = commands.add_parser(

@@ -122,3 +122,11 @@ class HelpFormatter(argparse.HelpFormatter):
         if isinstance(action, BooleanFlag):
             return ", ".join(action.option_strings)
         return super()._format_action_invocation(action)
+
+
+def add_verify_weights_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--verify-weights/--no-verify-weights`` (default on): check ``what`` against the
+    sha256 recorded when it was written (off: for a file edited on purpose)."""
+    parser.add_argument("--verify-weights", action=BooleanFlag, default=True,
+                        help=f"check {what} against the sha256 recorded when it was written "
+                             "(--no-verify-weights: for a file edited on purpose)")

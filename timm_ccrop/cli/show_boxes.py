@@ -17,7 +17,7 @@ from ..config import TrainConfig
 from ..data import build_dataset, default_train_split, parse_data_spec
 from ..localize import LOCALIZERS, REDUCTIONS, Localizer, resolve_stage
 from ..localize.pictures import localization_picture
-from .options import BooleanFlag, number, yaml_mapping
+from .options import add_verify_weights_argument, number, yaml_mapping
 
 __all__ = ["add_show_boxes_parser", "run_show_boxes"]
 
@@ -110,9 +110,7 @@ def add_show_boxes_parser(commands: Any) -> argparse.ArgumentParser:
     show.add_argument("--checkpoint", default=None, metavar="PATH",
                       help="weights to load: a .safetensors file or a torch.save'd state "
                            "dict (possibly nested under 'model'/'state_dict')")
-    show.add_argument("--verify-weights", action=BooleanFlag, default=True,
-                      help="check --checkpoint against the sha256 recorded when it was "
-                           "written (--no-verify-weights: for a file edited on purpose)")
+    add_verify_weights_argument(show, "--checkpoint")
     show.add_argument("--pretrained", action="store_true",
                       help="load timm's pretrained weights (needs the Hub or a filled cache)")
     show.add_argument("--image-size", type=number(int, low=8, unit="pixels"), default=None,
