@@ -81,7 +81,8 @@ from .transforms import (
 )
 from .views import ViewRecipe, preset_recipes
 
-__all__ = ["BatchedViews", "DeviceImageBank", "resized_crop", "sample_crop_params"]
+__all__ = ["BatchedViews", "DeviceImageBank", "crop_geometry", "resized_crop",
+           "sample_crop_params"]
 
 BLUR_SIGMA = (0.1, 2.0)  # torchvision GaussianBlur default
 _TRIES = 10
@@ -236,6 +237,18 @@ def sample_crop_params(
     return top, left, crop_h, crop_w
 
 
+def crop_geometry(
+    top: torch.Tensor, left: torch.Tensor, crop_h: torch.Tensor, crop_w: torch.Tensor,
+    height: int, width: int, flipped: torch.Tensor,
+) -> torch.Tensor:
+    """``[B, 5]`` float rows ``(x0, y0, x1, y1, flipped)``: each crop as a box in the
+    project's convention (normalised by the image size, pixel edges) and its flip (0/1),
+    the same layout as :class:`~timm_ccrop.transforms.ViewGeometry` rows."""
+    boxes = torch.stack([left / width, top / height, (left + crop_w) / width,
+                         (top + crop_h) / height], dim=1)
+    return torch.cat([boxes.float(), flipped.float()[:, None]], dim=1)
+
+
 # ----------------------------------------------------------------------------- resize
 
 
@@ -319,7 +332,9 @@ class BatchedViews(torch.nn.Module):
     Call with ``images`` uint8 (or float in [0, 1]) ``[B, 3, H, W]``, ``boxes`` ``[B, 4]``
     or None, ``valid`` ``[B]`` bool or None (None with boxes: all rows valid) and an
     optional ``torch.Generator`` on the images' device; returns one float32 view
-    ``[B, 3, S, S]`` per recipe.
+    ``[B, 3, S, S]`` per recipe. With ``return_geometry=True`` it returns ``(views,
+    geometry)``, ``geometry`` a ``[B, V, 5]`` tensor of each view's crop box in the image
+    and its flip (:func:`crop_geometry`); the views and the random draws are the same.
     """
 
     def __init__(
@@ -373,13 +388,18 @@ class BatchedViews(torch.nn.Module):
         boxes: torch.Tensor | None = None,
         valid: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-    ) -> list[torch.Tensor]:
+        return_geometry: bool = False,
+    ) -> list[torch.Tensor] | tuple[list[torch.Tensor], torch.Tensor]:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
         scale = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
         floats = images.float()
-        return [self.view(floats, recipe, boxes, valid, generator, scale)
-                for recipe in self.recipes]
+        outputs = [self.view(floats, recipe, boxes, valid, generator, scale, return_geometry)
+                   for recipe in self.recipes]
+        if not return_geometry:
+            return outputs
+        views, geometry = zip(*outputs, strict=True)
+        return list(views), torch.stack(geometry, dim=1)
 
     def view(
         self,
@@ -389,8 +409,10 @@ class BatchedViews(torch.nn.Module):
         valid: torch.Tensor | None,
         generator: torch.Generator | None,
         value_scale: float = 1.0,
-    ) -> torch.Tensor:
-        """One view of float images (in [0, 1] after multiplying by ``value_scale``)."""
+        return_geometry: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """One view of float images (in [0, 1] after multiplying by ``value_scale``);
+        with ``return_geometry``, also its ``[B, 5]`` crop boxes and flips."""
         batch, _, height, width = images.shape
         device = images.device
         top, left, crop_h, crop_w = sample_crop_params(
@@ -401,8 +423,9 @@ class BatchedViews(torch.nn.Module):
                            value_scale)
         # One draw of every per-image coin and factor, whether used or not (fixed cost).
         coins = _rand((batch, 5), generator, device, torch.float32)
+        flipped = coins[:, 0] < recipe.hflip  # never true when hflip is 0 (coins < 1)
         if recipe.hflip > 0:
-            out = apply_where(out, coins[:, 0] < recipe.hflip, lambda x: x.flip(-1))
+            out = apply_where(out, flipped, lambda x: x.flip(-1))
         jitter = recipe.color_jitter
         if recipe.color_jitter_prob > 0 and jitter and any(j > 0 for j in jitter):
             ops = tuple(i for i, v in enumerate(list(jitter)[:4]) if v > 0)
@@ -421,7 +444,10 @@ class BatchedViews(torch.nn.Module):
             out = apply_where(out, coins[:, 4] < recipe.solarize_prob, solarize)
         mean = torch.tensor(recipe.mean, dtype=out.dtype, device=device).view(1, -1, 1, 1)
         std = torch.tensor(recipe.std, dtype=out.dtype, device=device).view(1, -1, 1, 1)
-        return out.sub_(mean).div_(std)  # normalize(), in place
+        out = out.sub_(mean).div_(std)  # normalize(), in place
+        if not return_geometry:
+            return out
+        return out, crop_geometry(top, left, crop_h, crop_w, height, width, flipped)
 
     @staticmethod
     def _jitter_params(jitter, batch, generator, device):

@@ -27,6 +27,7 @@ are seeded by torch. Beta draws use a cached inverse-CDF table (:func:`beta_quan
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import random
@@ -37,15 +38,20 @@ import numpy as np
 import torch
 from PIL import Image
 from timm.data.transforms import RandomResizedCropAndInterpolation
+from torchvision import transforms as tv_transforms
 from torchvision.transforms import functional as F
 
 from .boxes import Box, validate_box
 
 __all__ = [
     "ContrastiveCrop",
+    "RecordingHorizontalFlip",
+    "RecordingResizedCrop",
     "SimCCrop",
     "SIMCCROP_BOX",
+    "ViewGeometry",
     "contrastive_crop_params",
+    "recording_step",
     "to_rgb",
 ]
 
@@ -292,6 +298,8 @@ class ContrastiveCrop(RandomResizedCropAndInterpolation):
         self.alpha = check_alpha(alpha)
         self._log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
         self._fixed_box: Box | None = None
+        #: Where to record each call's crop (None: nothing recorded; see ViewGeometry).
+        self.geometry: ViewGeometry | None = None
 
     def get_box_params(self, img: Any, box: Box | None) -> tuple[int, int, int, int]:
         """``(top, left, crop_h, crop_w)`` for ``img`` and an already validated box."""
@@ -319,6 +327,8 @@ class ContrastiveCrop(RandomResizedCropAndInterpolation):
         top, left, crop_h, crop_w = _sample_params(
             height, width, box, self.scale, self.ratio, self._log_ratio, self.alpha, random
         )
+        if self.geometry is not None:
+            self.geometry.set_crop(top, left, crop_h, crop_w, height, width)
         interpolation = self.interpolation
         if type(interpolation) in (tuple, list):
             interpolation = random.choice(interpolation)
@@ -349,3 +359,81 @@ class SimCCrop(ContrastiveCrop):
 
     def _resolve_box(self, box: Any) -> Box:
         return SIMCCROP_BOX
+
+
+class ViewGeometry:
+    """What one view's pipeline did to its image: the crop box and the horizontal flip.
+
+    The crop box is ``(x0, y0, x1, y1)`` in the project's box convention (normalised by
+    the size of the image the crop was taken from, pixel edges); ``flipped`` says whether
+    the view was mirrored after the crop. The recording steps below write into one shared
+    instance per view pipeline; :class:`~timm_ccrop.views.MultiViewTransform` resets it
+    before each call and reads it after.
+    """
+
+    __slots__ = ("box", "flipped")
+
+    def __init__(self) -> None:
+        self.box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+        self.flipped = False
+
+    def reset(self) -> None:
+        """Forget the last view (whole image, not flipped: a pipeline without a crop)."""
+        self.box, self.flipped = (0.0, 0.0, 1.0, 1.0), False
+
+    def set_crop(self, top: int, left: int, crop_h: int, crop_w: int, height: int,
+                 width: int) -> None:
+        """Record a crop of ``crop_h x crop_w`` pixels at ``(top, left)`` of an image of
+        ``height x width``."""
+        self.box = (left / width, top / height, (left + crop_w) / width, (top + crop_h) / height)
+
+    def row(self) -> list[float]:
+        """``[x0, y0, x1, y1, flipped]`` (the flip as 0.0 or 1.0)."""
+        return [*self.box, float(self.flipped)]
+
+
+class RecordingResizedCrop(RandomResizedCropAndInterpolation):
+    """timm's RandomResizedCropAndInterpolation that also records its crop: the same
+    ``get_params`` call, so the same random draws and the same output."""
+
+    def __init__(self, crop: RandomResizedCropAndInterpolation, geometry: ViewGeometry) -> None:
+        self.__dict__.update(crop.__dict__)
+        self.geometry = geometry
+
+    def __call__(self, img: Any) -> Any:
+        top, left, crop_h, crop_w = self.get_params(img, self.scale, self.ratio)
+        height, width = _image_size(img)
+        self.geometry.set_crop(top, left, crop_h, crop_w, height, width)
+        interpolation = self.interpolation
+        if isinstance(interpolation, (tuple, list)):
+            interpolation = random.choice(interpolation)
+        return F.resized_crop(img, top, left, crop_h, crop_w, self.size, interpolation)
+
+
+class RecordingHorizontalFlip(tv_transforms.RandomHorizontalFlip):
+    """torchvision's RandomHorizontalFlip that also records whether it flipped: the same
+    single ``torch.rand(1)`` draw per call, so the same random stream."""
+
+    def __init__(self, p: float, geometry: ViewGeometry) -> None:
+        super().__init__(p)
+        self.geometry = geometry
+
+    def forward(self, img: Any) -> Any:
+        flipped = bool(torch.rand(1) < self.p)
+        self.geometry.flipped = flipped
+        return F.hflip(img) if flipped else img
+
+
+def recording_step(step: Any, geometry: ViewGeometry) -> Any:
+    """A copy of a pipeline step that records into ``geometry`` (crops and horizontal
+    flips; every other step is returned as it is). The copy draws the same random numbers
+    as the original, so recording never changes a view."""
+    if isinstance(step, ContrastiveCrop):
+        recording = copy.copy(step)
+        recording.geometry = geometry
+        return recording
+    if type(step) is RandomResizedCropAndInterpolation:
+        return RecordingResizedCrop(step, geometry)
+    if type(step) is tv_transforms.RandomHorizontalFlip:
+        return RecordingHorizontalFlip(step.p, geometry)
+    return step

@@ -13,13 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.data.transforms import MaybePILToTensor, MaybeToTensor
 from torchvision import transforms as tv_transforms
 
 from .constants import CIFAR_MEAN, CIFAR_STD
 from .factory import create_transform, parse_crop_mode
-from .transforms import ContrastiveCrop
+from .transforms import ContrastiveCrop, ViewGeometry, recording_step
 
 __all__ = [
     "CIFAR_MEAN",
@@ -61,17 +62,37 @@ class MultiViewTransform:
 
     Args:
         transforms: one pipeline per view (e.g. two for SimCLR/MoCo/BYOL/SimSiam).
+        geometry: one :class:`~timm_ccrop.transforms.ViewGeometry` per view, which the
+            pipelines' recording steps write (see :func:`view_transform`); then a call
+            returns ``(views, geometry)`` with ``geometry`` a float tensor ``[V, 5]``:
+            each view's crop box ``(x0, y0, x1, y1)`` in the image and its flip (0 or 1).
     """
 
-    def __init__(self, transforms: Sequence[Callable]) -> None:
+    def __init__(self, transforms: Sequence[Callable],
+                 geometry: Sequence[ViewGeometry] | None = None) -> None:
         if not transforms:
             raise ValueError("MultiViewTransform needs at least one view pipeline")
+        if geometry is not None and len(geometry) != len(transforms):
+            raise ValueError(f"got {len(geometry)} geometry records for {len(transforms)} "
+                             "views; pass one ViewGeometry per view")
         self.transforms = list(transforms)
+        self.geometry = list(geometry) if geometry is not None else None
 
-    def __call__(self, img: Any, box: Any = _MISSING) -> list[Any]:
+    @property
+    def records_geometry(self) -> bool:
+        """Whether a call returns ``(views, geometry)`` instead of the views alone."""
+        return self.geometry is not None
+
+    def __call__(self, img: Any, box: Any = _MISSING) -> list[Any] | tuple[list[Any], Any]:
         if box is _MISSING:
             img, box = img if isinstance(img, tuple) and len(img) == 2 else (img, None)
-        return [apply_transform(transform, img, box) for transform in self.transforms]
+        if self.geometry is None:
+            return [apply_transform(transform, img, box) for transform in self.transforms]
+        views = []
+        for transform, record in zip(self.transforms, self.geometry, strict=True):
+            record.reset()
+            views.append(apply_transform(transform, img, box))
+        return views, torch.tensor([record.row() for record in self.geometry])
 
     def __len__(self) -> int:
         return len(self.transforms)
@@ -166,8 +187,14 @@ def view_transform(
     crop_mode: str = "ccrop",
     alpha: float | None = None,
     use_prefetcher: bool = False,
+    geometry: ViewGeometry | None = None,
 ) -> tv_transforms.Compose:
-    """One view's pipeline: timm's training transform with the chosen crop in front."""
+    """One view's pipeline: timm's training transform with the chosen crop in front.
+
+    With ``geometry``, the crop and the horizontal flip are replaced by copies that record
+    what they did into it (same random draws, same output); without it the pipeline is
+    exactly timm's.
+    """
     mode = _timm_crop_mode(crop_mode)
     pipeline = create_transform(
         recipe.size,
@@ -196,6 +223,8 @@ def view_transform(
         pipeline.transforms.insert(
             to_tensor, tv_transforms.RandomSolarize(threshold=128, p=recipe.solarize_prob)
         )
+    if geometry is not None:
+        pipeline.transforms = [recording_step(step, geometry) for step in pipeline.transforms]
     return pipeline
 
 
@@ -206,6 +235,7 @@ def multi_view_transform(
     size: int | None = None,
     num_views: int | None = None,
     use_prefetcher: bool = False,
+    geometry: bool = False,
 ) -> MultiViewTransform:
     """The views of a Siamese method, from a preset name or a list of :class:`ViewRecipe`.
 
@@ -217,10 +247,16 @@ def multi_view_transform(
         size: override the preset's output size.
         num_views: number of views (default: the preset's, two); views cycle over the
             preset's recipes.
+        geometry: also return each view's crop box and flip (``(views, [V, 5] tensor)``,
+            see :class:`MultiViewTransform`); the views are the same as without it.
     """
     recipes = preset_recipes(preset, size, num_views)
+    records = [ViewGeometry() for _ in recipes] if geometry else None
     return MultiViewTransform(
         [
-            view_transform(recipe, crop_mode, alpha, use_prefetcher) for recipe in recipes
-        ]
+            view_transform(recipe, crop_mode, alpha, use_prefetcher,
+                           records[i] if records else None)
+            for i, recipe in enumerate(recipes)
+        ],
+        records,
     )

@@ -116,7 +116,9 @@ class BoxedDataset(Dataset):
             pipelines (ContrastiveCrop first) get the sample's box.
         boxes: the shared box table (one row per sample), or None for no boxes.
         return_index: ``(out, target, index)`` if True, ``(out, target)`` for timm's
-            ``create_loader`` / ``fast_collate``.
+            ``create_loader`` / ``fast_collate``. A transform that records each view's
+            crop and flip (``multi_view_transform(..., geometry=True)``) adds a fourth
+            item, its ``[V, 5]`` geometry, to ``(out, target, index)``.
         image_key, label_key: keys of dict samples (default: 'image'/'img', 'label').
         skip_unreadable: replace a sample whose image cannot be read (corrupt or truncated
             file) by the next readable one, with a warning; :attr:`skipped` counts them
@@ -178,6 +180,11 @@ class BoxedDataset(Dataset):
         img, target = self._load(index)
         box = self.boxes.get(index) if self.boxes is not None else None
         out = apply_transform(self.transform, img, box)
+        if getattr(self.transform, "records_geometry", False):
+            # (views, geometry [V, 5]): the geometry travels as a fourth item, so the
+            # collated batch carries a [B, V, 5] tensor beside the views
+            out, geometry = out
+            return (out, target, index, geometry) if self.return_index else (out, target)
         return (out, target, index) if self.return_index else (out, target)
 
     def _load(self, index: int) -> tuple[Any, int]:
