@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from safetensors.torch import save_file
 
 import timm_ccrop.models as cifar_models
 
@@ -98,33 +99,133 @@ def test_pretrained_cfg_is_our_own() -> None:
     assert cfg["interpolation"] == "bilinear" and cfg["crop_pct"] == 1.0
     assert cfg["num_classes"] == 0 and cfg["license"] == "apache-2.0"
     assert cfg["paper_ids"] == "arXiv:2202.03278"
-    for inherited in ("origin_url", "tag", "test_input_size", "hf_hub_id"):
+    for inherited in ("origin_url", "tag", "test_input_size", "hf_hub_id", "file"):
         assert cfg.get(inherited) is None, inherited
+    # an architecture with a zoo tag keeps the untagged cfg as its default
+    assert timm.list_pretrained("resnet_tiny_cifar.*")
+    assert timm.create_model("resnet_tiny_cifar").pretrained_cfg.get("tag") is None
     data = timm.data.resolve_model_data_config(timm.create_model("resnet18_cifar"))
     assert data["input_size"] == (3, 32, 32) and data["interpolation"] == "bilinear"
 
 
 def test_registration_is_idempotent() -> None:
     assert timm.list_models("*_cifar") == sorted(NAMES)
+    tags = timm.list_pretrained("*_cifar.*")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert cifar_models.register_cifar_models() == []
+        # the same tags again: nothing registered, and None keeps the tags declared before
+        assert cifar_models.register_cifar_models(cifar_models.cifar_pretrained_cfgs()) == []
     assert timm.list_models("*_cifar") == sorted(NAMES)
+    assert timm.list_pretrained("*_cifar.*") == tags
 
 
-def test_import_and_reimport_leave_timm_pretrained_tags_alone() -> None:
+def test_tags_are_declared_in_default_cfgs_and_load(tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    trained = timm.create_model("resnet_mini_cifar")
+    weights = tmp_path / "model.safetensors"
+    save_file(trained.state_dict(), str(weights))
+    before = cifar_models.cifar_pretrained_cfgs()
+    name = "resnet_mini_cifar.test_only"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # timm's "Overwriting" warning is ours to silence
+            changed = cifar_models.register_cifar_models(
+                {**before, name: {"file": str(weights), "description": "a test"}})
+            assert changed == ["resnet_mini_cifar"]  # only the architecture whose tags changed
+        assert name in timm.list_pretrained("*_cifar.*")
+        assert "test_only" in cifar_models.default_cfgs["resnet_mini_cifar"].tags
+        cfg = timm.models.get_pretrained_cfg(name)
+        assert cfg.file == str(weights) and cfg.tag == "test_only"
+        assert cfg.description == "a test" and cfg.input_size == (3, 32, 32)  # our defaults
+        assert cfg.mean == cifar_models.CIFAR_MEAN and cfg.pool_size == (4, 4)
+        # the untagged cfg stays the architecture's default
+        assert timm.models.get_pretrained_cfg("resnet_mini_cifar").file is None
+        assert "resnet_mini_cifar" not in timm.list_pretrained()
+        loaded = timm.create_model(name, pretrained=True)
+        for key, value in trained.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), key
+        # the tags of the other architectures were kept
+        assert set(before) <= set(timm.list_pretrained("*_cifar.*"))
+    finally:
+        cifar_models.register_cifar_models(before)
+    assert name not in timm.list_pretrained()
+    assert cifar_models.cifar_pretrained_cfgs() == before
+
+
+@pytest.mark.parametrize(("cfgs", "message"), [
+    ({"resnet18.x": {"file": "w"}}, r"key 'resnet18.x' must be 'ARCH.TAG' with ARCH one of"),
+    ({"resnet18_cifar": {"file": "w"}}, r"key 'resnet18_cifar' must be 'ARCH.TAG'"),
+    ({"resnet18_cifar.x": {"file": "w", "colour": 1}}, r"unknown fields \['colour'\]"),
+    ({"resnet18_cifar.x": {"mean": (0.5,)}}, "names no weights; set one of file, url"),
+    ({"resnet18_cifar.x": "w"}, "must be a mapping of pretrained_cfg fields"),
+    (["resnet18_cifar.x"], "must be a mapping 'ARCH.TAG' -> pretrained_cfg"),
+])
+def test_bad_tagged_cfgs_fail_in_one_line(cfgs: object, message: str) -> None:
+    before = timm.list_pretrained()
+    with pytest.raises(ValueError, match=message) as caught:
+        cifar_models.register_cifar_models(cfgs)  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value)
+    assert timm.list_pretrained() == before
+
+
+def test_a_name_registered_by_someone_else_is_never_touched() -> None:
+    # A fresh interpreter: another package owns resnet18_cifar before timm_ccrop is imported.
+    script = """
+import sys, types, warnings
+import timm
+from timm.models import generate_default_cfgs, model_entrypoint, register_model
+
+other = types.ModuleType("other_pkg")
+sys.modules["other_pkg"] = other
+other.default_cfgs = generate_default_cfgs({"resnet18_cifar.theirs": {"hf_hub_id": "them/x"}})
+def resnet18_cifar(pretrained=False, **kwargs):
+    return timm.create_model("resnet18", pretrained=pretrained, **kwargs)
+resnet18_cifar.__module__ = "other_pkg"
+register_model(resnet18_cifar)
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import timm_ccrop
+    from timm_ccrop import models
+    from timm_ccrop.hub import ZooEntry, load_zoo, register_zoo
+    models.register_cifar_models({"resnet18_cifar.mine": {"file": "w.safetensors"}})
+    entry = ZooEntry.from_dict({**load_zoo()[0].raw, "architecture": "resnet18_cifar",
+                                "weights": {"hf_hub_id": "me/mine"}})
+    assert register_zoo([entry]) == []
+messages = [str(w.message) for w in caught]
+assert any("already has an architecture named 'resnet18_cifar' (from other_pkg)" in m
+           for m in messages), messages
+assert any("registered by other_pkg, not timm-ccrop" in m for m in messages), messages
+assert model_entrypoint("resnet18_cifar") is resnet18_cifar
+assert timm.models.get_pretrained_cfg("resnet18_cifar.theirs").hf_hub_id == "them/x"
+assert timm.list_pretrained("resnet18_cifar.*") == ["resnet18_cifar.theirs"]
+assert timm.list_models("resnet34_cifar") == ["resnet34_cifar"]  # the others are ours
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_import_and_reload_keep_every_tag() -> None:
     # A fresh interpreter: in this one the module may have been imported long ago, and a
     # reload here would swap the class under other tests' feet.
     script = """
 import importlib, warnings
 import timm
-before = timm.list_pretrained()
+timm_before = timm.list_pretrained()
 before_cfg = timm.models.get_pretrained_cfg("resnet18").to_dict()
 import timm_ccrop.models as cifar_models
+imported = timm.list_pretrained()
+assert set(timm_before) <= set(imported)
+assert set(imported) - set(timm_before) == set(timm.list_pretrained("*_cifar.*"))
+assert timm.list_pretrained("*_cifar.*"), "the zoo declared no tag"
+old_class = cifar_models.CifarResNet
 with warnings.catch_warnings():
     warnings.simplefilter("error")
     importlib.reload(cifar_models)
-assert timm.list_pretrained() == before
+assert cifar_models.CifarResNet is not old_class  # the module really ran again
+assert timm.list_pretrained() == imported  # re-pointed, every tag kept
 assert timm.models.get_pretrained_cfg("resnet18").to_dict() == before_cfg
 assert {"resnet18.a1_in1k", "resnet18.tv_in1k"} <= set(timm.list_pretrained("resnet18.*"))
 assert timm.list_models("*_cifar") == sorted(cifar_models.CIFAR_MODEL_NAMES)

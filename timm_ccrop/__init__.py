@@ -29,6 +29,7 @@ from .views import (
 )
 
 register_timm_crop_mode()
+from .hub import create_model  # noqa: E402
 from .hub import registry as zoo_registry  # noqa: E402,F401  (zoo/models.yaml -> timm tags)
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "SimCLR",
     "SimSiam",
     "build_method",
+    "create_model",
     "register_cifar_models",
     "train",
     "TrainConfig",

@@ -6,21 +6,36 @@ small-dataset results of the ContrastiveCrop paper. The CIFAR variant used there
 most self-supervised CIFAR work) has a single 3x3 stride-1 stem conv and no max-pool,
 which gives a 4x4 last map at 32 px.
 
-Importing this module registers ``resnet18_cifar``, ``resnet34_cifar`` and
-``resnet50_cifar`` with timm's own registry, so ``timm.create_model('resnet18_cifar')``
+Importing this module registers ``resnet_mini_cifar``, ``resnet_tiny_cifar`` and
+``resnet18/34/50_cifar`` with timm's own registry, so ``timm.create_model('resnet18_cifar')``
 works, and weights exported with ``save_for_hf`` / ``push_to_hf_hub`` (whose config.json
 records only the architecture name and a few kwargs) rebuild the same network. They are
 timm ``ResNet`` subclasses: ``feature_info``, ``forward_intermediates``,
 ``features_only=True`` and the state-dict layout (``conv1``, ``bn1``, ``layer1..4``,
 ``fc``) are timm's.
+
+Pretrained tags (``resnet_tiny_cifar.TAG``) are declared as timm declares its own: in the
+module-global ``default_cfgs`` (``generate_default_cfgs``) that ``register_model`` reads.
+:func:`register_cifar_models` takes the tagged cfgs (the zoo's, given by
+:mod:`timm_ccrop.hub.registry`; this module never reads the zoo) and registers the
+architectures again with them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
-from timm.models import generate_default_cfgs, is_model, model_entrypoint, register_model
+from timm.models import (
+    DefaultCfg,
+    PretrainedCfg,
+    generate_default_cfgs,
+    is_model,
+    model_entrypoint,
+    register_model,
+)
 from timm.models._builder import build_model_with_cfg
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
@@ -32,6 +47,7 @@ __all__ = [
     "CIFAR_STD",
     "CIFAR_MODEL_NAMES",
     "CifarResNet",
+    "cifar_pretrained_cfgs",
     "register_cifar_models",
     "resnet18_cifar",
     "resnet34_cifar",
@@ -101,8 +117,32 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
     }
 
 
+_PRETRAINED_CFG_FIELDS = frozenset(f.name for f in dataclasses.fields(PretrainedCfg))
+_WEIGHT_SOURCES = ("file", "url", "hf_hub_id")
+
+# The tagged cfgs last registered ('arch.tag' -> cfg). importlib.reload re-runs this file in
+# the same namespace: keeping the dict lets a reload re-point the entrypoints without
+# dropping the tags the zoo declared.
+_tagged_cfgs: dict[str, dict[str, Any]] = globals().get("_tagged_cfgs", {})
+# name -> the tagged cfgs it was last registered with by this module (idempotence).
+_registered: dict[str, dict[str, dict[str, Any]]] = {}
+
+
+def _default_cfgs(tagged: Mapping[str, Mapping[str, Any]]) -> dict[str, DefaultCfg]:
+    """timm's ``DefaultCfg`` of every architecture: the untagged cfg is the default, then the
+    tags. generate_default_cfgs makes the first tag WITH weights the default unless a key
+    ending in '*' claims it afterwards, so the untagged cfg (no weights) comes last as
+    ``arch.*``: ``timm.create_model('resnet18_cifar')`` must not take a zoo tag's cfg."""
+    cfgs: dict[str, dict[str, Any]] = {}
+    for name in CIFAR_MODEL_NAMES:
+        cfgs.update({key: _cfg(**cfg) for key, cfg in tagged.items()
+                     if key.split(".", 1)[0] == name})
+        cfgs[f"{name}.*"] = _cfg()
+    return generate_default_cfgs(cfgs)
+
+
 # register_model reads the module global ``default_cfgs`` when an entrypoint is registered.
-default_cfgs = generate_default_cfgs({name: _cfg() for name in CIFAR_MODEL_NAMES})
+default_cfgs = _default_cfgs(_tagged_cfgs)
 
 
 def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
@@ -148,31 +188,80 @@ _ENTRYPOINTS = (resnet_mini_cifar, resnet_tiny_cifar, resnet18_cifar, resnet34_c
                 resnet50_cifar)
 
 
-def register_cifar_models() -> list[str]:
-    """Register the CIFAR ResNets with timm; safe to call any number of times.
+def _check_tagged_cfgs(pretrained_cfgs: Any) -> dict[str, dict[str, Any]]:
+    """Fresh copies of the tagged cfgs, or ValueError naming the bad key or field."""
+    if not isinstance(pretrained_cfgs, Mapping):
+        raise ValueError(f"pretrained_cfgs must be a mapping 'ARCH.TAG' -> pretrained_cfg, got "
+                         f"{type(pretrained_cfgs).__name__}; pass e.g. "
+                         "{'resnet18_cifar.my_tag': {'file': 'model.safetensors'}}")
+    checked = {}
+    for key, cfg in pretrained_cfgs.items():
+        arch, _, tag = str(key).partition(".")
+        if not isinstance(key, str) or arch not in CIFAR_MODEL_NAMES or not tag \
+                or "." in tag or "*" in tag:
+            raise ValueError(f"pretrained_cfgs key {key!r} must be 'ARCH.TAG' with ARCH one of "
+                             f"{', '.join(CIFAR_MODEL_NAMES)} and a TAG without '.' or '*'")
+        if not isinstance(cfg, Mapping):
+            raise ValueError(f"pretrained_cfgs[{key!r}] must be a mapping of pretrained_cfg "
+                             f"fields, got {type(cfg).__name__}")
+        unknown = sorted(set(map(str, cfg)) - _PRETRAINED_CFG_FIELDS)
+        if unknown:
+            raise ValueError(f"pretrained_cfgs[{key!r}] has unknown fields {unknown}; use "
+                             "timm.models.PretrainedCfg's field names")
+        if not any(cfg.get(source) for source in _WEIGHT_SOURCES):
+            raise ValueError(f"pretrained_cfgs[{key!r}] names no weights; set one of "
+                             f"{', '.join(_WEIGHT_SOURCES)}")
+        checked[key] = dict(cfg)
+    return checked
 
-    A name already registered by this module is left alone (or, after a module reload,
-    quietly re-pointed at the new entrypoint). A name that anything else registered is
-    never touched: timm's ``register_model`` on an existing name drops that name's
-    pretrained tags. Returns the names newly registered or re-pointed by this call.
+
+def cifar_pretrained_cfgs() -> dict[str, dict[str, Any]]:
+    """The tagged cfgs registered last (``'ARCH.TAG' -> cfg``, copies): to add one tag
+    without dropping the others, pass ``{**cifar_pretrained_cfgs(), name: cfg}`` to
+    :func:`register_cifar_models`."""
+    return {key: dict(cfg) for key, cfg in _tagged_cfgs.items()}
+
+
+def register_cifar_models(
+    pretrained_cfgs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str]:
+    """Register the CIFAR ResNets with timm, with their pretrained tags; idempotent.
+
+    Args:
+        pretrained_cfgs: ``'ARCH.TAG' -> pretrained_cfg`` (fields of timm's
+            ``PretrainedCfg``, naming weights with ``file``, ``url`` or ``hf_hub_id``) for
+            ARCH among :data:`CIFAR_MODEL_NAMES`; fields not given take this module's CIFAR
+            defaults. They replace the tags registered before. None keeps those.
+
+    Each architecture's default cfg stays the untagged one (no weights). A name this module
+    registered is registered again only when its entrypoint (a module reload) or its tags
+    changed, without timm's "Overwriting" warning. A name that anything else registered is
+    never touched (warning): timm's ``register_model`` on it would drop its pretrained tags.
+    Returns the names registered by this call.
     """
+    global default_cfgs
+    tagged = dict(_tagged_cfgs) if pretrained_cfgs is None else \
+        _check_tagged_cfgs(pretrained_cfgs)
+    default_cfgs = _default_cfgs(tagged)
     changed = []
     for entrypoint in _ENTRYPOINTS:
         name = entrypoint.__name__
+        tags = {key: cfg for key, cfg in tagged.items() if key.split(".", 1)[0] == name}
         if is_model(name):
             existing = model_entrypoint(name)
-            if existing is entrypoint:
-                continue
             if getattr(existing, "__module__", None) != __name__:
                 warnings.warn(f"timm already has an architecture named {name!r} (from "
                               f"{existing.__module__}); not registering ours", stacklevel=2)
                 continue
-            with warnings.catch_warnings():  # our own stale entry (module reloaded)
-                warnings.filterwarnings("ignore", message="Overwriting")
-                register_model(entrypoint)
-        else:
+            if existing is entrypoint and _registered.get(name) == tags:
+                continue
+        with warnings.catch_warnings():  # our own entry: new tags, or the module reloaded
+            warnings.filterwarnings("ignore", message="Overwriting", category=UserWarning)
             register_model(entrypoint)
+        _registered[name] = tags
         changed.append(name)
+    _tagged_cfgs.clear()
+    _tagged_cfgs.update(tagged)
     return changed
 
 

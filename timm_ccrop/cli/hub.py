@@ -75,10 +75,11 @@ def run_zoo(args: argparse.Namespace) -> int:
         print(json.dumps([entry.raw for entry in entries], indent=2))
     else:
         print(format_zoo_table(entries))
-        registered = set(registered_zoo_tags())
-        print(f"\n{len(entries)} model{'' if len(entries) == 1 else 's'}; registered with timm: "
-              f"{sum(e.name in registered for e in entries)} "
-              "(timm.create_model('ARCH.TAG', pretrained=True) after `import timm_ccrop`)")
+        loadable = set(registered_zoo_tags())
+        print(f"\n{len(entries)} model{'' if len(entries) == 1 else 's'}, "
+              f"{sum(e.name in loadable for e in entries)} loadable with "
+              "timm_ccrop.create_model('ARCH.TAG', pretrained=True);\ntimm-ccrop's own "
+              "architectures also with timm.create_model, after `import timm_ccrop`.")
     if not args.validate:
         return 0
     failed = 0
@@ -160,9 +161,9 @@ def add_hub_parsers(commands: Any) -> None:
 
     zoo = commands.add_parser(
         "zoo", help="list the model zoo (zoo/models.yaml)",
-        description="Print the released models: architecture.tag (a timm pretrained name), "
-                    "method, crop mode, data, measured kNN / linear top-1 and where the "
-                    "weights are.",
+        description="Print the released models: architecture.tag (the name to load), "
+                    "measured kNN / linear top-1, method, crop mode, the sha256 of the "
+                    "weights, the data and where the weights are.",
     )
     zoo.add_argument("--validate", action="store_true",
                      help="check every entry (fields, ids, recipe, weights and their sha256)")

@@ -9,8 +9,8 @@ Modules, split as timm splits its own hub code:
 * :mod:`.card`: the model card (``huggingface_hub.ModelCardData`` metadata).
 * :mod:`.official`: official ContrastiveCrop checkpoints.
 * :mod:`.publish`: validation and upload (timm's ``_hub``).
-* :mod:`.zoo` and :mod:`.registry`: the zoo index and its timm pretrained tags (timm's
-  ``_registry``).
+* :mod:`.zoo` and :mod:`.registry`: the zoo index, and its entries as loadable names
+  (tags in our architectures' ``default_cfgs``; :func:`create_model` for timm's own).
 """
 
 from ..backbones import CONFIG_NAME, WEIGHTS_NAME
@@ -42,10 +42,10 @@ from .publish import (
     validate_export,
 )
 from .registry import (
-    add_pretrained_tag,
+    create_model,
     register_zoo,
     registered_zoo_tags,
-    remove_pretrained_tag,
+    unregister_zoo,
     zoo_pretrained_cfg,
 )
 from .release import (
@@ -95,7 +95,6 @@ __all__ = [
     "PushResult",
     "Release",
     "ZooEntry",
-    "add_pretrained_tag",
     "card_data",
     "card_front_matter",
     "card_measurements",
@@ -103,6 +102,7 @@ __all__ = [
     "check_repo_id",
     "check_tag",
     "convert_official_state_dict",
+    "create_model",
     "entry_problems",
     "export_backbone",
     "export_hashes",
@@ -121,9 +121,9 @@ __all__ = [
     "register_zoo",
     "registered_zoo_tags",
     "release_for_config",
-    "remove_pretrained_tag",
     "render_card",
     "scrub_token",
+    "unregister_zoo",
     "validate_export",
     "write_weights_and_config",
     "zoo_pretrained_cfg",

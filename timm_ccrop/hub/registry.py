@@ -1,22 +1,29 @@
-"""The zoo's entries as timm pretrained tags, in timm's own registry.
+"""The zoo's entries as loadable ``ARCHITECTURE.TAG`` names, through timm's public API only.
 
-Importing :mod:`timm_ccrop` registers every zoo entry as a pretrained tag of its
-architecture, so that::
+Importing :mod:`timm_ccrop` registers every entry of ``zoo/models.yaml`` whose weights are
+there. Two routes, depending on whose architecture it is:
 
-    import timm, timm_ccrop
-    timm.list_pretrained("*ccrop*")
-    model = timm.create_model("resnet_tiny_cifar.ccrop_simclr_synthetic", pretrained=True)
+* **Ours** (``resnet_tiny_cifar``, ``resnet18_cifar``, ...: ``models.CIFAR_MODEL_NAMES``):
+  the entry's cfg becomes a tag in the architecture's ``default_cfgs``, the way timm
+  declares its own tags (:func:`timm_ccrop.models.register_cifar_models`, i.e.
+  ``generate_default_cfgs`` + ``register_model``). timm itself then knows the name::
 
-loads the entry's weights: the bundled ``zoo/weights/NAME/model.safetensors`` of the
-installed package (``pretrained_cfg['file']``) or, once published, the Hub repo
-(``pretrained_cfg['hf_hub_id']``).
+      timm.list_pretrained("*ccrop*")
+      timm.create_model("resnet_tiny_cifar.ccrop_simclr_synthetic", pretrained=True)
 
-timm has no public call that adds one tag to an architecture: ``register_model`` would
-clear the tags timm already has for it. So tags are added to timm's registry structures
-directly (``_model_pretrained_cfgs``, ``_model_has_pretrained``, ``_model_with_tags`` and
-the architecture's ``DefaultCfg``). A tag timm itself owns is never replaced, a tag is
-never registered for weights that are not there (the entry is skipped with a warning),
-and the architecture's default tag is left as it was.
+* **timm's own** (``resnet18``, ``vit_small_patch16_224``, ...): timm has no public call
+  that adds a tag to an architecture another module registered (``register_model`` again
+  would replace that module's tags), so nothing is written into timm's registry.
+  :func:`create_model` loads the name instead::
+
+      timm_ccrop.create_model("resnet18.ccrop_byol_imagenet", pretrained=True)
+
+  which is ``timm.create_model("resnet18", pretrained_cfg_overlay=<the entry's cfg>)``.
+
+The weights are the installed package's bundled ``zoo/weights/NAME/model.safetensors``
+(``file``) or, when only published, the Hub repo (``hf_hub_id``). An entry whose weights
+are not there, whose architecture timm does not know, or whose name timm already owns is
+skipped with a warning: a name is never registered for weights that cannot load.
 """
 
 from __future__ import annotations
@@ -28,36 +35,48 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from timm.models import PretrainedCfg
-from timm.models import _registry as timm_registry  # no public API adds a single tag
+import timm
+from timm.models import PretrainedCfg, get_pretrained_cfg, is_model, model_entrypoint
+from torch import nn
 
-from .. import models  # noqa: F401  (the CIFAR-stem architectures are registered first)
+from .. import models
 from ..backbones import CONFIG_NAME, WEIGHTS_NAME
 from .release import HubExportError, check_repo_id
 from .zoo import INDEX_NAME, ZooEntry, load_zoo, zoo_root
 
 __all__ = [
-    "add_pretrained_tag",
+    "create_model",
     "register_zoo",
     "registered_zoo_tags",
-    "remove_pretrained_tag",
+    "unregister_zoo",
     "zoo_pretrained_cfg",
 ]
 
-_PRETRAINED_CFG_FIELDS = frozenset(f.name for f in dataclasses.fields(PretrainedCfg))
-# name -> the PretrainedCfg this module put into timm's registry (so re-registration is
-# idempotent and removal never touches timm's own tags).
-_REGISTERED: dict[str, Any] = {}
+_PRETRAINED_CFG_FIELDS = tuple(f.name for f in dataclasses.fields(PretrainedCfg))
+# Facts of an architecture, not of its weights: an overlay on a timm architecture keeps
+# timm's values unless the entry sets them.
+_ARCHITECTURE_FIELDS = frozenset({"first_conv", "classifier", "fixed_input_size", "pool_size"})
+# name -> the tagged cfg handed to models.register_cifar_models (our architectures).
+_OURS: dict[str, dict[str, Any]] = {}
+# name -> the pretrained_cfg_overlay create_model applies (timm's architectures).
+_OVERLAYS: dict[str, dict[str, Any]] = {}
 
 
 def zoo_pretrained_cfg(entry: ZooEntry, root: Path | None = None) -> dict[str, Any]:
-    """The pretrained_cfg of an entry: its release's, then the bundled config.json's (plus
-    ``file``), then the entry's ``input``; ``hf_hub_id`` for weights only on the Hub."""
+    """The pretrained_cfg fields an entry sets: its release's, then the bundled
+    config.json's, then the entry's ``input``; ``file`` (the bundled weights) or
+    ``hf_hub_id`` + ``hf_hub_filename`` for weights only on the Hub."""
+    if not isinstance(entry, ZooEntry):
+        raise ValueError(f"expected a ZooEntry (timm_ccrop.hub.load_zoo()), got "
+                         f"{type(entry).__name__}")
     cfg = {k: v for k, v in entry.release.pretrained_cfg().items() if v not in (None, ())}
     folder = entry.bundled_folder(root)
     if folder is not None and (folder / CONFIG_NAME).is_file():
         cfg.update(json.loads((folder / CONFIG_NAME).read_text()).get("pretrained_cfg") or {})
-    cfg.update({k: v for k, v in entry.input.items() if k != "pool_size"})
+    inp = entry.input if isinstance(entry.input, Mapping) else {}  # entry_problems names it
+    cfg.update({k: v for k, v in inp.items() if k != "pool_size"})
+    for source in ("file", "url", "hf_hub_id", "hf_hub_filename", "state_dict", "source"):
+        cfg.pop(source, None)  # the entry's weights, below, are the only source
     if folder is not None:
         cfg["file"] = str(folder / WEIGHTS_NAME)
     elif entry.hf_hub_id:
@@ -66,76 +85,28 @@ def zoo_pretrained_cfg(entry: ZooEntry, root: Path | None = None) -> dict[str, A
     cfg["tag"] = entry.tag
     cfg["architecture"] = entry.architecture
     return {key: tuple(value) if isinstance(value, list) else value
-            for key, value in cfg.items()}
+            for key, value in cfg.items() if value is not None}
 
 
-def _add_to_default_cfg(architecture: str, tag: str, pretrained_cfg: PretrainedCfg) -> None:
-    default_cfg = timm_registry._model_default_cfgs.get(architecture)
-    if default_cfg is not None:  # appended: the architecture's default tag stays first
-        if tag not in default_cfg.tags:
-            default_cfg.tags.append(tag)
-        default_cfg.cfgs[tag] = pretrained_cfg
-        default_cfg.is_pretrained = True
+def _overlay(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A pretrained_cfg_overlay that describes only the entry's weights: every field of
+    timm's default tag that describes ITS weights (hf_hub_id, url, test_input_size,
+    origin_url, paper_ids, ...) is cleared, so none of it leaks into ours."""
+    overlay = {name: None for name in _PRETRAINED_CFG_FIELDS if name not in _ARCHITECTURE_FIELDS}
+    overlay.update(cfg)
+    return overlay
 
 
-def add_pretrained_tag(architecture: str, tag: str, cfg: Mapping[str, Any]) -> str:
-    """Add ``architecture.tag`` to timm's registry without touching its other tags.
-
-    Raises ValueError when the architecture is unknown, when the cfg names no weights, or
-    when the name is a tag timm already has that this module did not add.
-    """
-    if architecture not in timm_registry._model_entrypoints:
-        raise ValueError(f"timm has no architecture {architecture!r}")
-    name = f"{architecture}.{tag}"
-    existing = timm_registry._model_pretrained_cfgs.get(name)
-    if existing is not None and _REGISTERED.get(name) is not existing:
-        raise ValueError(f"timm already has pretrained weights {name!r}; not replacing them")
-    unknown = sorted(set(cfg) - _PRETRAINED_CFG_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown pretrained_cfg fields {unknown}")
-    pretrained_cfg = dataclasses.replace(PretrainedCfg(**dict(cfg)), architecture=architecture,
-                                         tag=tag)
-    if not pretrained_cfg.has_weights:
-        raise ValueError(f"{name}: the pretrained_cfg names no weights (file, url or hf_hub_id)")
-    timm_registry._model_pretrained_cfgs[name] = pretrained_cfg
-    timm_registry._model_has_pretrained.add(name)
-    with_tags = timm_registry._model_with_tags[architecture]
-    if name not in with_tags:
-        with_tags.append(name)
-    _add_to_default_cfg(architecture, tag, pretrained_cfg)
-    _REGISTERED[name] = pretrained_cfg
-    return name
-
-
-def remove_pretrained_tag(name: str) -> bool:
-    """Undo :func:`add_pretrained_tag` for ``name``; timm's own tags are never removed."""
-    if name not in _REGISTERED:
+def _timm_owns(name: str) -> bool:
+    """timm (or another package) already has a pretrained cfg called ``name``."""
+    try:
+        return get_pretrained_cfg(name) is not None
+    except RuntimeError:  # the architecture has cfgs, but not this tag
         return False
-    ours = _REGISTERED.pop(name)
-    architecture, tag = name.split(".", 1)
-    if timm_registry._model_pretrained_cfgs.get(name) is not ours:
-        return True
-    del timm_registry._model_pretrained_cfgs[name]
-    timm_registry._model_has_pretrained.discard(name)
-    with_tags = timm_registry._model_with_tags.get(architecture)
-    if with_tags is not None and name in with_tags:
-        with_tags.remove(name)
-    default_cfg = timm_registry._model_default_cfgs.get(architecture)
-    if default_cfg is not None and default_cfg.cfgs.get(tag) is ours:
-        del default_cfg.cfgs[tag]
-        if tag in default_cfg.tags:
-            default_cfg.tags.remove(tag)
-        default_cfg.is_pretrained = any(c.has_weights for c in default_cfg.cfgs.values())
-    return True
-
-
-def registered_zoo_tags() -> list[str]:
-    """The names this module added to timm's registry."""
-    return sorted(_REGISTERED)
 
 
 def _skip_reason(entry: ZooEntry, root: Path) -> str | None:
-    """Why ``entry`` must not be registered (its weights are not there), or None."""
+    """Why ``entry`` must not be registered, or None."""
     folder = entry.bundled_folder(root)
     if folder is not None and not (folder / WEIGHTS_NAME).is_file():
         return f"its weights {folder / WEIGHTS_NAME} do not exist"
@@ -144,6 +115,14 @@ def _skip_reason(entry: ZooEntry, root: Path) -> str | None:
             check_repo_id(str(entry.hf_hub_id or ""))
         except HubExportError as err:
             return f"no bundled weights and {err}"
+    if not is_model(entry.architecture):
+        return f"timm has no architecture {entry.architecture!r}"
+    if entry.architecture in models.CIFAR_MODEL_NAMES:
+        owner = getattr(model_entrypoint(entry.architecture), "__module__", None)
+        if owner != models.__name__:
+            return f"timm's {entry.architecture!r} was registered by {owner}, not timm-ccrop"
+    elif _timm_owns(entry.name):
+        return f"timm already has pretrained weights {entry.name!r}; choose another tag"
     return None
 
 
@@ -158,26 +137,129 @@ def _index_entries(root: Path) -> list[ZooEntry]:
         return []
 
 
-def register_zoo(entries: Iterable[ZooEntry] | None = None, root: Path | None = None) -> list[str]:
-    """Register zoo entries as timm pretrained tags; returns the names registered.
+def _entry_cfg(entry: ZooEntry, root: Path) -> dict[str, Any]:
+    """The entry's pretrained_cfg, checked as timm would check it (TypeError / ValueError)."""
+    cfg = zoo_pretrained_cfg(entry, root)
+    PretrainedCfg(**cfg)  # unknown fields raise TypeError here, not at load time
+    return cfg
 
-    An entry whose weights are missing (bundled file absent, malformed Hub id), whose
-    architecture timm does not know, or whose name timm already owns is skipped with a
-    warning. Calling it again re-registers the same names (idempotent).
+
+def _declare_ours(names: list[str]) -> list[str]:
+    """Hand every tag of our architectures to ``register_cifar_models``; those of ``names``
+    that timm does not resolve to their zoo weights (the architecture turned out to be
+    someone else's), dropped with a warning."""
+    models.register_cifar_models(_OURS)
+    dropped = []
+    for name in names:
+        wanted = _OURS[name]
+        try:
+            cfg = get_pretrained_cfg(name)
+        except RuntimeError:  # the architecture has cfgs, but not this tag
+            cfg = None
+        if cfg is None or (cfg.file, cfg.hf_hub_id) != (wanted.get("file"),
+                                                         wanted.get("hf_hub_id")):
+            warnings.warn(f"timm-ccrop zoo: not registering {name}: timm does not resolve it "
+                          "to the zoo's weights", stacklevel=3)
+            del _OURS[name]
+            dropped.append(name)
+    return dropped
+
+
+def register_zoo(entries: Iterable[ZooEntry] | None = None, root: Path | None = None) -> list[str]:
+    """Make zoo entries loadable by name; returns the names registered by this call.
+
+    Args:
+        entries: the entries (default: the installed ``zoo/models.yaml``).
+        root: the folder bundled weights are relative to (default: the installed zoo).
+
+    Tags of our architectures go into timm's registry through ``default_cfgs``
+    (``timm.create_model('ARCH.TAG', pretrained=True)``); tags of timm's architectures load
+    with :func:`create_model`. Adds to what was registered before; calling it again with
+    the same entries changes nothing. An entry whose weights are missing (bundled file
+    absent, malformed Hub id), whose architecture timm does not know, or whose name timm
+    already owns is skipped with a warning.
     """
-    root = root or zoo_root()
-    names = []
-    for entry in _index_entries(root) if entries is None else entries:
+    if root is not None and not isinstance(root, (str, Path)):
+        raise ValueError(f"root must be a folder path, got {root!r}")
+    root = Path(root) if root is not None else zoo_root()
+    if entries is None:
+        entries = _index_entries(root)
+    elif isinstance(entries, (str, bytes, Mapping)) or not isinstance(entries, Iterable):
+        raise ValueError(f"entries must be a list of ZooEntry (timm_ccrop.hub.load_zoo()), "
+                         f"got {type(entries).__name__}")
+    names, ours = [], []
+    for entry in entries:
+        if not isinstance(entry, ZooEntry):
+            raise ValueError(f"register_zoo takes ZooEntry objects (timm_ccrop.hub.load_zoo()), "
+                             f"got {type(entry).__name__}")
         reason = _skip_reason(entry, root)
         if reason is None:
             try:
-                names.append(add_pretrained_tag(entry.architecture, entry.tag,
-                                                zoo_pretrained_cfg(entry, root)))
-                continue
+                cfg = _entry_cfg(entry, root)
             except (ValueError, TypeError, OSError) as err:
-                reason = str(err)
-        warnings.warn(f"timm-ccrop zoo: not registering {entry.name}: {reason}", stacklevel=2)
-    return names
+                reason = f"its pretrained_cfg is invalid: {err}"
+        if reason is not None:
+            warnings.warn(f"timm-ccrop zoo: not registering {entry.name}: {reason}", stacklevel=2)
+            continue
+        if entry.architecture in models.CIFAR_MODEL_NAMES:
+            _OURS[entry.name] = cfg
+            ours.append(entry.name)
+        else:
+            _OVERLAYS[entry.name] = _overlay(cfg)
+        names.append(entry.name)
+    dropped = _declare_ours(ours) if ours else []
+    return [name for name in names if name not in dropped]
+
+
+def unregister_zoo(names: Iterable[str]) -> list[str]:
+    """Undo :func:`register_zoo` for ``names``; returns those that were registered.
+
+    Only names this module registered are touched: timm's own tags stay as they are.
+    """
+    if isinstance(names, str):
+        raise ValueError(f"unregister_zoo takes a list of names, got the string {names!r}; "
+                         f"write unregister_zoo([{names!r}])")
+    names = list(names)
+    bad = [name for name in names if not isinstance(name, str)]
+    if bad:
+        raise ValueError(f"unregister_zoo takes 'ARCH.TAG' strings, got {bad[0]!r}")
+    removed = [name for name in names if _OURS.pop(name, None) is not None
+               or _OVERLAYS.pop(name, None) is not None]
+    if any(name.split(".", 1)[0] in models.CIFAR_MODEL_NAMES for name in removed):
+        models.register_cifar_models(_OURS)
+    return removed
+
+
+def registered_zoo_tags() -> list[str]:
+    """The zoo names that load: ``timm.create_model`` for ours, :func:`create_model` for all."""
+    return sorted({*_OURS, *_OVERLAYS})
+
+
+def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` that also knows the zoo's tags of timm's own architectures.
+
+    Args:
+        name: a timm model name. For ``ARCH.TAG`` of a zoo entry on a timm architecture
+            (``resnet18.ccrop_...``), the model is ``timm.create_model(ARCH,
+            pretrained=pretrained, pretrained_cfg_overlay=<the entry's cfg>, **kwargs)``;
+            for every other name this is exactly ``timm.create_model(name, ...)``.
+        pretrained: load the weights.
+        **kwargs: passed on to ``timm.create_model``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"model name must be a non-empty string such as 'resnet18' or "
+                         f"'ARCH.TAG' (timm_ccrop.hub.registered_zoo_tags()), got {name!r}")
+    if not isinstance(pretrained, bool):
+        raise ValueError(f"pretrained must be True or False, got {pretrained!r}")
+    overlay = _OVERLAYS.get(name)
+    if overlay is None:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    given = sorted({"pretrained_cfg", "pretrained_cfg_overlay"} & set(kwargs))
+    if given:
+        raise ValueError(f"{name} is a zoo model whose pretrained_cfg is the zoo's; drop "
+                         f"{', '.join(given)} or create {name.split('.', 1)[0]!r} instead")
+    return timm.create_model(name.split(".", 1)[0], pretrained=pretrained,
+                             pretrained_cfg_overlay=dict(overlay), **kwargs)
 
 
 # Importing timm_ccrop makes the zoo's weights loadable by name (the package's contract).

@@ -5,7 +5,7 @@ Each entry is a :class:`ZooEntry`: the release it describes (``entry.release``, 
 weights are, whether they were trained here and what they are good for).
 :func:`entry_problems` validates an entry (fields, ids, recipe, weights and their sha256);
 :func:`format_zoo_table` is the table of ``timm-ccrop zoo``. Importing :mod:`timm_ccrop`
-registers the entries as timm pretrained tags (:mod:`timm_ccrop.hub.registry`).
+makes the entries loadable by name (:mod:`timm_ccrop.hub.registry`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "INDEX_NAME",
     "METRIC_FIELDS",
     "REQUIRED_FIELDS",
+    "SHA256_PREFIX",
     "ZooEntry",
     "entry_problems",
     "format_zoo_table",
@@ -286,20 +287,51 @@ def entry_problems(entry: ZooEntry, root: Path | None = None, check_sha: bool = 
 # --------------------------------------------------------------------------------------
 
 
+#: Characters of the weights' sha256 the table shows (enough to tell two files apart).
+SHA256_PREFIX = 10
+_TABLE_HEADER = ("model", "kNN top-1", "linear top-1", "method", "crop", "sha256")
+
+
+def _top1(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
 def format_zoo_table(entries: Sequence[ZooEntry]) -> str:
-    """The zoo as a plain-text table."""
-    header = ("model", "method", "crop", "data", "kNN top-1", "linear top-1", "weights",
-              "trained here")
-    rows = [header]
+    """The zoo as plain text: one row of measured numbers per model, then its data.
+
+    Each model has a row (name, kNN and linear top-1 on the test split, method, crop mode,
+    the first characters of the weights' sha256; "-" where nothing was measured) and an
+    indented line with the dataset, where the weights are and whether they were trained
+    here. With names of up to 44 characters it fits in 100 columns.
+    """
+    if isinstance(entries, (str, bytes, Mapping)) or not isinstance(entries, Sequence):
+        raise ValueError(f"format_zoo_table takes a list of ZooEntry (load_zoo()), got "
+                         f"{type(entries).__name__}")
+    bad = [entry for entry in entries if not isinstance(entry, ZooEntry)]
+    if bad:
+        raise ValueError(f"format_zoo_table takes ZooEntry objects (load_zoo()), got "
+                         f"{type(bad[0]).__name__}")
+    rows = [_TABLE_HEADER]
+    details = []
     for entry in entries:
-        knn, linear = entry.metric("knn"), entry.metric("linear")
-        weights = entry.hf_hub_id or ("bundled" if entry.weights.get("bundled") else "-")
-        rows.append((entry.name, entry.method, entry.crop, entry.dataset,
-                     f"{knn:.2f}" if knn is not None else "-",
-                     f"{linear:.2f}" if linear is not None else "-", weights,
-                     "yes" if entry.trained_here else "no"))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
-             .rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
+        weights = entry.weights if isinstance(entry.weights, Mapping) else {}
+        sha = str(weights.get("sha256") or "-")[:SHA256_PREFIX]
+        rows.append((entry.name, _top1(entry.metric("knn")), _top1(entry.metric("linear")),
+                     entry.method, entry.crop, sha))
+        where = ", ".join(part for part in (
+            "bundled" if weights.get("bundled") else "",
+            f"hf-hub:{entry.hf_hub_id}" if entry.hf_hub_id else "") if part) or "-"
+        details.append(f"    data {entry.dataset}; weights {where}; "
+                       + ("trained here" if entry.trained_here is True else "not trained here"))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(_TABLE_HEADER))]
+    numeric = {1, 2}  # right-aligned, so the decimal points line up
+
+    def line(row: Sequence[str]) -> str:
+        cells = [str(cell).rjust(width) if i in numeric else str(cell).ljust(width)
+                 for i, (cell, width) in enumerate(zip(row, widths, strict=True))]
+        return "  ".join(cells).rstrip()
+
+    lines = [line(rows[0]), "  ".join("-" * width for width in widths)]
+    for row, detail in zip(rows[1:], details, strict=True):
+        lines += [line(row), detail]
     return "\n".join(lines)
