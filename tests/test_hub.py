@@ -196,6 +196,37 @@ def test_model_card(tmp_path: Path) -> None:
     assert "import timm_ccrop" in text
     assert "@inproceedings{peng2022crafting" in text and "arXiv:2202.03278" in text
     assert "epoch 2" in text and "top-1 22.00" in text  # the trainer's kNN monitor
+    # right under the title: the data the weights saw, and what they are good for
+    body = text.split("\n---\n", 1)[1].strip().splitlines()
+    assert body[0] == "# resnet_tiny_cifar.ccrop_moco"
+    assert body[2] == ("**Data seen:** CIFAR-10 (`cifar10:/data/cifar10`), 2 of 2 epochs; "
+                       "no labels.")
+    assert body[4].startswith("**Good for:** not known yet: nothing was measured")
+
+
+def _card_lines(info: hub.CardInfo) -> list[str]:
+    """The card body's lines, from the title on (the front-matter dropped)."""
+    return hub.render_card(info).split("\n---\n", 1)[1].strip().splitlines()
+
+
+def test_card_says_first_what_data_the_model_saw_and_what_it_is_good_for() -> None:
+    # a zoo entry: its status is what the card says the weights are good for
+    entry = hub.load_zoo()[0]
+    model = timm.create_model(entry.architecture)
+    info = hub.CardInfo.for_backbone(entry.release, model, status=entry.status,
+                                     training={"Epochs": 5})
+    lines = _card_lines(info)
+    assert lines[0] == f"# {entry.name}" and lines[1] == ""
+    assert lines[2] == (f"**Data seen:** {entry.release.dataset_name} (`{entry.dataset}`), "
+                        "1000 images, 5 epochs; no labels.")  # the synthetic spec's size
+    assert lines[4] == "**Good for:** " + " ".join(entry.status.split())
+    # no status: what was measured on the weights; an explicit image count wins
+    info = hub.CardInfo(release=_release(), num_features=512, num_parameters=1, num_images=50000)
+    lines = _card_lines(info)
+    assert lines[2] == ("**Data seen:** CIFAR-10 (`cifar10:/data/cifar10`), 50000 images, "
+                        "epochs not recorded; no labels.")
+    assert lines[4] == ("**Good for:** frozen features; measured: kNN top-1 61.25 "
+                        "(`cifar10:/data/cifar10`, test).")
 
 
 def test_card_takes_numbers_only_from_an_eval_of_these_weights(tmp_path: Path) -> None:
@@ -496,6 +527,7 @@ def test_export_official_checkpoint(tmp_path: Path) -> None:
     assert torch.allclose(first, expected[0], atol=1e-6)
     card = (out / "README.md").read_text()
     assert "epoch 500" in card and "MIT" in card and hub.card_metadata(card)["license"] == "mit"
+    assert "**Data seen:** CIFAR-10 (`cifar10`), 500 epochs; no labels." in card.splitlines()
     assert hub.validate_export(out) == []
     # the wrong method is refused, naming what the checkpoint holds
     assert main(["export", "--official", str(checkpoint), "--method", "moco", "--out",

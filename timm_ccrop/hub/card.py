@@ -3,8 +3,9 @@
 Its Hub metadata is built with ``huggingface_hub``'s own :class:`~huggingface_hub.ModelCardData`
 and :class:`~huggingface_hub.EvalResult` (the measured numbers become the Hub's
 ``model-index``), and read back with :func:`huggingface_hub.metadata_load`, so what we
-write is what the Hub parses. The text says what the weights are, quotes only measured
-numbers, shows the loading code and the citation.
+write is what the Hub parses. The text starts with what data the weights saw and what they
+are good for, says what they are, quotes only measured numbers, shows the loading code and
+the citation.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from huggingface_hub.repocard import REGEX_YAML_BLOCK
 from torch import nn
 
 from .. import models
+from ..data.specs import parse_data_spec
 from .release import BIBTEX, PAPER_ARXIV, PAPER_NAME, PAPER_URL, Measurement, Release
 
 __all__ = [
@@ -51,6 +53,11 @@ class CardInfo:
     monitor: dict[str, Any] | None = None
     monitor_bank: int | None = None
     provenance: str = ""
+    #: What the weights are good for (a zoo entry's ``status``); empty: said from the
+    #: measured numbers.
+    status: str = ""
+    #: How many images the model was pretrained on, when known (a synthetic spec says it).
+    num_images: int | None = None
 
     @classmethod
     def for_backbone(cls, release: Release, backbone: nn.Module, **details: Any) -> CardInfo:
@@ -109,9 +116,45 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _num_images(info: CardInfo) -> int | None:
+    if info.num_images is not None:
+        return info.num_images
+    try:  # a generated dataset's spec names its size; a folder's does not
+        count = parse_data_spec(info.release.dataset).options.get("num_samples")
+    except ValueError:
+        return None
+    return count if isinstance(count, int) else None
+
+
+def _data_seen(info: CardInfo) -> str:
+    """The card's first line: what data the weights saw."""
+    release = info.release
+    parts = [f"{release.dataset_name} (`{release.dataset}`)"]
+    count = _num_images(info)
+    if count is not None:
+        parts.append(f"{count} images")
+    epochs = info.training.get("Epochs")
+    parts.append(f"{epochs} epochs" if epochs not in (None, "", "unknown")
+                 else "epochs not recorded")
+    return f"**Data seen:** {', '.join(parts)}; no labels."
+
+
+def _good_for(info: CardInfo) -> str:
+    """The card's second line: the zoo's word on the weights, else what was measured."""
+    if info.status:
+        return f"**Good for:** {' '.join(info.status.split())}"
+    rows = info.release.measurements
+    if not rows:
+        return ("**Good for:** not known yet: nothing was measured on these weights, so "
+                "nothing is claimed (measure them with `timm-ccrop eval`).")
+    numbers = ", ".join(f"{_protocol_name(row.protocol)} top-1 {row.top1:.2f} "
+                        f"(`{row.dataset}`, {row.split})" for row in rows)
+    return f"**Good for:** frozen features; measured: {numbers}."
+
+
 def _intro(info: CardInfo) -> list[str]:
     release = info.release
-    lines = [f"# {release.name}", "",
+    lines = [f"# {release.name}", "", _data_seen(info), "", _good_for(info), "",
              f"A {release.architecture} feature backbone pretrained without labels with "
              f"{release.method_name} and {release.crop_name} ([ContrastiveCrop]({PAPER_URL}), "
              f"Peng et al., CVPR 2022) on {release.dataset_name}. It has no classifier "
