@@ -3,11 +3,23 @@
 - :mod:`.hooks`: forward hooks on a stage and the NCHW conversion of every family;
 - :mod:`.heatmaps`: channel reductions, per-family defaults, heatmaps and the box rule;
 - :mod:`.localizers`: pluggable localizers (map source + box rule) and their registry;
-- :mod:`.boxpass`: the sharded pass over a dataset that gives every image its box.
+- :mod:`.boxpass`: the sharded pass over a dataset that gives every image its box;
+- :mod:`.harvest`: boxes from maps harvested in the training forward (no extra pass).
 """
 
 from . import ccam, ddt  # noqa: F401  (register the localizers)
 from .boxpass import LocalizationResult, eval_transform, localize_dataset, localize_loader
+from .harvest import (
+    HARVEST_RATE,
+    HARVEST_RESOLUTION,
+    Harvester,
+    HarvestLocalizer,
+    HeatmapBank,
+    MapCapture,
+    harvested_boxes,
+    harvester_for,
+    paste_maps,
+)
 from .heatmaps import (
     REDUCTIONS,
     LocalizationDefaults,
@@ -31,6 +43,15 @@ from .localizers import (
 )
 
 __all__ = [
+    "HARVEST_RATE",
+    "HARVEST_RESOLUTION",
+    "HarvestLocalizer",
+    "Harvester",
+    "HeatmapBank",
+    "MapCapture",
+    "harvested_boxes",
+    "harvester_for",
+    "paste_maps",
     "DEFAULT_LOCALIZER",
     "DEFAULT_LOCALIZER_OPTIONS",
     "LOCALIZERS",
