@@ -101,7 +101,7 @@ def _add_protocol_arguments(evaluate: argparse.ArgumentParser) -> None:
                           help="seed of the validation split, probe init and order, and of a "
                                "randomly initialised backbone")
     evaluate.add_argument("--progress", action=BooleanFlag, default=True,
-                          help="tqdm progress bars")
+                          help="progress bars (shown on a terminal only)")
 
 
 def add_eval_parser(commands: Any) -> argparse.ArgumentParser:

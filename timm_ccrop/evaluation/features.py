@@ -12,11 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..backbones import eval_mode, unwrap_model
 from ..data import BoxedDataset
 from ..distributed import gather_rows
+from ..progress import progress_bar
 
 __all__ = ["extract_features", "fits_on", "sum_over_processes"]
 
@@ -53,7 +53,7 @@ def extract_features(
     show = progress and (accelerator is None or accelerator.is_main_process)
     rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     with eval_mode(network), torch.no_grad():
-        for images, targets, indices in tqdm(loader, desc=desc, disable=not show, leave=False):
+        for images, targets, indices in progress_bar(loader, desc, show):
             with autocast():
                 features = network(images.to(device, non_blocking=True))
             rows.append((indices.to(device), features.float(), torch.as_tensor(targets).to(device)))

@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..backbones import unwrap_model
 from ..data import BoxedDataset, EpochPermutationSampler, split_sample
+from ..progress import progress_bar
 from .features import fits_on, sum_over_processes
 from .knn import topk_accuracy
 from .recipes import ProbeRecipe, is_augmenting
@@ -158,8 +158,8 @@ def _fit_head(head: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
     accelerator, device = settings.accelerator, settings.device
     inner = accelerator.unwrap_model(head) if accelerator is not None else head
     history: list[dict[str, float]] = []
-    epochs = tqdm(range(1, settings.recipe.epochs + 1), desc=desc,
-                  disable=not settings.shows_progress, leave=False)
+    epochs = progress_bar(range(1, settings.recipe.epochs + 1), desc,
+                          settings.shows_progress)
     for epoch in epochs:
         head.train()
         # summed on the device: no host sync per batch
@@ -344,8 +344,8 @@ def _train_on_images(network: nn.Module, train_dataset: Any, train_transform: Ca
         sampler.set_epoch(epoch)
         indexed.set_epoch(epoch)
         before = int(indexed.skipped[0])
-        for images, labels, _ in tqdm(loader, desc=f"epoch {epoch}",
-                                      disable=not settings.shows_progress, leave=False):
+        for images, labels, _ in progress_bar(loader, f"epoch {epoch}",
+                                              settings.shows_progress):
             with torch.no_grad(), autocast():
                 features = network(images.to(device, non_blocking=True))
             yield features, torch.as_tensor(labels).long().to(device)

@@ -21,12 +21,12 @@ from timm.data import create_transform
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..backbones import eval_mode, unwrap_model
 from ..boxes import box_area, paired_iou
 from ..data import BoxedDataset
 from ..distributed import gather_rows
+from ..progress import progress_bar
 from .heatmaps import localization_defaults
 from .hooks import MIN_MAP_SIZE, warn_if_too_coarse
 from .localizers import Localizer, UnionRule, create_localizer, default_localizer
@@ -277,9 +277,7 @@ def localize_loader(
     with eval_mode(network), torch.no_grad():
         if localizer.needs_fit and not too_coarse:
             _fit(localizer, network, loader, device, autocast, accelerator)
-        for images, _, batch_indices in tqdm(
-            loader, desc="box pass", disable=not (progress and is_main), leave=False
-        ):
+        for images, _, batch_indices in progress_bar(loader, "box pass", progress and is_main):
             images = images.to(device, non_blocking=True)
             batch_boxes, batch_bad = _batch_boxes(network, images, too_coarse, autocast,
                                                   localizer, image_size)
