@@ -24,7 +24,8 @@ TOP = "timm_ccrop"
 MAX_LINES = 500
 #: The bottom layer: small, self-contained building blocks.
 PRIMITIVES = {"constants", "boxes", "transforms", "models", "losses", "distributed", "viz",
-              "factory", "views", "augment", "color_ops", "version"}
+              "factory", "views", "augment", "color_ops", "version", "charts",
+              "pair_quality", "progress"}
 #: The top layers: the trainer (the pretrain command's engine) and the command line.
 COMMANDS = {"train", "cli"}
 

@@ -8,6 +8,8 @@ Arms (``CROP_MODES``), all with identical seeds and budgets:
 * ``ccrop``: ContrastiveCrop with the model's boxes from the localizer under test
   (``--localizer``, ``--localizer-kwargs``; default: the project default,
   ``TrainConfig().localizer``);
+* ``ccrop-harvest``: ContrastiveCrop with boxes harvested from the training forward's
+  maps (``--localizer harvest``: no box pass);
 * ``ccrop-gt``: ContrastiveCrop with the ground-truth boxes, the oracle: the gain a
   perfect localizer would give;
 * ``simccrop`` (behind ``--modes``): the fixed centre box of SimCCrop.
@@ -77,17 +79,20 @@ CROP_MODES = {
     "rcrop": ("rcrop", "model"),
     "ccrop-paper": ("ccrop", "model"),
     "ccrop": ("ccrop", "model"),
+    "ccrop-harvest": ("ccrop", "model"),
     "ccrop-gt": ("ccrop", "ground-truth"),
     "simccrop": ("simccrop", "model"),
 }
-DEFAULT_MODES = ["rcrop", "ccrop-paper", "ccrop", "ccrop-gt"]
+DEFAULT_MODES = ["rcrop", "ccrop-paper", "ccrop", "ccrop-harvest", "ccrop-gt"]
 DEFAULT_SEEDS = [0, 1, 2, 3, 4, 5]  # the 6 seeds of docs/results-6seeds.md
 BASELINE = "rcrop"
 ORACLE = "ccrop-gt"
 # The arms whose boxes come from a localizer run on the model (boxes.csv, box IoU per pass,
-# box-pass overhead); 'ccrop-paper' always uses the 'paper' localizer, 'ccrop' --localizer.
-MODEL_BOX_MODES = ("ccrop-paper", "ccrop")
+# box-pass overhead); 'ccrop-paper' always uses the 'paper' localizer, 'ccrop' --localizer,
+# 'ccrop-harvest' the 'harvest' localizer.
+MODEL_BOX_MODES = ("ccrop-paper", "ccrop", "ccrop-harvest")
 PAPER_LOCALIZER = "paper"
+HARVEST_LOCALIZER = "harvest"  # boxes from the maps of the training forward (no box pass)
 BOOTSTRAP_RESAMPLES = 10000
 BOOTSTRAP_SEED = 0
 # Small objects pushed towards the borders ("small off-centre" in docs/synthetic.md), on one
@@ -95,53 +100,13 @@ BOOTSTRAP_SEED = 0
 # those tried (docs/results.md) in which SimCLR with random crops learned anything here.
 DEFAULT_DATA = ("synthetic:num_samples=2500,image_size=32,object_scale=0.2:0.35,"
                 "center_bias=-0.5,backgrounds=1,class_colours=1")
-VIEW_SCALE = (0.2, 1.0)  # the cifar view preset's RandomResizedCrop area range
-VIEW_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+VIEW_SCALE = (0.2, 1.0)  # the cifar view preset's RandomResizedCrop area range (reported)
 
 
 # --------------------------------------------------------------------------- data spec
 
 
 # --------------------------------------------------------------------------- false positives
-
-
-def coverage(views: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """Fraction of each ground-truth box ``gt[i]`` covered by ``views[i]`` (both ``[N, 4]``,
-    normalised x0 y0 x1 y1)."""
-    top_left = torch.maximum(views[:, :2], gt[:, :2])
-    bottom_right = torch.minimum(views[:, 2:], gt[:, 2:])
-    inter = (bottom_right - top_left).clamp_min(0).prod(dim=1)
-    area = (gt[:, 2:] - gt[:, :2]).clamp_min(0).prod(dim=1)
-    return torch.where(area > 0, inter / area.clamp_min(1e-12), torch.ones_like(area))
-
-
-def false_positive_rate(view_a: torch.Tensor, view_b: torch.Tensor, gt: torch.Tensor,
-                        threshold: float = 0.2) -> float:
-    """Share of view pairs ``(view_a[i], view_b[i])`` in which at least one view covers
-    less than ``threshold`` of the ground-truth box ``gt[i]``."""
-    bad = (coverage(view_a, gt) < threshold) | (coverage(view_b, gt) < threshold)
-    return float(bad.double().mean()) if len(bad) else float("nan")
-
-
-def sample_views(boxes: Sequence[Any], size: int, alpha: float, pairs: int, seed: int
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sample ``pairs`` view pairs per image with ``contrastive_crop_params``.
-
-    ``boxes[i]`` is the crop box of image ``i`` (a :class:`~timm_ccrop.boxes.Box`) or None
-    (RandomResizedCrop). Returns normalised view boxes A, B and the image index of each pair.
-    """
-    from timm_ccrop.transforms import contrastive_crop_params
-
-    rng = random.Random(seed)
-    a, b, index = [], [], []
-    for i, box in enumerate(boxes):
-        for _ in range(pairs):
-            for out in (a, b):
-                top, left, h, w = contrastive_crop_params(size, size, box, VIEW_SCALE,
-                                                          VIEW_RATIO, alpha, rng)
-                out.append((left / size, top / size, (left + w) / size, (top + h) / size))
-            index.append(i)
-    return torch.tensor(a), torch.tensor(b), torch.tensor(index)
 
 
 def read_boxes_csv(path: Path, count: int) -> list[Any]:
@@ -234,6 +199,8 @@ def localizer_for(args: argparse.Namespace, mode: str) -> tuple[str, dict[str, A
     """The localizer (name, options) of a model-box arm, None for the other arms."""
     if mode == "ccrop-paper":
         return PAPER_LOCALIZER, {}
+    if mode == "ccrop-harvest":
+        return HARVEST_LOCALIZER, {}
     if mode == "ccrop":
         return args.localizer, dict(args.localizer_kwargs)
     return None
@@ -251,9 +218,11 @@ def describe_localizer(args: argparse.Namespace, mode: str) -> str | None:
 def fp_rate_for(cell: dict[str, Any], gt: torch.Tensor, image_size: int,
                 args: argparse.Namespace) -> float:
     """False-positive rate of the views one cell's crop mode samples (its final boxes)."""
+    from timm_ccrop.pair_quality import false_positive_pair_rate
+
     boxes = crop_boxes(cell["mode"], Path(cell["run"]), gt)
-    a, b, index = sample_views(boxes, image_size, args.alpha, args.fp_pairs, cell["seed"])
-    return false_positive_rate(a, b, gt[index], args.fp_threshold)
+    return false_positive_pair_rate(boxes, gt, image_size, args.alpha, args.fp_pairs,
+                                    cell["seed"], args.fp_threshold)
 
 
 # --------------------------------------------------------------------------- report

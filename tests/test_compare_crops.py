@@ -10,6 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
+from timm_ccrop.boxes import validate_box
+from timm_ccrop.pair_quality import (
+    coverage,
+    false_positive_pair_rate,
+    sample_view_pairs,
+    view_pair_miss_rate,
+)
+
 from .helpers import load_script
 
 
@@ -18,34 +26,33 @@ def compare():
     return load_script("compare_crops")
 
 
-def test_false_positive_rate_on_hand_made_boxes(compare):
+def test_false_positive_rate_on_hand_made_boxes():
     gt = torch.tensor([[0.0, 0.0, 0.2, 0.2]] * 2)
     far = torch.tensor([[0.6, 0.6, 1.0, 1.0]] * 2)  # no overlap with the object
     covering = torch.tensor([[0.0, 0.0, 0.5, 0.5]] * 2)  # contains the object
-    assert compare.false_positive_rate(covering, covering, gt) == 0.0
-    assert compare.false_positive_rate(far, covering, gt) == 1.0
-    assert compare.false_positive_rate(covering, far, gt) == 1.0
+    assert view_pair_miss_rate(covering, covering, gt) == 0.0
+    assert view_pair_miss_rate(far, covering, gt) == 1.0
+    assert view_pair_miss_rate(covering, far, gt) == 1.0
     # one pair of each kind -> 50%
     mixed_a = torch.stack([covering[0], far[0]])
-    assert compare.false_positive_rate(mixed_a, covering, gt) == 0.5
+    assert view_pair_miss_rate(mixed_a, covering, gt) == 0.5
     # threshold: a view covering a quarter of the object passes 20% but fails 30%
     quarter = torch.tensor([[0.1, 0.1, 0.5, 0.5]] * 2)
-    assert compare.coverage(quarter, gt)[0].item() == pytest.approx(0.25)
-    assert compare.false_positive_rate(quarter, covering, gt, threshold=0.2) == 0.0
-    assert compare.false_positive_rate(quarter, covering, gt, threshold=0.3) == 1.0
+    assert coverage(quarter, gt)[0].item() == pytest.approx(0.25)
+    assert view_pair_miss_rate(quarter, covering, gt, threshold=0.2) == 0.0
+    assert view_pair_miss_rate(quarter, covering, gt, threshold=0.3) == 1.0
 
 
-def test_sampled_views_follow_the_box(compare):
-    from timm_ccrop.boxes import validate_box
-
+def test_sampled_views_follow_the_box():
     gt = torch.tensor([[0.0, 0.0, 0.2, 0.2]] * 50)
     boxes = [validate_box(row) for row in gt.tolist()]
-    a, b, index = compare.sample_views(boxes, 32, 0.6, 2, seed=0)
+    a, b, index = sample_view_pairs(boxes, 32, 0.6, 2, seed=0)
     assert a.shape == b.shape == (100, 4) and index.tolist() == [i // 2 for i in range(100)]
     assert ((a >= 0) & (a <= 1)).all()
-    oracle = compare.false_positive_rate(a, b, gt[index])
-    a, b, index = compare.sample_views([None] * 50, 32, 0.6, 2, seed=0)
-    assert compare.false_positive_rate(a, b, gt[index]) > oracle
+    oracle = view_pair_miss_rate(a, b, gt[index])
+    assert oracle == false_positive_pair_rate(boxes, gt, 32, 0.6, pairs=2, seed=0)
+    a, b, index = sample_view_pairs([None] * 50, 32, 0.6, 2, seed=0)
+    assert view_pair_miss_rate(a, b, gt[index]) > oracle
 
 
 def test_paired_differences_match_seeds(compare):
@@ -111,14 +118,16 @@ def test_localizer_is_part_of_the_signature_of_model_box_arms_only(compare):
         "name": "paper", "kwargs": {}}
     assert "localizer" not in compare.cell_signature(base, "d", "rcrop")
     assert "localizer" not in compare.cell_signature(base, "d", "ccrop-gt")
-    assert set(compare.MODEL_BOX_MODES) == {"ccrop", "ccrop-paper"}
+    assert set(compare.MODEL_BOX_MODES) == {"ccrop", "ccrop-paper", "ccrop-harvest"}
+    assert compare.cell_signature(base, "d", "ccrop-harvest")["localizer"] == {
+        "name": "harvest", "kwargs": {}}
 
 
 def test_defaults_follow_the_project(compare):
     from timm_ccrop.config import TrainConfig
 
     args = compare.parse_args([])
-    assert args.modes == ["rcrop", "ccrop-paper", "ccrop", "ccrop-gt"]
+    assert args.modes == ["rcrop", "ccrop-paper", "ccrop", "ccrop-harvest", "ccrop-gt"]
     assert args.seeds == [0, 1, 2, 3, 4, 5]
     assert args.localizer == TrainConfig().localizer
     assert args.localizer_kwargs == TrainConfig().localizer_kwargs
