@@ -218,7 +218,7 @@ def test_card_says_first_what_data_the_model_saw_and_what_it_is_good_for() -> No
     lines = _card_lines(info)
     assert lines[0] == f"# {entry.name}" and lines[1] == ""
     assert lines[2] == (f"**Data seen:** {entry.release.dataset_name} (`{entry.dataset}`), "
-                        "1000 images, 5 epochs; no labels.")  # the synthetic spec's size
+                        "2500 images, 5 epochs; no labels.")  # the synthetic spec's size
     assert lines[4] == "**Good for:** " + " ".join(entry.status.split())
     # no status: what was measured on the weights; an explicit image count wins
     info = hub.CardInfo(release=_release(), num_features=512, num_parameters=1, num_images=50000)

@@ -102,8 +102,8 @@ def test_pretrained_cfg_is_our_own() -> None:
     for inherited in ("origin_url", "tag", "test_input_size", "hf_hub_id", "file"):
         assert cfg.get(inherited) is None, inherited
     # an architecture with a zoo tag keeps the untagged cfg as its default
-    assert timm.list_pretrained("resnet_tiny_cifar.*")
-    assert timm.create_model("resnet_tiny_cifar").pretrained_cfg.get("tag") is None
+    assert timm.list_pretrained("resnet_mini_cifar.*")
+    assert timm.create_model("resnet_mini_cifar").pretrained_cfg.get("tag") is None
     data = timm.data.resolve_model_data_config(timm.create_model("resnet18_cifar"))
     assert data["input_size"] == (3, 32, 32) and data["interpolation"] == "bilinear"
 

@@ -33,7 +33,7 @@ from timm_ccrop.hub import (
 ENTRIES = load_zoo()
 PACKAGE = Path(timm_ccrop.__file__).parent
 # The demonstration model bundled with the package (an architecture of ours).
-BUNDLED = "resnet_tiny_cifar.ccrop_simclr_synthetic"
+BUNDLED = "resnet_mini_cifar.simclr_ccrop_synthetic"
 
 
 def test_the_zoo_is_not_empty_and_names_are_unique() -> None:
@@ -86,11 +86,11 @@ def test_every_entry_loads_by_name(entry: ZooEntry) -> None:
 def test_tags_of_our_architectures_are_declared_through_default_cfgs() -> None:
     assert BUNDLED in timm.list_pretrained("*ccrop*")
     cfg = timm.models.get_pretrained_cfg(BUNDLED)
-    assert cfg.architecture == "resnet_tiny_cifar" and cfg.tag == "ccrop_simclr_synthetic"
+    assert cfg.architecture == "resnet_mini_cifar" and cfg.tag == "simclr_ccrop_synthetic"
     assert Path(cfg.file) == zoo_root() / "weights" / BUNDLED / "model.safetensors"
     assert cfg.hf_hub_id is None and cfg.num_classes == 0 and cfg.first_conv == "conv1"
     # declared where timm reads declarations: the module's default_cfgs
-    assert "ccrop_simclr_synthetic" in models.default_cfgs["resnet_tiny_cifar"].tags
+    assert "simclr_ccrop_synthetic" in models.default_cfgs["resnet_mini_cifar"].tags
     # the architecture's default stays the untagged cfg: no zoo weights by surprise
     assert timm.models.get_pretrained_cfg("resnet_tiny_cifar").tag is None
     plain = timm.create_model("resnet_tiny_cifar")
@@ -262,7 +262,7 @@ def test_entry_problems_name_what_is_wrong(tmp_path: Path) -> None:
 
 def test_zoo_table_shows_the_measured_numbers() -> None:
     entry = _test_entry(
-        tag="ccrop_table_test", dataset="cifar10:/data/cifar10", method="byol",
+        tag="ccrop_table_test", dataset="cifar10:/data/cifar10", method="byol", crop="ccrop",
         weights={"hf_hub_id": "me/table-test", "sha256": "0123456789abcdef" * 4},
         metrics=[{"protocol": "knn", "dataset": "cifar10", "split": "test", "top1": 61.25,
                   "command": "timm-ccrop eval"},
@@ -278,7 +278,12 @@ def test_zoo_table_shows_the_measured_numbers() -> None:
     first = lines.index(next(line for line in lines if line.startswith(ENTRIES[0].name)))
     knn = ENTRIES[0].metric("knn")
     assert lines[first].split()[1] == (f"{knn:.2f}" if knn is not None else "-")
-    assert lines[first].split()[2] == "-"  # no linear probe measured: nothing claimed
+    linear = ENTRIES[0].metric("linear")
+    assert lines[first].split()[2] == (f"{linear:.2f}" if linear is not None else "-")
+    unmeasured = _test_entry(tag="ccrop_unmeasured", metrics=[
+        {"protocol": "knn", "dataset": "d", "split": "test", "top1": 50.0, "command": "c"}])
+    unmeasured_row = format_zoo_table([unmeasured]).splitlines()[2]
+    assert unmeasured_row.split()[2] == "-"  # no linear probe measured: nothing claimed
     # the numbers line up under their headers
     assert lines[row].index("61.25") + 5 == lines[0].index("kNN top-1") + 9
     assert all(len(line) <= 100 for line in lines)
@@ -299,7 +304,9 @@ def test_zoo_command(capsys: pytest.CaptureFixture) -> None:
         assert cells[2] == (f"{linear:.2f}" if linear is not None else "-")
         assert cells[3:5] == [entry.method, entry.crop]
         assert cells[5] == str(entry.weights.get("sha256") or "-")[:10]
-        assert entry.dataset in lines[index + 1]
+        # the details line wraps long data specs onto indented continuation lines
+        details = "".join(line.strip() for line in lines[index + 1:index + 4])
+        assert entry.dataset in details
     assert all(len(line) <= 100 for line in lines)
     assert f"{len(ENTRIES)} loadable with timm_ccrop.create_model" in printed
     assert main(["zoo", "--validate"]) == 0

@@ -9,7 +9,7 @@ there. Two routes, depending on whose architecture it is:
   ``generate_default_cfgs`` + ``register_model``). timm itself then knows the name::
 
       timm.list_pretrained("*ccrop*")
-      timm.create_model("resnet_tiny_cifar.ccrop_simclr_synthetic", pretrained=True)
+      timm.create_model("resnet_mini_cifar.simclr_ccrop_synthetic", pretrained=True)
 
 * **timm's own** (``resnet18``, ``vit_small_patch16_224``, ...): timm has no public call
   that adds a tag to an architecture another module registered (``register_model`` again

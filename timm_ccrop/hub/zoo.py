@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -321,8 +322,11 @@ def format_zoo_table(entries: Sequence[ZooEntry]) -> str:
         where = ", ".join(part for part in (
             "bundled" if weights.get("bundled") else "",
             f"hf-hub:{entry.hf_hub_id}" if entry.hf_hub_id else "") if part) or "-"
-        details.append(f"    data {entry.dataset}; weights {where}; "
-                       + ("trained here" if entry.trained_here is True else "not trained here"))
+        text = (f"data {entry.dataset}; weights {where}; "
+                + ("trained here" if entry.trained_here is True else "not trained here"))
+        # long data specs wrap, so the table stays within 100 columns
+        details.append(textwrap.fill(text, 100, initial_indent="    ", subsequent_indent="      ",
+                                     break_on_hyphens=False))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(_TABLE_HEADER))]
     numeric = {1, 2}  # right-aligned, so the decimal points line up
 
