@@ -181,8 +181,9 @@ class TrainConfig:
     alpha: float | None = _positive(None, "Beta(alpha, alpha) of the crop centre (default: "
                                     "the crop's own: ccrop 0.6, simccrop 0.1)", _CROP)
     localizer: str = _option(DEFAULT_LOCALIZER, "how feature maps become boxes: paper (the "
-                             "official rule), union, component, ddt, ccam (see "
-                             "docs/localization.md)", group=_CROP)
+                             "official rule), union, component, peak, ddt, ccam (see "
+                             "docs/localization.md), or harvest (maps of the training "
+                             "forward, no box pass; docs/harvest.md)", group=_CROP)
     localizer_kwargs: dict[str, Any] = _option(
         help="options of the localizer, e.g. {rule: mean, level: 2, pick: peak, dilate: true}",
         group=_CROP, factory=lambda: dict(DEFAULT_LOCALIZER_OPTIONS))
@@ -196,7 +197,8 @@ class TrainConfig:
                                         "pass (default: 20% of training)", group=_CROP,
                                         low=0)
     loc_interval: int | None = _option(None, "epochs between box passes (default: 20% of "
-                                       "training)", group=_CROP, low=1)
+                                       "training; every epoch with --localizer harvest)",
+                                       group=_CROP, low=1)
     box_source: str = _option("model", "'model' (the heatmaps) or 'ground-truth' (the "
                               "oracle, where the data has boxes)", group=_CROP,
                               choices=BOX_SOURCES)
@@ -266,11 +268,20 @@ class TrainConfig:
         return tuple(recipe.mean), tuple(recipe.std)
 
     def resolved_schedule(self) -> tuple[int, int]:
-        """``(warmup_epochs, loc_interval)``: defaults are 20% of training each."""
+        """``(warmup_epochs, loc_interval)``: defaults are 20% of training each, except the
+        interval of harvested boxes, 1 (reading them costs nothing, so every epoch after
+        the warm-up); a value the user set always wins."""
         fifth = max(1, self.epochs // 5)
         warmup = fifth if self.warmup_epochs is None else self.warmup_epochs
-        interval = fifth if self.loc_interval is None else self.loc_interval
+        default_interval = 1 if self.harvests_boxes() else fifth
+        interval = default_interval if self.loc_interval is None else self.loc_interval
         return warmup, interval
+
+    def harvests_boxes(self) -> bool:
+        """Whether the boxes come from maps harvested in the training forward (``ccrop``
+        with model boxes and ``localizer='harvest'``): no separate box pass."""
+        return (self.crop == "ccrop" and self.box_source == "model"
+                and self.localizer == "harvest")
 
     def uses_boxes_from(self, epoch: int) -> bool:
         """Whether ``epoch`` (1-based) crops with the boxes (official: after the warm-up)."""

@@ -18,10 +18,12 @@ from ..boxes import BoxTable
 from ..config import TrainConfig
 from ..data import sample_seed
 from ..distributed import any_process
+from ..localize import Harvester
 
 __all__ = ["EpochResult", "device_augmenter", "stop_signals", "train_one_epoch"]
 
-Augment = Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]]
+#: ``augment(images, indices) -> (views, geometry)``: ``geometry`` ``[B, V, 5]`` or None.
+Augment = Callable[[torch.Tensor, torch.Tensor], tuple[list[torch.Tensor], torch.Tensor | None]]
 
 
 @contextmanager
@@ -45,18 +47,22 @@ def stop_signals() -> Iterator[dict[str, str | None]]:
 
 
 def device_augmenter(views: BatchedViews, boxes: BoxTable, accelerator: Accelerator,
-                     config: TrainConfig, epoch: int) -> Augment:
-    """Views of a uint8 batch made on the device, with the boxes of this epoch."""
+                     config: TrainConfig, epoch: int, geometry: bool | None = None) -> Augment:
+    """Views of a uint8 batch made on the device, with the boxes of this epoch, and each
+    view's crop geometry when ``geometry`` (default: when the run harvests its boxes)."""
     device = accelerator.device
     generator = torch.Generator(device).manual_seed(
         sample_seed(config.seed, epoch, 2**41 + accelerator.process_index))
     table_boxes = boxes.boxes.to(device)
     table_valid = (boxes.valid & boxes.is_active).to(device)
+    geometry = config.harvests_boxes() if geometry is None else geometry
 
-    def augment(images: torch.Tensor, indices: torch.Tensor) -> list[torch.Tensor]:
+    def augment(images: torch.Tensor, indices: torch.Tensor
+                ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         indices = indices.to(device)
-        return views(images.to(device, non_blocking=True), table_boxes[indices],
-                     table_valid[indices], generator)
+        made = views(images.to(device, non_blocking=True), table_boxes[indices],
+                     table_valid[indices], generator, return_geometry=geometry)
+        return made if geometry else (made, None)
 
     return augment
 
@@ -78,8 +84,12 @@ def train_one_epoch(
     config: TrainConfig, accelerator: Accelerator, method: Any, optimizer: torch.optim.Optimizer,
     scheduler: Any, loader: Any, epoch: int, steps_per_epoch: int,
     stop: dict[str, str | None], augment: Augment | None = None,
+    harvest: Harvester | None = None,
 ) -> EpochResult:
     """Train ``method`` (as prepared by Accelerate) over one pass of ``loader``.
+
+    With ``harvest`` (entered by the caller, so its hook sees every training forward),
+    each step's maps are folded into the harvest bank with the batch's crop geometry.
 
     Every rank stops at the same step when any rank sees a non-finite loss (before the
     step is taken) or a stop signal (after it).
@@ -96,15 +106,19 @@ def train_one_epoch(
         return EpochResult(loss_sum / max(1, steps), optimizer.param_groups[0]["lr"],
                            time.perf_counter() - started, stopped)
 
-    for views, _, indices in bar:
+    for batch in bar:
+        views, _, indices = batch[:3]
+        geometry = batch[3] if len(batch) > 3 else None  # [B, V, 5] when recorded
         if augment is not None:
-            views = augment(views, indices)
+            views, geometry = augment(views, indices)
         if config.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         with accelerator.autocast():
             loss = method(views)["loss"]
         if any_process(accelerator, not bool(torch.isfinite(loss.detach()))):
             return result("nan")
+        if harvest is not None:  # the maps this forward just made: no extra pass
+            harvest.step(indices, geometry)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         if config.grad_clip:

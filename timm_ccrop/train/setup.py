@@ -27,7 +27,7 @@ from ..data import (
     default_train_split,
     parse_data_spec,
 )
-from ..localize import warn_if_too_coarse
+from ..localize import Harvester, harvester_for, warn_if_too_coarse
 from ..methods import SiameseMethod, build_method
 from ..views import multi_view_transform
 
@@ -52,6 +52,7 @@ class RunData:
     image_size: int
     device_views: BatchedViews | None  # views made on the device (--augment-on device)
     steps_per_epoch: int  # optimiser steps per epoch (global batches, the last one dropped)
+    harvest: Harvester | None = None  # --localizer harvest: the bank of training-time maps
 
 
 def _check_batch(config: TrainConfig, accelerator: Accelerator, num_samples: int) -> None:
@@ -72,8 +73,9 @@ def _views(config: TrainConfig, accelerator: Accelerator, size: int
     """The loader's per-image transform, and the batched device views if any."""
     alpha = config.resolved_alpha()
     if config.augment_on != "device":
+        # harvesting needs each view's crop and flip; the views stay the same
         return multi_view_transform(config.views, crop_mode=config.crop, alpha=alpha,
-                                    size=size), None
+                                    size=size, geometry=config.harvests_boxes()), None
     # Workers only decode and squash to a fixed size; crops and colour run batched on the
     # training device (timm_ccrop.augment). Boxes are normalised, so squashing keeps them.
     squash = tv_transforms.Compose([tv_transforms.Resize((size, size)),
@@ -94,7 +96,8 @@ def _box_table(config: TrainConfig, dataset: Any) -> BoxTable:
 
 
 def build_data(config: TrainConfig, accelerator: Accelerator) -> RunData:
-    """The training split, its views, its box table and a loader over it."""
+    """The training split, its views, its box table and a loader over it (and the bank
+    of harvested heatmaps with ``--localizer harvest``)."""
     spec = parse_data_spec(config.data)
     dataset = build_dataset(spec, split=default_train_split(spec))
     _check_batch(config, accelerator, len(dataset))
@@ -108,8 +111,10 @@ def build_data(config: TrainConfig, accelerator: Accelerator) -> RunData:
         num_workers=config.num_workers, drop_last=True,
         persistent_workers=config.num_workers > 0, pin_memory=accelerator.device.type == "cuda",
     )
+    harvest = (harvester_for(config.build_localizer(), len(dataset), accelerator)
+               if config.harvests_boxes() else None)
     return RunData(dataset, train_set, sampler, loader, boxes, size, device_views,
-                   steps_per_epoch=len(train_set) // config.batch_size)
+                   steps_per_epoch=len(train_set) // config.batch_size, harvest=harvest)
 
 
 def build_method_for(config: TrainConfig, accelerator: Accelerator, data: RunData

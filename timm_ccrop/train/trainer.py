@@ -18,7 +18,7 @@ import logging
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,6 +235,8 @@ def _resume(run: _Run, state: dict[str, Any], source: Path) -> int:
     if state.get("scaler") is not None and scaler is not None:
         scaler.load_state_dict(state["scaler"])
     run.data.boxes.load_state_dict(state["boxes"])
+    if run.data.harvest is not None:
+        run.data.harvest.load_checkpoint_state(state.get("harvest"), source)
     done = int(state["epoch"])
     run.last_checkpoint = source
     if run.is_main:
@@ -331,8 +333,10 @@ def _train_epoch(run: _Run, epoch: int, stop: dict[str, str | None]) -> EpochRes
     augment = None
     if data.device_views is not None:
         augment = device_augmenter(data.device_views, data.boxes, accelerator, config, epoch)
-    return train_one_epoch(config, accelerator, run.method, run.optimizer, run.scheduler,
-                           data.loader, epoch, data.steps_per_epoch, stop, augment)
+    with data.harvest.capturing(run.inner.backbone) if data.harvest else nullcontext():
+        return train_one_epoch(config, accelerator, run.method, run.optimizer, run.scheduler,
+                               data.loader, epoch, data.steps_per_epoch, stop, augment,
+                               data.harvest)
 
 
 def _epoch_record(run: _Run, epoch: int, result: EpochResult,
@@ -369,12 +373,15 @@ def _update_boxes(run: _Run, epoch: int) -> dict[str, Any]:
     config, data, accelerator = run.config, run.data, run.accelerator
     mean, std = config.normalisation()
     run.localizer.attach(getattr(run.inner, "projector", None))
-    result = localize_dataset(
-        run.inner.backbone, data.dataset, data.image_size,
-        batch_size=max(1, config.batch_size // accelerator.num_processes),
-        num_workers=config.num_workers, accelerator=accelerator, mean=mean, std=std,
-        progress=config.progress, localizer=run.localizer,
-    )
+    if data.harvest is not None:  # read from the bank (the same on every process): no pass
+        result = data.harvest.boxes(run.inner.backbone, data.dataset, data.train_set.substituted)
+    else:
+        result = localize_dataset(
+            run.inner.backbone, data.dataset, data.image_size,
+            batch_size=max(1, config.batch_size // accelerator.num_processes),
+            num_workers=config.num_workers, accelerator=accelerator, mean=mean, std=std,
+            progress=config.progress, localizer=run.localizer,
+        )
     data.boxes.update(result.boxes, valid=~result.degenerate)
     if run.is_main:
         sample_id = getattr(data.dataset, "sample_id", str)
@@ -410,6 +417,7 @@ def _save_checkpoint(run: _Run, epoch: int, record: dict[str, Any]) -> Path | No
         "scheduler": run.scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "boxes": run.data.boxes.state_dict(),
+        "harvest": run.data.harvest.bank.state_dict() if run.data.harvest else None,
         "epoch": epoch,
         "config": run.config.to_dict(),
         "metrics_row": record,
