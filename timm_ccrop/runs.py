@@ -67,6 +67,9 @@ CHECKPOINT_GLOB = "checkpoint-epoch*.pt"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 BOXES_FILE = "boxes.csv"
+BASELINE_FILE = "baseline.json"  # what the run is compared with, measured before epoch 1
+SUMMARY_FILE = "summary.json"
+PLOT_FILE = "metrics.png"
 BACKBONE_DIR = "backbone"
 SNAPSHOT_DIR = "snapshots"
 #: The one ``boxes.csv`` schema: boxes are ``(x0, y0, x1, y1)`` normalised to [0, 1].
@@ -304,7 +307,8 @@ class RunFolderError(ValueError):
 
 #: What a run writes into its folder (``has_run`` looks for these).
 RUN_FILE_PATTERNS = (CONFIG_FILE, METRICS_FILE, BOXES_FILE, CHECKPOINT_GLOB,
-                     "boxes-epoch*.png", BACKBONE_DIR, SNAPSHOT_DIR)
+                     "boxes-epoch*.png", BACKBONE_DIR, SNAPSHOT_DIR, BASELINE_FILE,
+                     SUMMARY_FILE, PLOT_FILE)
 LOCK_FILE = ".lock"
 
 
@@ -339,6 +343,26 @@ class RunFolder:
     @property
     def backbone_dir(self) -> Path:
         return self.path / BACKBONE_DIR
+
+    baseline_path = property(lambda self: self.path / BASELINE_FILE)
+    summary_path = property(lambda self: self.path / SUMMARY_FILE)
+    plot_path = property(lambda self: self.path / PLOT_FILE)
+
+    def box_pictures(self) -> list[Path]:
+        """The box pictures of the run's box passes, oldest first."""
+        return sorted(self.path.glob("boxes-epoch*.png"))
+
+    def write_json(self, path: Path, values: Mapping[str, Any]) -> None:
+        """Write ``values`` as JSON to ``path`` (one of this folder's files), atomically."""
+        atomic_write_text(path, json.dumps(dict(values), indent=2) + "\n")
+
+    def read_json(self, path: Path) -> dict[str, Any] | None:
+        """The JSON object in ``path``, or None when it is missing or unreadable."""
+        try:
+            value = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
 
     def checkpoint_path(self, epoch: int) -> Path:
         """Where the checkpoint of finished epoch ``epoch`` goes."""

@@ -8,11 +8,13 @@ Subcommands, one module each (thin: they parse, call the library, print):
     export      a run's (or an official checkpoint's) backbone in timm's Hub layout
     push        validate an exported folder and upload it to the Hugging Face Hub
     zoo         list the model zoo (zoo/models.yaml)
+    report      redraw a run's metrics plot and print its summary
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -23,10 +25,13 @@ from .evaluate import add_eval_parser
 from .hub import add_hub_parsers
 from .options import OneLineErrorParser
 from .pretrain import add_pretrain_parser
+from .report import add_report_parser
 from .show_boxes import add_show_boxes_parser
 
-__all__ = ["DEBUG_ENV", "build_parser", "error_line", "main"]
+__all__ = ["DEBUG_ENV", "LOG_LEVELS", "build_parser", "error_line", "main", "setup_logging"]
 
+#: ``--log-level`` choices (Python's logging levels).
+LOG_LEVELS = ("debug", "info", "warning", "error")
 #: Errors in the user's input: printed as one line, exit code 2.
 USER_ERRORS = (ValueError, OSError)
 #: Setting this environment variable to 1 shows the traceback of input errors (--debug).
@@ -43,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "An error in the input (a bad value, a missing or unreadable file) is "
                     "reported as one line and exit code 2.",
     )
+    parser.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS,
+                        help="messages of the library shown (default: info: one line per "
+                             "epoch and the summary; warning: problems only)")
     parser.add_argument("--debug", action="store_true",
                         help=f"show the full traceback of input errors instead of one line "
                              f"(also: {DEBUG_ENV}=1)")
@@ -52,7 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_pretrain_parser(commands)
     add_eval_parser(commands)
     add_hub_parsers(commands)
+    add_report_parser(commands)
     return parser
+
+
+def setup_logging(level: str) -> None:
+    """Show the package's log records at ``level`` and above on stderr, one plain line
+    each (the library itself only logs; the command line decides what is shown)."""
+    logger = logging.getLogger("timm_ccrop")
+    if not any(getattr(h, "_timm_ccrop", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._timm_ccrop = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False  # not twice when the root logger has a handler too
+    for handler in logger.handlers:
+        handler.stream = sys.stderr  # the current stderr (pytest swaps it per test)
+    logger.setLevel(level.upper())
 
 
 def error_line(err: BaseException) -> str:
@@ -91,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    setup_logging(args.log_level)
     try:
         return args.handler(args)
     except USER_ERRORS as err:

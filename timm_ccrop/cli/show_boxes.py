@@ -16,7 +16,7 @@ from ..backbones import create_backbone, load_backbone_weights, probe_model, rea
 from ..config import TrainConfig
 from ..data import build_dataset, default_train_split, parse_data_spec
 from ..localize import LOCALIZERS, REDUCTIONS, Localizer, resolve_stage
-from ..localize.pictures import localization_picture
+from ..localize.pictures import class_labels, localization_picture
 from .options import add_verify_weights_argument, number, yaml_mapping
 
 __all__ = ["add_show_boxes_parser", "run_show_boxes"]
@@ -72,6 +72,7 @@ def run_show_boxes(args: argparse.Namespace) -> int:
         name=args.model, localizer=_localizer(args), image_size=args.image_size,
         views=args.num_views, opacity=args.opacity,
         alpha=args.alpha, tile=args.tile, seed=args.seed, source=f"{args.data} [{split}]",
+        labels=class_labels(dataset, count),
     )
     for message in picture.warnings:
         print(f"warning: {message}", file=sys.stderr)

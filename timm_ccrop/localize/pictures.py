@@ -28,7 +28,8 @@ from .heatmaps import feature_heatmaps, localization_defaults
 from .hooks import resolve_stage, warn_if_too_coarse
 from .localizers import Localizer, UnionRule, create_localizer
 
-__all__ = ["LocalizationPicture", "localization_picture", "render_box_picture"]
+__all__ = ["LocalizationPicture", "class_labels", "localization_picture",
+           "render_box_picture"]
 
 _WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
 
@@ -59,17 +60,39 @@ class LocalizationPicture:
                 f"{int(self.degenerate.sum())}/{len(self.degenerate)} without a box")
 
 
-def _iou_captions(boxes: torch.Tensor, degenerate: torch.Tensor,
-                  gt_boxes: torch.Tensor | None) -> tuple[list[str], float | None, float | None]:
-    """Per-row captions (IoU, "no box") and the mean IoU of the boxes and of whole images."""
-    captions = ["no box: random crop" if bad else "" for bad in degenerate.tolist()]
-    if gt_boxes is None:
-        return captions, None, None
-    ious = paired_iou(boxes, gt_boxes)
-    whole = paired_iou(torch.tensor([_WHOLE_IMAGE]).expand_as(gt_boxes), gt_boxes)
-    captions = [f"IoU {float(iou):.2f}" + (f", {caption}" if caption else "")
-                for iou, caption in zip(ious, captions, strict=True)]
-    return captions, float(ious.mean()), float(whole.mean())
+def class_labels(dataset: Any, count: int) -> list[str] | None:
+    """The class names of the first ``count`` samples (None for unlabelled data)."""
+    if not getattr(dataset, "has_labels", True):
+        return None
+    names = getattr(dataset, "classes", None)
+    labels = []
+    for index in range(count):
+        target = dataset[index][1]
+        if not isinstance(target, int) or target < 0:
+            return None
+        labels.append(str(names[target]) if names is not None and target < len(names)
+                      else f"class {target}")
+    return labels
+
+
+def _iou_captions(boxes: torch.Tensor, degenerate: torch.Tensor, gt_boxes: torch.Tensor | None,
+                  labels: Sequence[str] | None = None
+                  ) -> tuple[list[str], float | None, float | None]:
+    """Per-row captions (class, IoU, "no box") and the mean IoU of the boxes and of whole
+    images."""
+    parts = [[label] for label in labels] if labels else [[] for _ in degenerate]
+    ious = whole = None
+    if gt_boxes is not None:
+        ious = paired_iou(boxes, gt_boxes)
+        whole = paired_iou(torch.tensor([_WHOLE_IMAGE]).expand_as(gt_boxes), gt_boxes)
+        for row, iou in zip(parts, ious.tolist(), strict=True):
+            row.append(f"IoU {iou:.2f}")
+    for row, bad in zip(parts, degenerate.tolist(), strict=True):
+        if bad:
+            row.append("no box: random crop")
+    captions = [", ".join(row) for row in parts]
+    return (captions, None if ious is None else float(ious.mean()),
+            None if whole is None else float(whole.mean()))
 
 
 def _localize(model: nn.Module, batch: torch.Tensor, localizer: Localizer,
@@ -109,6 +132,7 @@ def localization_picture(
     seed: int = 0,
     source: str = "",
     localizer: Localizer | None = None,
+    labels: Sequence[str] | None = None,
 ) -> LocalizationPicture:
     """Heatmaps, boxes and ContrastiveCrop views of ``images`` under ``model``, as a grid.
 
@@ -124,6 +148,7 @@ def localization_picture(
         localizer: the box rule instead of ``stage``/``reduction``/``threshold``
             (:func:`~timm_ccrop.localize.create_localizer`); a localizer that fits on a
             dataset (DDT) fits on these images.
+        labels: each image's class name, written under its row (with its IoU).
 
     Raises ValueError for a stage the model does not have or a size it cannot take.
     """
@@ -146,7 +171,7 @@ def localization_picture(
     batch = torch.stack([transform(image) for image in images])
     maps, boxes, degenerate = _localize(model, batch, localizer, (size, size), name)
     degenerate = torch.ones_like(degenerate) if too_coarse else degenerate
-    captions, mean_iou, whole_iou = _iou_captions(boxes, degenerate, gt_boxes)
+    captions, mean_iou, whole_iou = _iou_captions(boxes, degenerate, gt_boxes, labels)
     map_h, map_w = maps.shape[-2:]
     title = (f"{name} stage {stage} ({info['module']}, {map_h}x{map_w} map at {size}px), "
              f"reduction {reduction}, {localizer.describe()}"
@@ -193,11 +218,16 @@ def render_box_picture(
     batch = torch.stack([transform(image) for image in images])
     device = next(backbone.parameters()).device
     maps = feature_heatmaps(backbone, batch.to(device), stage, reduction).cpu()
-    rows = [Box(*boxes.boxes[i].tolist()) if bool(boxes.valid[i]) else None
-            for i in range(count)]
+    table = boxes.boxes[:count].float()
+    invalid = ~boxes.valid[:count].bool()
+    rows = [None if bad else Box(*row) for row, bad in zip(table.tolist(), invalid.tolist(),
+                                                           strict=True)]
     gt = getattr(dataset, "gt_boxes", None)
-    grid = heatmap_boxes_grid(images, maps, rows, gt[:count] if gt is not None else None,
-                              views=4, alpha=alpha, tile=80,
-                              title=f"boxes of the first {count} training images")
+    gt = gt[:count].float() if gt is not None else None
+    captions, mean_iou, _ = _iou_captions(table, invalid, gt, class_labels(dataset, count))
+    title = f"boxes of the first {count} training images" + (
+        f" (their mean IoU {mean_iou:.2f})" if mean_iou is not None else "")
+    grid = heatmap_boxes_grid(images, maps, rows, gt, views=4, alpha=alpha, tile=80,
+                              title=title, captions=captions)
     grid.save(path, format="PNG")
     return grid

@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
 from ..augment import BatchedViews
 from ..boxes import BoxTable
@@ -19,6 +18,7 @@ from ..config import TrainConfig
 from ..data import sample_seed
 from ..distributed import any_process
 from ..localize import Harvester
+from ..progress import progress_bar
 
 __all__ = ["EpochResult", "device_augmenter", "stop_signals", "train_one_epoch"]
 
@@ -99,8 +99,8 @@ def train_one_epoch(
     total_steps = config.epochs * steps_per_epoch
     loss_sum, steps = 0.0, 0
     started = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False,
-               disable=not (config.progress and accelerator.is_main_process))
+    bar = progress_bar(loader, f"epoch {epoch}/{config.epochs}",
+                       config.progress and accelerator.is_main_process)
 
     def result(stopped: str | None = None) -> EpochResult:
         return EpochResult(loss_sum / max(1, steps), optimizer.param_groups[0]["lr"],
@@ -129,6 +129,10 @@ def train_one_epoch(
                                       / max(1, total_steps))
         loss_sum += float(loss.detach())
         steps += 1
+        if config.log_with:  # the trackers' per-step curves (main process only)
+            accelerator.log({"train/loss": float(loss.detach()),
+                             "train/lr": optimizer.param_groups[0]["lr"]},
+                            step=(epoch - 1) * steps_per_epoch + steps)
         rate = steps * config.batch_size / max(1e-9, time.perf_counter() - started)
         bar.set_postfix(loss=f"{loss_sum / steps:.4f}",
                         lr=f"{optimizer.param_groups[0]['lr']:.4g}", img_s=f"{rate:.1f}")

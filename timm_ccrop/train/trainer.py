@@ -39,10 +39,13 @@ from ..runs import RunFolder, RunFolderError, read_checkpoint, write_boxes_csv
 from .epoch import EpochResult, device_augmenter, stop_signals, train_one_epoch
 from .monitor import knn_datasets, knn_monitor
 from .setup import RunData, build_data, build_method_for, build_optimizer, build_scheduler
+from .summary import epoch_line, format_summary, measure_baseline, plot_run, summarize_run
 
 __all__ = ["TrainResult", "TrainingStopped", "train"]
 
 _LOG = logging.getLogger(__name__)
+#: The tracker project of every run (TensorBoard: the subfolder of the run folder).
+TRACKER_PROJECT = "timm-ccrop"
 
 
 @dataclass
@@ -76,6 +79,7 @@ class _Run:
     knn_data: tuple | None
     localizer: Localizer | None  # None when the boxes do not come from the model
     last_checkpoint: Path | None = None  # the newest good checkpoint of this run
+    baseline: dict[str, Any] | None = None  # random init etc., measured before epoch 1
     skipped_before: int = 0  # unreadable samples skipped before this epoch
 
     @property
@@ -112,6 +116,7 @@ def train(config: TrainConfig, resume: str | Path | None = None,
         run = _build_run(config, accelerator, folder)
         start_epoch = _resume(run, *checkpoint) if checkpoint is not None else 1
         _start_logging(run)
+        run.baseline = _baseline(run, fresh=checkpoint is None)
         epoch, last_checkpoint, stopped = _train_epochs(run, start_epoch)
         return _finish(run, epoch, last_checkpoint, stopped)
 
@@ -241,7 +246,7 @@ def _resume(run: _Run, state: dict[str, Any], source: Path) -> int:
     run.last_checkpoint = source
     if run.is_main:
         run.folder.truncate_metrics(done, last_row=state.get("metrics_row"))
-        print(f"resumed from {source} (epoch {done} done)")
+        _LOG.info("resumed from %s (epoch %d done)", source, done)
     return done + 1
 
 
@@ -253,13 +258,36 @@ def _first_problem(err: RuntimeError) -> str:
 
 
 def _start_logging(run: _Run) -> None:
-    if not run.is_main:
-        return
+    """Write the config; start the trackers with the run's name (its folder's name)."""
     if run.config.log_with:
         flat = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
                 for k, v in run.config.to_dict().items() if v is not None}
-        run.accelerator.init_trackers("timm-ccrop", config=flat)
-    run.folder.write_config(run.config.to_dict())
+        name = run.folder.path.resolve().name
+        # TensorBoard writes to RUN/timm-ccrop/ (the run is its folder); wandb and mlflow
+        # get the folder's name as the run's name inside the project.
+        run.accelerator.init_trackers(TRACKER_PROJECT, config=flat, init_kwargs={
+            "wandb": {"name": name}, "mlflow": {"run_name": name}})
+    if run.is_main:
+        run.folder.write_config(run.config.to_dict())
+
+
+def _baseline(run: _Run, fresh: bool) -> dict[str, Any]:
+    """What the run is compared with: measured before epoch 1 of a fresh run (the
+    randomly initialised backbone's kNN, the whole-image box, random crops' pairs), read
+    back from ``baseline.json`` on resume."""
+    folder = run.folder
+    if not fresh:
+        return (folder.read_json(folder.baseline_path) or {}) if run.is_main else {}
+    knn = None
+    if run.knn_data:
+        knn = knn_monitor(run.config, run.accelerator, run.inner.backbone, run.knn_data,
+                          run.data.image_size)
+    baseline = measure_baseline(run.config, run.data.dataset, knn)
+    if run.is_main:
+        folder.write_json(folder.baseline_path, baseline)
+        if knn:
+            _LOG.info("random init: kNN top-1 %.1f%%", knn["knn_top1"])
+    return baseline
 
 
 def _train_epochs(run: _Run, start_epoch: int) -> tuple[int, Path | None, str | None]:
@@ -311,7 +339,7 @@ def _snapshot_due(config: TrainConfig, epoch: int) -> bool:
 
 def _say(run: _Run, message: str) -> None:
     if run.is_main:
-        print(message)
+        _LOG.warning(message)
 
 
 def _weights_finite(run: _Run) -> bool:
@@ -361,10 +389,15 @@ def _epoch_record(run: _Run, epoch: int, result: EpochResult,
 
 
 def _log_record(run: _Run, epoch: int, record: dict[str, Any]) -> None:
+    """The metrics row, the persistent line of the epoch and the trackers' epoch values
+    (at the global step of the epoch's end, the axis of the per-step values)."""
     if run.is_main:
         run.folder.append_metrics(record)
-        if run.config.log_with:
-            run.accelerator.log(record, step=epoch)
+        _LOG.info(epoch_line(record, run.config.epochs))
+    if run.config.log_with:
+        numbers = {f"epoch/{key}": value for key, value in record.items()
+                   if isinstance(value, (int, float)) and not isinstance(value, bool)}
+        run.accelerator.log(numbers, step=epoch * run.data.steps_per_epoch)
 
 
 def _update_boxes(run: _Run, epoch: int) -> dict[str, Any]:
@@ -404,6 +437,24 @@ def _box_picture(run: _Run, path: Path) -> None:
         _LOG.warning("could not draw the box picture %s: %s", path, err)
 
 
+def _summarize(run: _Run, export: Path | None) -> None:
+    """Plot the run; after its last epoch also write and show its summary."""
+    folder, config = run.folder, run.config
+    rows = folder.read_metrics()
+    title = f"{folder.path.name}: {config.method} + {config.crop}, {config.model}"
+    try:
+        plot_run(rows, run.baseline or {}, folder.plot_path, title)
+    except Exception as err:  # a picture must never fail a finished run
+        _LOG.warning("could not draw the metrics plot %s: %s", folder.plot_path, err)
+    if export is None:
+        _LOG.info("run folder: %s (metrics: %s)", folder.path, folder.metrics_path)
+        return
+    summary = summarize_run(config, folder, rows, run.baseline or {}, run.data.dataset,
+                            run.data.boxes if _model_boxes(config) else None, export)
+    folder.write_json(folder.summary_path, summary)
+    _LOG.info(format_summary(summary))
+
+
 def _save_checkpoint(run: _Run, epoch: int, record: dict[str, Any]) -> Path | None:
     """Save the state after finished epoch ``epoch`` (the main process writes it), with
     the epoch's metrics row: a crash between the checkpoint and the row loses no row."""
@@ -436,9 +487,7 @@ def _finish(run: _Run, epoch: int, last_checkpoint: Path | None,
         run.accelerator.end_training()
     metrics = run.folder.metrics_path
     if run.is_main:
-        print(f"run folder: {run.folder.path.resolve()}\n  metrics: {metrics.resolve()}\n"
-              f"  checkpoint: {last_checkpoint and last_checkpoint.resolve()}\n"
-              f"  backbone (timm format): {export and export.resolve()}")
+        _summarize(run, export)
     if stopped == "nan":
         raise TrainingStopped(
             f"non-finite loss or weights in epoch {epoch}; last good checkpoint: "
