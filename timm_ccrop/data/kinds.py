@@ -32,20 +32,25 @@ class DatasetKind:
     official_size: int | None = None
     official_mean: tuple[float, ...] | None = None
     official_std: tuple[float, ...] | None = None
+    # Every image of the kind is stored at this square size (None: sizes vary). Views made
+    # on the device from such images lose nothing (augment_on='auto' picks the device).
+    stored_size: int | None = None
 
 
 DATASET_KINDS: dict[str, DatasetKind] = {kind.name: kind for kind in (
-    DatasetKind("cifar10", "CIFAR-10", hub_id="uoft-cs/cifar10", official_size=32,
+    DatasetKind("cifar10", "CIFAR-10", hub_id="uoft-cs/cifar10", official_size=32, stored_size=32,
                 official_mean=(0.4914, 0.4822, 0.4465), official_std=(0.2023, 0.1994, 0.2010)),
     DatasetKind("cifar100", "CIFAR-100", hub_id="uoft-cs/cifar100", official_size=32,
+                stored_size=32,
                 official_mean=(0.5071, 0.4867, 0.4408), official_std=(0.2675, 0.2565, 0.2761)),
     # Pretraining uses train+unlabeled: the paper's 105k images.
     DatasetKind("stl10", "STL-10", splits=("train", "test", "unlabeled", "train+unlabeled"),
                 train_split="train+unlabeled", hub_id="tanganke/stl10", official_size=96,
+                stored_size=96,
                 official_mean=(0.4406, 0.4273, 0.3858), official_std=(0.2312, 0.2265, 0.2237)),
     # "test" is an alias of "val": the official Tiny-ImageNet test split has no labels.
     DatasetKind("tiny-imagenet", "Tiny ImageNet", splits=("train", "val", "test"),
-                eval_split="val", hub_id="zh-plus/tiny-imagenet", official_size=64,
+                eval_split="val", hub_id="zh-plus/tiny-imagenet", official_size=64, stored_size=64,
                 official_mean=(0.4802, 0.4481, 0.3975), official_std=(0.2302, 0.2265, 0.2262)),
     DatasetKind("imagenet", "ImageNet-1k", splits=("train", "val"), eval_split="val",
                 readable=False, hub_id="ILSVRC/imagenet-1k", official_size=224,

@@ -76,11 +76,12 @@ class SyntheticObjects(Dataset):
     """
 
     has_labels = True
+    DEFAULT_IMAGE_SIZE = 32
 
     def __init__(
         self,
         num_samples: int = 5000,
-        image_size: int = 32,
+        image_size: int = DEFAULT_IMAGE_SIZE,
         num_classes: int = 10,
         seed: int = 0,
         split: str = "train",

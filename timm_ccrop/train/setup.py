@@ -23,7 +23,9 @@ from ..config import TrainConfig
 from ..data import (
     BoxedDataset,
     EpochPermutationSampler,
+    SyntheticObjects,
     build_dataset,
+    dataset_kind,
     default_train_split,
     parse_data_spec,
 )
@@ -32,7 +34,7 @@ from ..methods import SiameseMethod, build_method
 from ..views import multi_view_transform
 
 __all__ = ["RunData", "build_data", "build_method_for", "build_optimizer", "build_scheduler",
-           "lr_factor"]
+           "lr_factor", "resolve_augment_on"]
 
 
 #: Our names that differ from timm's: 'sgd' is classical momentum as in the official code
@@ -68,11 +70,23 @@ def _check_batch(config: TrainConfig, accelerator: Accelerator, num_samples: int
         )
 
 
+def resolve_augment_on(config: TrainConfig) -> str:
+    """``config.augment_on``, with 'auto' resolved: 'device' when every image is stored at
+    one size no larger than the views (squashing to the view size then loses nothing),
+    else 'loader'."""
+    if config.augment_on != "auto":
+        return config.augment_on
+    spec = parse_data_spec(config.data)
+    stored = (int(spec.options.get("image_size", SyntheticObjects.DEFAULT_IMAGE_SIZE))
+              if spec.kind == "synthetic" else dataset_kind(spec.kind).stored_size)
+    return "device" if stored is not None and stored <= config.resolved_image_size() else "loader"
+
+
 def _views(config: TrainConfig, accelerator: Accelerator, size: int
            ) -> tuple[Any, BatchedViews | None]:
     """The loader's per-image transform, and the batched device views if any."""
     alpha = config.resolved_alpha()
-    if config.augment_on != "device":
+    if resolve_augment_on(config) != "device":
         # harvesting needs each view's crop and flip; the views stay the same
         return multi_view_transform(config.views, crop_mode=config.crop, alpha=alpha,
                                     size=size, geometry=config.harvests_boxes()), None
