@@ -16,10 +16,11 @@ The bank (see docs/harvest.md for the measurements behind the choices)
     of the area is 45% of the side; a quarter of that is a ninth of the image).
 
 The update (an exponential moving average over the views that cover each cell)
-    Each view's map is min-max normalised to [0, 1] (the default localizer's
-    normalisation), sampled bilinearly at the centres of the bank cells inside the crop,
-    and weighted per cell by ``a = rate x coverage``, ``coverage`` the share of the cell
-    inside the crop (1 inside, a fraction at the crop's border, 0 outside). Then
+    Each view's map is normalised (``norm``, default ``batch``: divided by the mean of
+    every map of the step, see :data:`NORMS`), sampled bilinearly at the centres of the
+    bank cells inside the crop, and weighted per cell by ``a = rate x coverage``,
+    ``coverage`` the share of the cell inside the crop (1 inside, a fraction at the
+    crop's border, 0 outside). Then
     ``W <- (1 - a) W + a`` and ``E <- E + (a / W) (m - E)``: ``E`` is the weighted mean
     of the views seen at that cell, recent ones weighing most (a view's weight shrinks by
     ``1 - a`` for every later view covering the cell). Cells a view does not cover keep
@@ -61,13 +62,22 @@ from .localizers import (
     register_localizer,
 )
 
-__all__ = ["HARVEST_RATE", "HARVEST_RESOLUTION", "HarvestLocalizer", "Harvester",
-           "HeatmapBank", "MapCapture", "harvested_boxes", "harvester_for", "paste_maps"]
+__all__ = ["HARVEST_NORM", "HARVEST_RATE", "HARVEST_RESOLUTION", "NORMS", "HarvestLocalizer",
+           "Harvester", "HeatmapBank", "MapCapture", "harvested_boxes", "harvester_for",
+           "paste_maps"]
 
 #: Cells per side of the running heatmap (16: about what the smallest crops resolve).
 HARVEST_RESOLUTION = 16
 #: Weight of one fully covering view in the running mean (about 1 / rate views remembered).
 HARVEST_RATE = 0.25
+#: How each view's map is scaled before it is pasted. ``batch``: divided by the mean of all
+#: maps of the step (all views, all processes): a crop of background stays low next to a
+#: crop of the object, and the drift of the activations' scale over training cancels; it
+#: beat the others on the harvest study's recorded maps (docs/harvest.md). ``mean``: by
+#: the map's own mean. ``minmax``: to [0, 1] per map (the box pass's normalisation; every
+#: crop then has a hot spot, also a crop of background).
+NORMS = ("batch", "mean", "minmax")
+HARVEST_NORM = "batch"
 #: Maps read into boxes per chunk (the component labelling holds a few copies of a chunk).
 _CHUNK = 4096
 _WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
@@ -134,14 +144,15 @@ class HeatmapBank:
         num_samples: images in the training set (one row each, by sample index).
         resolution: cells per side (default :data:`HARVEST_RESOLUTION`).
         rate: weight of one fully covering view (default :data:`HARVEST_RATE`), in (0, 1].
+        norm: how each view's map is scaled first, one of :data:`NORMS`.
     """
 
     def __init__(self, num_samples: int, resolution: int = HARVEST_RESOLUTION,
-                 rate: float = HARVEST_RATE) -> None:
-        _check_options(resolution, rate)
+                 rate: float = HARVEST_RATE, norm: str = HARVEST_NORM) -> None:
+        _check_options(resolution, rate, norm)
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        self.resolution, self.rate = int(resolution), float(rate)
+        self.resolution, self.rate, self.norm = int(resolution), float(rate), norm
         shape = (int(num_samples), self.resolution, self.resolution)
         # float16: values and weights lie in [0, 1]; 1 KiB per image at 16 x 16
         self.mean = torch.zeros(shape, dtype=torch.float16).share_memory_()
@@ -172,10 +183,26 @@ class HeatmapBank:
                            maps.flatten(1).float(), geometry.to(maps.device).flatten(1).float())
         indices, flat_maps, flat_geometry = (t.cpu() for t in rows)
         keep = _first_occurrences(indices)
-        maps = flat_maps[keep].view(-1, views, *maps.shape[2:])
+        maps, bad = self._normalise(flat_maps[keep].view(-1, views, *maps.shape[2:]))
         geometry = flat_geometry[keep].view(-1, views, 5)
         for view in range(views):  # in view order: the same on every process
-            self._fold(indices[keep], maps[:, view], geometry[:, view])
+            self._fold(indices[keep], maps[:, view], bad[:, view], geometry[:, view])
+
+    def _normalise(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[M, V, h, w]`` maps scaled by :attr:`norm`, and ``[M, V]`` maps that cannot
+        be (non-finite, constant under minmax, no positive mean)."""
+        if self.norm == "minmax":
+            normalised, bad = normalise_maps(maps.flatten(0, 1))
+            return normalised.view_as(maps), bad.view(maps.shape[:2])
+        finite = torch.isfinite(maps).flatten(2).all(dim=2)
+        maps = torch.where(finite[..., None, None], maps, torch.zeros_like(maps))
+        if self.norm == "mean":
+            scale = maps.mean(dim=(2, 3), keepdim=True)
+        else:  # batch: one scale for the step, from its finite maps
+            scale = (maps.sum() / (finite.sum() * maps.shape[2] * maps.shape[3]).clamp_min(1)
+                     ).expand(*maps.shape[:2], 1, 1)
+        bad = ~finite | (scale[..., 0, 0] <= 0)
+        return maps / torch.where(scale > 0, scale, torch.ones_like(scale)), bad
 
     def _check_step(self, maps: torch.Tensor, indices: torch.Tensor,
                     geometry: torch.Tensor) -> None:
@@ -189,10 +216,10 @@ class HeatmapBank:
                              f"[{int(indices.min())}, {int(indices.max())}]; the bank was "
                              "made for another dataset")
 
-    def _fold(self, indices: torch.Tensor, maps: torch.Tensor, geometry: torch.Tensor) -> None:
+    def _fold(self, indices: torch.Tensor, maps: torch.Tensor, bad: torch.Tensor,
+              geometry: torch.Tensor) -> None:
         """One view per image: the coverage-weighted moving average of the module doc."""
-        normalised, bad = normalise_maps(maps)
-        values, coverage = paste_maps(normalised, geometry, self.resolution)
+        values, coverage = paste_maps(maps, geometry, self.resolution)
         step = self.rate * coverage * (~bad).float()[:, None, None]  # a degenerate map: none
         mean, weight = self.mean[indices].float(), self.weight[indices].float()
         weight = weight + step * (1.0 - weight)
@@ -225,7 +252,7 @@ class HeatmapBank:
     def state_dict(self) -> dict[str, Any]:
         """Copies of the bank's planes and settings, for checkpoints."""
         return {"mean": self.mean.clone(), "weight": self.weight.clone(),
-                "resolution": self.resolution, "rate": self.rate}
+                "resolution": self.resolution, "rate": self.rate, "norm": self.norm}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` in place (the shared memory stays the same)."""
@@ -236,15 +263,18 @@ class HeatmapBank:
         self.mean.copy_(state["mean"])
         self.weight.copy_(state["weight"])
         self.rate = float(state.get("rate", self.rate))
+        self.norm = state.get("norm", self.norm)
 
 
-def _check_options(resolution: Any, rate: Any) -> None:
+def _check_options(resolution: Any, rate: Any, norm: Any) -> None:
     if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 2:
         raise ValueError(f"harvest resolution must be an integer >= 2 (cells per side, "
                          f"default {HARVEST_RESOLUTION}), got {resolution!r}")
     if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 < rate <= 1:
         raise ValueError(f"harvest rate must be in (0, 1] (weight of one view, default "
                          f"{HARVEST_RATE}), got {rate!r}")
+    if norm not in NORMS:
+        raise ValueError(f"harvest norm must be one of {', '.join(NORMS)}, got {norm!r}")
 
 
 class MapCapture(FeatureHook):
@@ -382,10 +412,11 @@ class HarvestLocalizer(Localizer):
 
     resolution: int = HARVEST_RESOLUTION
     rate: float = HARVEST_RATE
+    norm: str = HARVEST_NORM
 
     def make_bank(self, num_samples: int) -> HeatmapBank:
         """An empty bank for a training set of ``num_samples`` images."""
-        return HeatmapBank(num_samples, self.resolution, self.rate)
+        return HeatmapBank(num_samples, self.resolution, self.rate, self.norm)
 
 
 def _default_rule_options() -> dict[str, Any]:
@@ -396,7 +427,8 @@ def _default_rule_options() -> dict[str, Any]:
 def _harvest(options: dict[str, Any]) -> HarvestLocalizer:
     resolution = options.pop("resolution", HARVEST_RESOLUTION)
     rate = options.pop("rate", HARVEST_RATE)
-    _check_options(resolution, rate)
+    norm = options.pop("norm", HARVEST_NORM)
+    _check_options(resolution, rate, norm)
     rule_options = {**_default_rule_options(),
                     **{k: options.pop(k) for k in ("rule", "level", "pick", "upsample")
                        if k in options}}
@@ -406,7 +438,7 @@ def _harvest(options: dict[str, Any]) -> HarvestLocalizer:
         raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got "
                          f"{source.reduction!r}")
     return HarvestLocalizer("harvest", source, component_rule(rule_options),
-                            resolution=int(resolution), rate=float(rate))
+                            resolution=int(resolution), rate=float(rate), norm=norm)
 
 
 register_localizer("harvest", _harvest)
