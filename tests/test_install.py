@@ -5,6 +5,9 @@ cannot tell whether package-data patterns ship the files. This test builds and i
 package with pip into a fresh virtual environment (system site-packages for torch and timm,
 no dependency resolution, no network), runs that environment's python from a folder
 outside the repository, and loads a zoo model by its timm name from the installed copy.
+
+The dependency floors (``.ci/floors.txt``, re-tested by ``.ci/floors``) are checked here too:
+that check only reads files, so it is not marked ``install``.
 """
 
 from __future__ import annotations
@@ -18,10 +21,17 @@ import venv
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
-pytestmark = pytest.mark.install
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+FLOORS = REPO_ROOT / ".ci" / "floors.txt"
 
 CHECK = textwrap.dedent("""
     import json, sys
@@ -68,6 +78,7 @@ def _copy_source(target: Path) -> Path:
     return source
 
 
+@pytest.mark.install
 def test_non_editable_install_ships_recipes_zoo_and_weights(tmp_path: Path) -> None:
     source = _copy_source(tmp_path)
     env_dir = tmp_path / "venv"
@@ -110,3 +121,49 @@ def test_non_editable_install_ships_recipes_zoo_and_weights(tmp_path: Path) -> N
         if info["file"]:
             assert Path(info["file"]).is_relative_to(package), (name, info["file"])
         assert info["shape"][0] == 1
+
+
+def _floor(requirement: Requirement) -> Version | None:
+    """The version of ``requirement``'s ``>=`` specifier, None when it has none."""
+    floors = [Version(s.version) for s in requirement.specifier if s.operator == ">="]
+    assert len(floors) <= 1, f"{requirement} declares more than one floor"
+    return floors[0] if floors else None
+
+
+def _pinned_floors() -> dict[str, Version]:
+    """``.ci/floors.txt``: one ``name==version`` a line, ``#`` comments."""
+    pins: dict[str, Version] = {}
+    for number, line in enumerate(FLOORS.read_text().splitlines(), 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        requirement = Requirement(text)
+        specifiers = list(requirement.specifier)
+        assert len(specifiers) == 1 and specifiers[0].operator == "==", \
+            f"{FLOORS.name}:{number}: {text!r} is not name==version"
+        name = canonicalize_name(requirement.name)
+        assert name not in pins, f"{FLOORS.name}:{number}: {name} is pinned twice"
+        pins[name] = Version(specifiers[0].version)
+    return pins
+
+
+def test_floors_file_pins_every_floor_of_pyproject() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    pins = _pinned_floors()
+    declared = {}
+    for text in project["dependencies"]:
+        requirement = Requirement(text)
+        floor = _floor(requirement)
+        assert floor is not None, f"the dependency {text!r} declares no >= floor"
+        declared[canonicalize_name(requirement.name)] = floor
+    # every runtime dependency is pinned at its floor, and nothing else is pinned
+    assert sorted(pins) == sorted(declared)
+    assert pins == declared  # as versions: 2.1 is 2.1.0
+    # an extra that names a pinned package (say numpy) may not declare another floor
+    for extra, texts in project.get("optional-dependencies", {}).items():
+        for text in texts:
+            requirement = Requirement(text)
+            name, floor = canonicalize_name(requirement.name), _floor(requirement)
+            if name in pins and floor is not None:
+                assert floor == pins[name], f"extra {extra!r}: {text!r}, but {FLOORS.name} " \
+                                            f"pins {name}=={pins[name]}"
