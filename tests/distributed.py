@@ -26,12 +26,12 @@ def spawn_launcher(function: Callable, args: tuple = (), num_processes: int = 2)
     ``function`` must be importable (defined at module level). A failing assertion in a
     child raises ``torch.multiprocessing.ProcessRaisedException`` here.
     """
-    with tempfile.NamedTemporaryFile() as rendezvous, patch_environment(
+    with tempfile.TemporaryDirectory() as rendezvous_dir, patch_environment(
         world_size=num_processes,
         master_addr="127.0.0.1",
         master_port=str(free_port()),
         accelerate_mixed_precision="no",
-        accelerate_debug_rdv_file=rendezvous.name,
+        accelerate_debug_rdv_file=f"{rendezvous_dir}/rendezvous",
         accelerate_use_cpu="yes",
         gloo_socket_ifname="lo",
         omp_num_threads="1",

@@ -21,7 +21,12 @@ import timm
 import torch
 import yaml
 from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+from huggingface_hub.errors import LocalTokenNotFoundError
+
+try:
+    from huggingface_hub.errors import HfHubHTTPError
+except ImportError:  # huggingface_hub < 0.26
+    from huggingface_hub.utils import HfHubHTTPError
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -636,11 +641,20 @@ def test_push_to_a_branch_or_as_a_pull_request(tmp_path: Path, exported: tuple) 
 
 
 def _http_error() -> Exception:
-    import httpx2  # optional: the HTTP client of this huggingface_hub version
+    message = "401 Unauthorized: invalid token hf_abcdefghijklmnopqrstuvwxyz0123"
+    url = "https://huggingface.co/api/repos/create"
+    # the HTTP client this huggingface_hub version is built on: httpx2, httpx or requests
+    client = HfHubHTTPError.__mro__[1].__module__.split(".")[0]
+    if client == "requests":
+        import requests
 
-    request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
-    return HfHubHTTPError("401 Unauthorized: invalid token hf_abcdefghijklmnopqrstuvwxyz0123",
-                          response=httpx2.Response(401, request=request))
+        response = requests.Response()
+        response.status_code, response.url = 401, url
+        response.request = requests.Request("POST", url).prepare()
+        return HfHubHTTPError(message, response=response)
+    http = __import__(client)
+    request = http.Request("POST", url)
+    return HfHubHTTPError(message, response=http.Response(401, request=request))
 
 
 def _connection_error() -> Exception:
