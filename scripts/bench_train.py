@@ -58,12 +58,24 @@ share of training time spent in box passes.
     (one pass is a no-grad forward over the dataset, an epoch a training pass over it, so
     the ratio, not the dataset size, matters). ``--skip-share`` skips it.
 
+(4) ``--harvest``: the training step with harvested boxes on (``--localizer harvest``: the
+    forward hook on the last stage, the channel reduction, the gather and the heat-map bank
+    update of every step, :class:`timm_ccrop.localize.Harvester`) against the same step
+    with it off, and a noise-floor row (off against a second instance of off). Our SimCLR
+    step as in (1), the model ``--harvest-model`` (default ``resnet_mini_cifar``, the
+    model of the harvest study; the bank update is a fixed cost per image, so the smaller
+    the model the larger its share), a bank of ``--harvest-samples`` images (default
+    50000, CIFAR's size) and random sample indices per step. Target: on within the noise
+    floor of off. The box pass disappears from the schedule with harvesting, so (3) does
+    not apply to it.
+
 Timings on a shared CPU are noisy: read the noise-floor row before any ratio.
 
     python scripts/bench_train.py                          # batch 256, 5 rounds, 1 step
     python scripts/bench_train.py --batch-size 64          # the quick variant
     python scripts/bench_train.py --methods simclr --rounds 3 --skip-share
     python scripts/bench_train.py --gpu                    # CUDA: bf16 + channels_last
+    python scripts/bench_train.py --harvest --batch-size 128 --rounds 10 --steps 4
 """
 
 from __future__ import annotations
@@ -90,6 +102,7 @@ from torch import Tensor, nn
 
 import timm_ccrop.models  # noqa: F401  (registers resnet18_cifar)
 from timm_ccrop.config import TrainConfig, load_recipe
+from timm_ccrop.localize import Harvester, create_localizer
 from timm_ccrop.methods import build_method
 
 METHODS = ("simclr", "moco", "byol", "simsiam")
@@ -354,11 +367,15 @@ def build_official(name: str, device: torch.device) -> Callable[[Tensor, Tensor]
 # --------------------------------------------------------------------------------------
 
 
-def build_ours(name: str, device: torch.device, gpu: bool) -> Callable[[Tensor, Tensor], float]:
-    """Our training step of ``name``, as ``timm_ccrop.train.epoch.train_one_epoch`` runs it."""
+def build_ours(name: str, device: torch.device, gpu: bool, model: str | None = None,
+               harvest_samples: int | None = None) -> Callable[[Tensor, Tensor], float]:
+    """Our training step of ``name``, as ``timm_ccrop.train.epoch.train_one_epoch`` runs it
+    (``model`` overrides the recipe's; ``harvest_samples``: with harvesting into a bank of
+    that many images, as ``--localizer harvest`` trains)."""
     recipe = load_recipe(f"cifar10-{name}-ccrop")
     config = TrainConfig.from_dict({**recipe, "channels_last": gpu,
-                                    "mixed_precision": "bf16" if gpu else "no"})
+                                    "mixed_precision": "bf16" if gpu else "no",
+                                    **({"model": model} if model else {})})
     backbone = timm.create_model(config.model, num_classes=0, **config.model_kwargs)
     method = build_method(name, backbone, **config.method_kwargs).to(device)
     if config.channels_last:
@@ -370,6 +387,7 @@ def build_ours(name: str, device: torch.device, gpu: bool) -> Callable[[Tensor, 
         optimizer, [lambda step: 1.0 for _ in optimizer.param_groups])
     total_steps = 10_000
     state = {"steps": 0}
+    harvest, harvest_batch = harvester(method, harvest_samples)
     autocast = (
         (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if gpu
         else contextlib.nullcontext
@@ -384,6 +402,8 @@ def build_ours(name: str, device: torch.device, gpu: bool) -> Callable[[Tensor, 
         loss = outputs["loss"]
         if not bool(torch.isfinite(loss.detach())):
             raise FloatingPointError(f"{name}: non-finite loss")
+        if harvest is not None:
+            harvest.step(*harvest_batch(x1.shape[0]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -393,6 +413,31 @@ def build_ours(name: str, device: torch.device, gpu: bool) -> Callable[[Tensor, 
         return float(loss.detach())
 
     return step
+
+
+def harvester(method: nn.Module, samples: int | None
+              ) -> tuple[Harvester | None, Callable[[int], tuple[Tensor, Tensor]]]:
+    """A harvester capturing ``method``'s backbone for good (the trainer holds it for an
+    epoch), and a source of per-step ``(indices, geometry)``: random images of the bank,
+    random crops with random flips."""
+    if samples is None:
+        return None, lambda batch: (torch.empty(0), torch.empty(0))
+    localizer = create_localizer("harvest")
+    harvest = Harvester(localizer.make_bank(samples), localizer)
+    _KEEP_OPEN.append(harvest.capturing(method.backbone))
+    _KEEP_OPEN[-1].__enter__()
+    generator = torch.Generator().manual_seed(1)
+
+    def batch_of(size: int) -> tuple[Tensor, Tensor]:
+        indices = torch.randperm(samples, generator=generator)[:size]
+        low = torch.rand(size, 2, 2, generator=generator) * 0.5
+        flips = (torch.rand(size, 2, 1, generator=generator) < 0.5).float()
+        return indices, torch.cat([low, low + 0.5, flips], dim=-1)
+
+    return harvest, batch_of
+
+
+_KEEP_OPEN: list = []  # the benchmark's capture contexts stay open until the process ends
 
 
 # --------------------------------------------------------------------------------------
@@ -442,6 +487,73 @@ def machine_header(args: argparse.Namespace, device: torch.device) -> str:
             f"{load}")
 
 
+def alternate_rounds(rows: list[tuple[str, Callable, Callable]], views: tuple[Tensor, Tensor],
+                     args: argparse.Namespace, device: torch.device, started: float
+                     ) -> tuple[dict[str, tuple[list, list, list]], dict[str, list[float]]]:
+    """``args.rounds`` rounds; in each, every row's baseline and candidate run
+    ``args.steps`` steps back to back, the order flipped every round. Returns per row the
+    img/s of both and the per-round ratios, and the ratios by process CPU time."""
+    results = {name: ([], [], []) for name, _, _ in rows}
+    cpu_ratios: dict[str, list[float]] = {name: [] for name, _, _ in rows}
+    for round_index in range(args.rounds):
+        for name, baseline, candidate in rows:
+            pair = [("b", baseline), ("c", candidate)]
+            if round_index % 2:
+                pair.reverse()
+            measured = {key: timed(step, views, args.steps, device) for key, step in pair}
+            base, cand, ratios = results[name]
+            base.append(measured["b"][0])
+            cand.append(measured["c"][0])
+            ratios.append(measured["c"][0] / measured["b"][0])
+            cpu_ratios[name].append(measured["c"][1] / measured["b"][1])
+        print(f"# round {round_index + 1}/{args.rounds} done at "
+              f"{time.perf_counter() - started:.0f} s: "
+              + ", ".join(f"{n} {r[2][-1]:.3f}x" for n, r in results.items()),
+              file=sys.stderr, flush=True)
+    return results, cpu_ratios
+
+
+def bench_harvest(args: argparse.Namespace, device: torch.device) -> None:
+    """(4): the step with harvesting on against off, and off against off."""
+    generator = torch.Generator().manual_seed(0)
+    shape = (args.batch_size, 3, 32, 32)
+    views = tuple(torch.randn(shape, generator=generator).to(device) for _ in range(2))
+    torch.manual_seed(0)
+    model, samples = args.harvest_model, args.harvest_samples
+    rows = [("simclr, harvest on vs off", build_ours("simclr", device, args.gpu, model),
+             build_ours("simclr", device, args.gpu, model, samples)),
+            ("noise floor: off vs off", build_ours("simclr", device, args.gpu, model),
+             build_ours("simclr", device, args.gpu, model))]
+    started = time.perf_counter()
+    for _, baseline, candidate in rows:
+        for _ in range(args.warmup):
+            baseline(*views)
+            candidate(*views)
+    results, cpu_ratios = alternate_rounds(rows, views, args, device, started)
+    print(f"## Training step with harvested boxes, our SimCLR on {model}, "
+          f"{'CUDA bf16' if args.gpu else 'CPU fp32'}\n")
+    print(f"{machine_header(args, device)}\n")
+    print(f"Batch size {args.batch_size}, 2 views of 3x32x32 random tensors; bank of "
+          f"{samples} images at 16x16 (float16, {2 * 16 * 16 * 2 * samples / 2**20:.0f} MiB); "
+          f"{args.rounds} alternating rounds of {args.steps} step(s) each, {args.warmup} "
+          "warm-up step(s); ratio = on / off (> 1: on faster), median of per-round "
+          "ratios.\n")
+    cpu_column = not args.gpu
+    print("| row | off img/s (median, min-max) | on img/s (median, min-max) | ratio (median, "
+          "min-max per round) |" + (" ratio by process CPU time (median, min-max) |"
+                                    if cpu_column else ""))
+    print("|---|---|---|---|" + ("---|" if cpu_column else ""))
+    for name, (base, cand, ratios) in results.items():
+        extra = ""
+        if cpu_column:
+            by_cpu = cpu_ratios[name]
+            extra = (f" {statistics.median(by_cpu):.3f}x ({min(by_cpu):.3f}-{max(by_cpu):.3f})"
+                     " |")
+        print(f"| {name} | {describe(base)} | {describe(cand)} | {statistics.median(ratios):.3f}x "
+              f"({min(ratios):.3f}-{max(ratios):.3f}) |" + extra)
+    print()
+
+
 def bench_steps(args: argparse.Namespace, device: torch.device) -> None:
     generator = torch.Generator().manual_seed(0)
     shape = (args.batch_size, 3, 32, 32)
@@ -464,23 +576,7 @@ def bench_steps(args: argparse.Namespace, device: torch.device) -> None:
     print(f"# warm-up ({args.warmup} step(s) each): {time.perf_counter() - started:.0f} s",
           file=sys.stderr, flush=True)
 
-    results = {name: ([], [], []) for name, _, _ in rows}
-    cpu_ratios: dict[str, list[float]] = {name: [] for name, _, _ in rows}
-    for round_index in range(args.rounds):
-        for name, baseline, candidate in rows:
-            pair = [("b", baseline), ("c", candidate)]
-            if round_index % 2:
-                pair.reverse()
-            measured = {key: timed(step, views, args.steps, device) for key, step in pair}
-            base, cand, ratios = results[name]
-            base.append(measured["b"][0])
-            cand.append(measured["c"][0])
-            ratios.append(measured["c"][0] / measured["b"][0])
-            cpu_ratios[name].append(measured["c"][1] / measured["b"][1])
-        print(f"# round {round_index + 1}/{args.rounds} done at "
-              f"{time.perf_counter() - started:.0f} s: "
-              + ", ".join(f"{n} {r[2][-1]:.3f}x" for n, r in results.items()),
-              file=sys.stderr, flush=True)
+    results, cpu_ratios = alternate_rounds(rows, views, args, device, started)
 
     target = 1.5 if args.gpu else 1.0
     mode = ("CUDA, ours bf16 autocast + channels_last vs official-style fp32" if args.gpu
@@ -587,6 +683,11 @@ def main() -> None:
     parser.add_argument("--share-samples", type=int, default=512)
     parser.add_argument("--share-batch-size", type=int, default=256)
     parser.add_argument("--share-workers", type=int, default=2)
+    parser.add_argument("--harvest", action="store_true",
+                        help="only (4): the step with harvested boxes on vs off")
+    parser.add_argument("--harvest-model", default="resnet_mini_cifar")
+    parser.add_argument("--harvest-samples", type=int, default=50_000,
+                        help="images in the harvest bank of (4)")
     args = parser.parse_args()
     if args.steps is None:
         args.steps = 50 if args.gpu else 1
@@ -603,6 +704,9 @@ def main() -> None:
         device = torch.device("cpu")
 
     started = time.perf_counter()
+    if args.harvest:
+        bench_harvest(args, device)
+        args.skip_steps = args.skip_share = True
     if not args.skip_steps:
         bench_steps(args, device)
     if not args.skip_share:
