@@ -181,3 +181,11 @@ def test_localization_picture_measures_and_draws() -> None:
     without_gt = localization_picture(model, images, None, stage=-2, views=0, tile=32)
     assert without_gt.mean_iou is None
     torch.testing.assert_close(without_gt.boxes, picture.boxes)
+
+
+def test_harvest_localizer_is_refused_with_the_fix(tmp_path, capsys) -> None:
+    code = main(["show-boxes", "--localizer", "harvest", "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "needs a training run" in err and "use peak" in err
+    assert not (tmp_path / "x.png").exists()

@@ -15,7 +15,7 @@ from typing import Any
 from ..backbones import create_backbone, load_backbone_weights, probe_model, read_state_dict
 from ..config import TrainConfig
 from ..data import build_dataset, default_train_split, parse_data_spec
-from ..localize import LOCALIZERS, REDUCTIONS, Localizer, resolve_stage
+from ..localize import LOCALIZERS, REDUCTIONS, HarvestLocalizer, Localizer, resolve_stage
 from ..localize.pictures import class_labels, localization_picture
 from .options import add_verify_weights_argument, number, yaml_mapping
 
@@ -47,9 +47,15 @@ def _checked_inputs(args: argparse.Namespace) -> tuple[Path, Path | None, Any, s
 
 def _localizer(args: argparse.Namespace) -> Localizer:
     """The localizer of the flags, built exactly as the trainer builds it."""
-    return TrainConfig(localizer=args.localizer, localizer_kwargs=args.localizer_kwargs or {},
+    localizer = TrainConfig(localizer=args.localizer, localizer_kwargs=args.localizer_kwargs or {},
                        threshold=args.threshold, reduction=args.reduction,
                        stage=args.stage).build_localizer()
+    if isinstance(localizer, HarvestLocalizer):
+        # its maps come from many training steps; a single pass over a few images has none
+        raise ValueError("--localizer harvest reads the maps of the training forward and "
+                         "needs a training run; show-boxes runs one forward: use peak (the "
+                         "default) or another localizer")
+    return localizer
 
 
 def run_show_boxes(args: argparse.Namespace) -> int:
