@@ -97,7 +97,7 @@ BOOTSTRAP_RESAMPLES = 10000
 BOOTSTRAP_SEED = 0
 # Small objects pushed towards the borders ("small off-centre" in docs/synthetic.md), on one
 # cluttered background shared by every image, with a colour per class: the only setting of
-# those tried (docs/results.md) in which SimCLR with random crops learned anything here.
+# those tried (docs/synthetic.md) in which SimCLR with random crops learned anything here.
 DEFAULT_DATA = ("synthetic:num_samples=2500,image_size=32,object_scale=0.2:0.35,"
                 "center_bias=-0.5,backgrounds=1,class_colours=1")
 VIEW_SCALE = (0.2, 1.0)  # the cifar view preset's RandomResizedCrop area range (reported)
