@@ -196,7 +196,7 @@ def test_non_finite_weights_are_never_saved_as_good(tmp_path: Path,
     monkeypatch.setattr(SiameseMethod, "on_after_optimizer_step", blow_up_in_epoch_two)
     code = main(["pretrain", *TINY, "--output", str(tmp_path)])
     assert code == 3
-    assert "weights became non-finite in epoch 2" in capsys.readouterr().out
+    assert "weights became non-finite in epoch 2" in capsys.readouterr().err  # the log
     assert [p.name for p in tmp_path.glob("checkpoint-*.pt")] == ["checkpoint-epoch0001.pt"]
     state = read_checkpoint(tmp_path)[0]["model"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())

@@ -8,7 +8,7 @@ there. Two routes, depending on whose architecture it is:
   declares its own tags (:func:`timm_ccrop.models.register_cifar_models`, i.e.
   ``generate_default_cfgs`` + ``register_model``). timm itself then knows the name::
 
-      timm.list_pretrained("*ccrop*")
+      timm.list_pretrained("*_synthetic")
       timm.create_model("resnet_mini_cifar.simclr_ccrop_synthetic", pretrained=True)
 
 * **timm's own** (``resnet18``, ``vit_small_patch16_224``, ...): timm has no public call
