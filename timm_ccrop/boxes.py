@@ -33,6 +33,7 @@ __all__ = [
     "to_official",
     "validate_box",
     "validate_boxes",
+    "whole_image_iou",
 ]
 
 
@@ -286,6 +287,11 @@ class BoxTable:
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
     """Area of each box ``[N, 4]`` as a fraction of the image."""
     return (boxes[:, 2] - boxes[:, 0]).clamp_min(0) * (boxes[:, 3] - boxes[:, 1]).clamp_min(0)
+
+
+def whole_image_iou(boxes: torch.Tensor) -> torch.Tensor:
+    """IoU of the whole-image box with each box ``[N, 4]``: what a localized box must beat."""
+    return paired_iou(torch.tensor([FULL_BOX], dtype=boxes.dtype).expand_as(boxes), boxes)
 
 
 def paired_iou(boxes: torch.Tensor, other: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..backbones import eval_mode, unwrap_model
-from ..boxes import box_area, paired_iou
+from ..boxes import box_area, paired_iou, whole_image_iou
 from ..data import BoxedDataset
 from ..distributed import gather_rows
 from ..progress import progress_bar
@@ -72,10 +72,7 @@ class LocalizationResult:
         }
         if ground_truth is not None:
             numbers["box_mean_iou"] = self.mean_iou(ground_truth)
-            numbers["whole_image_mean_iou"] = float(
-                paired_iou(torch.tensor([[0.0, 0.0, 1.0, 1.0]]).expand_as(ground_truth),
-                           ground_truth.float()).mean()
-            )
+            numbers["whole_image_mean_iou"] = float(whole_image_iou(ground_truth.float()).mean())
         return numbers
 
 

@@ -20,7 +20,7 @@ from timm.data import resolve_data_config
 from torch import nn
 
 from ..backbones import eval_mode
-from ..boxes import Box, paired_iou
+from ..boxes import Box, paired_iou, whole_image_iou
 from ..transforms import to_rgb
 from ..viz import heatmap_boxes_grid
 from .boxpass import eval_transform
@@ -31,7 +31,6 @@ from .localizers import Localizer, UnionRule, create_localizer
 __all__ = ["LocalizationPicture", "class_labels", "localization_picture",
            "render_box_picture"]
 
-_WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
 
 
 @dataclass
@@ -84,7 +83,7 @@ def _iou_captions(boxes: torch.Tensor, degenerate: torch.Tensor, gt_boxes: torch
     ious = whole = None
     if gt_boxes is not None:
         ious = paired_iou(boxes, gt_boxes)
-        whole = paired_iou(torch.tensor([_WHOLE_IMAGE]).expand_as(gt_boxes), gt_boxes)
+        whole = whole_image_iou(gt_boxes)
         for row, iou in zip(parts, ious.tolist(), strict=True):
             row.append(f"IoU {iou:.2f}")
     for row, bad in zip(parts, degenerate.tolist(), strict=True):

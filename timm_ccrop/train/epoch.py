@@ -127,10 +127,11 @@ def train_one_epoch(
         scheduler.step()
         inner.on_after_optimizer_step(((epoch - 1) * steps_per_epoch + steps + 1)
                                       / max(1, total_steps))
-        loss_sum += float(loss.detach())
+        loss_value = float(loss.detach())  # one host sync per step, shared below
+        loss_sum += loss_value
         steps += 1
         if config.log_with:  # the trackers' per-step curves (main process only)
-            accelerator.log({"train/loss": float(loss.detach()),
+            accelerator.log({"train/loss": loss_value,
                              "train/lr": optimizer.param_groups[0]["lr"]},
                             step=(epoch - 1) * steps_per_epoch + steps)
         rate = steps * config.batch_size / max(1e-9, time.perf_counter() - started)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..boxes import FULL_BOX, Box, BoxTable, paired_iou
+from ..boxes import Box, BoxTable, whole_image_iou
 from ..charts import Panel, Reference, Series, line_chart_grid
 from ..config import TrainConfig
 from ..pair_quality import false_positive_pair_rate
@@ -30,7 +30,7 @@ from ..views import view_preset
 
 __all__ = ["crop_boxes_for", "epoch_line", "format_summary", "gt_boxes_of",
            "measure_baseline", "measure_pair_quality", "plot_run", "report_run",
-           "summarize_run", "whole_image_iou"]
+           "summarize_run"]
 
 
 def gt_boxes_of(dataset: Any) -> torch.Tensor | None:
@@ -66,11 +66,6 @@ def measure_pair_quality(config: TrainConfig, crop_boxes: Sequence[Box | None],
                                     ratio=tuple(recipe.ratio))
 
 
-def whole_image_iou(gt: torch.Tensor) -> float:
-    """Mean IoU of the whole-image box with the ground truth: what a box must beat."""
-    return float(paired_iou(torch.tensor([FULL_BOX]).expand_as(gt), gt).mean())
-
-
 def measure_baseline(config: TrainConfig, dataset: Any,
                      random_init_knn: Mapping[str, float] | None) -> dict[str, Any]:
     """The run's baseline, measured before epoch 1 (see the module docstring)."""
@@ -79,7 +74,7 @@ def measure_baseline(config: TrainConfig, dataset: Any,
         baseline.update({f"random_init_{key}": value for key, value in random_init_knn.items()})
     gt = gt_boxes_of(dataset)
     if gt is not None:
-        baseline["whole_image_mean_iou"] = whole_image_iou(gt)
+        baseline["whole_image_mean_iou"] = float(whole_image_iou(gt).mean())
         baseline["false_positive_pairs_rcrop"] = measure_pair_quality(
             config, [None] * len(gt), gt)
     return baseline
