@@ -31,6 +31,15 @@ def test_default_schedule_is_every_fifth_of_training() -> None:
     assert [e for e in range(1, 4) if short.box_update_due(e)] == [1, 2]
 
 
+def test_a_short_warm_up_updates_the_boxes_where_it_ends() -> None:
+    # the interval counts from the warm-up's end: a warm-up of 2 with an interval of 4
+    # must not crop epochs 3-4 with the initial whole-image boxes
+    config = TrainConfig(epochs=14, warmup_epochs=2, loc_interval=4)
+    assert [e for e in range(1, 15) if config.box_update_due(e)] == [2, 6, 10]
+    assert config.uses_boxes_from(3) and not config.uses_boxes_from(2)
+    assert [e for e in range(1, 15) if config.on_box_schedule(e)] == [2, 6, 10, 14]
+
+
 @pytest.mark.parametrize("crop, box_source", [("rcrop", "model"), ("simccrop", "model"),
                                               ("ccrop", "ground-truth")])
 def test_no_box_passes_without_model_localization(crop: str, box_source: str) -> None:

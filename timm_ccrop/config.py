@@ -303,16 +303,23 @@ class TrainConfig:
         return self.crop == "ccrop" and epoch >= warmup + 1
 
     def box_update_due(self, epoch: int) -> bool:
-        """Whether boxes are recomputed after ``epoch`` (1-based), as the official code:
-        after the warm-up, every interval, never after the last epoch."""
-        warmup, interval = self.resolved_schedule()
+        """Whether boxes are recomputed after ``epoch`` (1-based): at the end of the warm-up,
+        then every interval, never after the last epoch. Counting the interval from the
+        warm-up (the official code counts from epoch 0; the same where the warm-up is a
+        multiple of the interval, as in every official recipe) means a short warm-up never
+        crops with stale whole-image boxes until the next multiple of the interval."""
         return (
             self.crop == "ccrop"
             and self.box_source == "model"
-            and epoch >= warmup
             and epoch != self.epochs
-            and epoch % interval == 0
+            and self.on_box_schedule(epoch)
         )
+
+    def on_box_schedule(self, epoch: int) -> bool:
+        """Whether ``epoch`` (1-based) is the warm-up's last epoch or a whole number of
+        intervals after it (where box passes and ``snapshots='passes'`` fall)."""
+        warmup, interval = self.resolved_schedule()
+        return epoch >= warmup and (epoch - warmup) % interval == 0
 
     def problems(self) -> list[str]:
         """Every field that breaks its declared type, choices or bounds, one line each

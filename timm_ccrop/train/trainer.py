@@ -332,9 +332,8 @@ def _snapshot_due(config: TrainConfig, epoch: int) -> bool:
     pass (also in rcrop runs, for comparison) and the last epoch."""
     if config.snapshots == "epochs":
         return True
-    warmup, interval = config.resolved_schedule()
     return config.snapshots == "passes" and (
-        epoch == config.epochs or (epoch >= warmup and epoch % interval == 0))
+        epoch == config.epochs or config.on_box_schedule(epoch))
 
 
 def _say(run: _Run, message: str) -> None:
