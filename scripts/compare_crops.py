@@ -100,6 +100,7 @@ BOOTSTRAP_SEED = 0
 # those tried (docs/synthetic.md) in which SimCLR with random crops learned anything here.
 DEFAULT_DATA = ("synthetic:num_samples=2500,image_size=32,object_scale=0.2:0.35,"
                 "center_bias=-0.5,backgrounds=1,class_colours=1")
+DEFAULT_ALPHA = 0.6  # the paper's ImageNet value; the official CIFAR configs use 0.1
 VIEW_SCALE = (0.2, 1.0)  # the cifar view preset's RandomResizedCrop area range (reported)
 
 
@@ -164,7 +165,7 @@ def run_cell(args: argparse.Namespace, method: str, mode: str, seed: int, data: 
     from timm_ccrop.train import train
 
     crop, box_source = CROP_MODES[mode]
-    folder = cell_folder(root, method, mode, seed)
+    folder = cell_folder(args, root, method, mode, seed)
     localizer = localizer_for(args, mode)
     extra = {} if localizer is None else {"localizer": localizer[0],
                                           "localizer_kwargs": dict(localizer[1])}
@@ -462,9 +463,30 @@ def project_default_localizer() -> tuple[str, dict[str, Any]]:
     return defaults.localizer, dict(defaults.localizer_kwargs)
 
 
+def draw_box_grid(path: Path, cells: list[dict[str, Any]], train_split: Any,
+                  images: int = 8) -> tuple[Path, int, str] | None:
+    """The same training images under each boxed arm's final boxes, for the first method
+    and seed (``viz.arm_boxes_grid``); ``(path, seed, method)``, or None without such arms."""
+    from timm_ccrop.viz import arm_boxes_grid
+
+    first = cells[0] if cells else None
+    chosen = [c for c in cells if first and (c["method"], c["seed"]) == (
+        first["method"], first["seed"]) and c["mode"] != BASELINE]
+    if not chosen:
+        return None
+    gt = train_split.gt_boxes.float()
+    picks = list(range(0, len(gt), max(1, len(gt) // images)))[:images]
+    arms = {c["mode"]: [crop_boxes(c["mode"], Path(c["run"]), gt)[i] for i in picks]
+            for c in chosen}
+    grid = arm_boxes_grid([train_split[i][0] for i in picks], arms, gt[picks], tile=64,
+                          title=f"{first['method']}, seed {first['seed']}: final boxes")
+    grid.save(path)
+    return path, first["seed"], first["method"]
+
+
 def write_report(args: argparse.Namespace, cells: list[dict[str, Any]],
                  random_init: list[dict[str, Any]], data: str, command: str,
-                 wall: float) -> tuple[Path, Path]:
+                 wall: float, train_split: Any) -> tuple[Path, Path]:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     everything = [*cells, *random_init]
@@ -598,6 +620,13 @@ def write_report(args: argparse.Namespace, cells: list[dict[str, Any]],
     for (method, mode), group in by_cell.items():
         lines.append(f"| {method} | {mode} | "
                      f"{mean_std([100 * c['fp_rate'] for c in group])} |")
+    grid = draw_box_grid(out.with_name(f"{out.stem}-boxes.png"), cells, train_split)
+    if grid is not None:
+        lines += ["", "## Each arm's boxes on the same images", "",
+                  f"The final boxes of seed {grid[1]} ({grid[2]}) of every arm that crops "
+                  "with boxes (red), with the ground truth (green) and their IoU; images "
+                  "evenly spaced through the training split.", "",
+                  f"![each arm's boxes]({grid[0].name})"]
     lines += ["", "## Box quality (model boxes vs ground truth, mean IoU)", "",
               "| method | crop mode | seed | epoch | box mean IoU | whole-image mean IoU |",
               "|---|---|---|---|---|---|"]
@@ -688,7 +717,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--box-warmup-epochs", type=int, default=None,
                    help="epochs of random crops before the first box update (default: the "
                         "project's: 20%% of training)")
-    p.add_argument("--alpha", type=float, default=0.6)
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                   help="Beta(alpha, alpha) of the crop centre of the ccrop arms; a value "
+                        "other than the default trains cells of their own (folder suffix "
+                        "'-a<alpha>') and reuses the rcrop cells")
     p.add_argument("--augment-on", default="device", choices=["loader", "device"])
     p.add_argument("--workers", type=int, default=0,
                    help="data-loader workers per cell (0: load in the training process)")
@@ -749,15 +781,34 @@ def cell_signature(args: argparse.Namespace, data: str, mode: str) -> dict[str, 
     return signature
 
 
-def cell_folder(root: Path, method: str, mode: str, seed: int) -> Path:
+# Settings a random-crop run never reads: its cells are reused across them.
+IGNORED_BY_BASELINE = ("alpha", "box_warmup_epochs")
+
+
+def arm_variant(args: argparse.Namespace, mode: str) -> str:
+    """Folder suffix for a ContrastiveCrop arm's non-default alpha or box warm-up ('' for
+    the defaults and for rcrop), so variant grids share one runs folder (and its rcrop
+    cells) without overwriting each other's cells."""
+    if mode in (BASELINE, RANDOM_INIT):
+        return ""
+    parts = []
+    if args.alpha != DEFAULT_ALPHA:
+        parts.append(f"-a{args.alpha:g}")
+    if args.box_warmup_epochs is not None:
+        parts.append(f"-w{args.box_warmup_epochs}")
+    return "".join(parts)
+
+
+def cell_folder(args: argparse.Namespace, root: Path, method: str, mode: str, seed: int
+                ) -> Path:
     return root / (f"{RANDOM_INIT}-seed{seed}" if mode == RANDOM_INIT
-                   else f"{method}-{mode}-seed{seed}")
+                   else f"{method}-{mode}{arm_variant(args, mode)}-seed{seed}")
 
 
 def compute_cell(args: argparse.Namespace, method: str, mode: str, seed: int, data: str,
                  root: Path) -> dict[str, Any]:
     """Train and evaluate one cell (or evaluate the random init), and store cell.json."""
-    folder = cell_folder(root, method, mode, seed)
+    folder = cell_folder(args, root, method, mode, seed)
     if mode == RANDOM_INIT:
         cell = {"method": method, "mode": mode, "seed": seed, "run": str(folder),
                 **evaluate(args.model, data, folder / "eval.json", seed, args.workers)}
@@ -772,13 +823,21 @@ def compute_cell(args: argparse.Namespace, method: str, mode: str, seed: int, da
     return cell
 
 
-def finished_cell(folder: Path, signature: dict[str, Any]) -> dict[str, Any] | None:
+def finished_cell(folder: Path, signature: dict[str, Any], mode: str
+                  ) -> dict[str, Any] | None:
     """The stored result of a cell run with the same settings, else None."""
     try:
         cell = json.loads((folder / "cell.json").read_text())
     except (OSError, ValueError):
         return None
-    return cell if cell.get("signature") == signature else None
+    ignored = IGNORED_BY_BASELINE if mode == BASELINE else ()
+
+    def relevant(settings: Any) -> Any:
+        if not isinstance(settings, dict):
+            return settings
+        return {key: value for key, value in settings.items() if key not in ignored}
+
+    return cell if relevant(cell.get("signature")) == relevant(signature) else None
 
 
 def run_cells(args: argparse.Namespace, argv: Sequence[str], tasks: list[tuple[str, str, int]],
@@ -796,7 +855,8 @@ def run_cells(args: argparse.Namespace, argv: Sequence[str], tasks: list[tuple[s
     results: dict[tuple[str, str, int], dict[str, Any]] = {}
     todo = []
     for task in tasks:
-        cell = finished_cell(cell_folder(root, *task), cell_signature(args, data, task[1]))
+        cell = finished_cell(cell_folder(args, root, *task), cell_signature(args, data, task[1]),
+                             task[1])
         if cell is None:
             todo.append(task)
         else:
@@ -805,7 +865,7 @@ def run_cells(args: argparse.Namespace, argv: Sequence[str], tasks: list[tuple[s
 
     def child(task: tuple[str, str, int]) -> dict[str, Any]:
         method, mode, seed = task
-        folder = cell_folder(root, method, mode, seed)
+        folder = cell_folder(args, root, method, mode, seed)
         folder.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, str(Path(__file__).resolve()), *argv,
                    "--cell", method, mode, str(seed)]
@@ -813,7 +873,7 @@ def run_cells(args: argparse.Namespace, argv: Sequence[str], tasks: list[tuple[s
         with open(folder / "log.txt", "w") as log:
             code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
                                   env=env).returncode
-        cell = finished_cell(folder, cell_signature(args, data, mode))
+        cell = finished_cell(folder, cell_signature(args, data, mode), mode)
         if code != 0 or cell is None:
             raise RuntimeError(f"cell {task} failed (exit code {code}); see {folder / 'log.txt'}")
         return cell
@@ -860,8 +920,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for cell in cells:
         cell["fp_rate"] = fp_rate_for(cell, gt, train_split.image_size, args)
     wall = time.perf_counter() - started
-    out, png = write_report(args, cells, random_init, data, command, wall)
-    (root / "results.json").write_text(json.dumps(
+    out, png = write_report(args, cells, random_init, data, command, wall, train_split)
+    (root / f"results-{Path(args.out).stem}.json").write_text(json.dumps(
         {"cells": cells, "random_init": random_init, "data": data}, indent=1))
     print(f"\nreport: {out}\nplot: {png}\nwall: {wall / 60:.1f} min")
     print(out.read_text())

@@ -123,6 +123,29 @@ def test_localizer_is_part_of_the_signature_of_model_box_arms_only(compare):
         "name": "harvest", "kwargs": {}}
 
 
+def test_alpha_and_warm_up_variants_get_folders_of_their_own(compare, tmp_path):
+    default = compare.parse_args([])
+    variant = compare.parse_args(["--alpha", "0.1", "--box-warmup-epochs", "2"])
+    assert compare.cell_folder(variant, tmp_path, "simclr", "ccrop", 3).name == (
+        "simclr-ccrop-a0.1-w2-seed3")
+    assert compare.cell_folder(default, tmp_path, "simclr", "ccrop", 3).name == (
+        "simclr-ccrop-seed3")
+    # rcrop reads neither setting: one folder, and its finished cell serves every variant
+    rcrop = compare.cell_folder(variant, tmp_path, "simclr", "rcrop", 3)
+    assert rcrop == compare.cell_folder(default, tmp_path, "simclr", "rcrop", 3)
+    rcrop.mkdir(parents=True)
+    (rcrop / "cell.json").write_text(json.dumps(
+        {"knn": 1.0, "signature": compare.cell_signature(default, "d", "rcrop")}))
+    assert compare.finished_cell(rcrop, compare.cell_signature(variant, "d", "rcrop"),
+                                 "rcrop")["knn"] == 1.0
+    # ...but a ccrop cell of another alpha is stale
+    assert compare.finished_cell(rcrop, compare.cell_signature(variant, "d", "ccrop"),
+                                 "ccrop") is None
+    lr = compare.parse_args(["--lr", "0.1"])
+    assert compare.finished_cell(rcrop, compare.cell_signature(lr, "d", "rcrop"),
+                                 "rcrop") is None
+
+
 def test_defaults_follow_the_project(compare):
     from timm_ccrop.config import TrainConfig
 
@@ -184,6 +207,8 @@ def test_main_tiny_budget(compare, tmp_path, jobs):
                    text.split("## Overhead")[1].splitlines()) == 1
     png = tmp_path / "results.png"
     assert png.exists() and Image.open(png).size[0] > 100
+    boxes_png = tmp_path / "results-boxes.png"  # one column per boxed arm
+    assert "Each arm's boxes" in text and Image.open(boxes_png).size[0] > 3 * 64
     if jobs == "2":  # each cell ran in its own process, and left its log
         assert (tmp_path / "runs" / "simclr-rcrop-seed0" / "log.txt").exists()
 
@@ -206,6 +231,11 @@ def test_main_tiny_budget(compare, tmp_path, jobs):
         assert {mode for mode in arms if after[mode] != before[mode]} == {"ccrop"}
         assert "8 of 10 cells, random init included, reused" in out.read_text()
         assert "`component(rule=max)`" in out.read_text()
+    if jobs == "1":  # another alpha trains its own ccrop cells and reuses rcrop's
+        compare.main([*argv, "--alpha", "0.1", "--modes", "rcrop", "ccrop-gt"])
+        assert (tmp_path / "runs" / "simclr-ccrop-gt-a0.1-seed0" / "cell.json").exists()
+        assert stamps() == after
+        assert (tmp_path / "runs" / "results-results.json").exists()
     compare.main([*argv, "--lr", "0.3", "--modes", "rcrop"])  # rcrop is enough to show it
     assert (tmp_path / "runs" / "simclr-rcrop-seed0" / "cell.json").stat().st_mtime_ns != stamp
 

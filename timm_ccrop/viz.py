@@ -9,13 +9,17 @@ windows of the sampled views, the image with its heatmap overlaid (jet colormap,
 blended), the localized box (white) and the ground-truth box (green) when there is one,
 then a few ContrastiveCrop views sampled from the localized box.
 
+:func:`arm_boxes_grid`: the same images under several box sources side by side (one column
+per arm of a comparison, e.g. each localizer's final boxes), each box against the ground
+truth with its IoU.
+
 Everything is drawn with numpy and PIL; no plotting library is needed.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,11 +28,11 @@ from PIL import Image, ImageDraw
 from torch.nn import functional as nnf
 from torchvision.transforms import functional as F
 
-from .boxes import Box, validate_box
+from .boxes import Box, paired_iou, validate_box
 from .transforms import contrastive_crop_params, to_rgb
 
-__all__ = ["LOCALIZED_BOX_COLOR", "GT_BOX_COLOR", "crop_views_grid", "heatmap_boxes_grid",
-           "heatmap_colors"]
+__all__ = ["LOCALIZED_BOX_COLOR", "GT_BOX_COLOR", "arm_boxes_grid", "crop_views_grid",
+           "heatmap_boxes_grid", "heatmap_colors"]
 
 _GREEN = (40, 220, 60)
 _RED = (235, 60, 50)
@@ -405,3 +409,73 @@ def heatmap_boxes_grid(
             draw.text((gap, top + row * row_h + tile + 1), str(captions[row]), fill=_TEXT)
     return canvas
 
+
+
+def arm_boxes_grid(
+    images: Sequence[Image.Image],
+    arm_boxes: Mapping[str, torch.Tensor | np.ndarray | Sequence[Any]],
+    gt_boxes: torch.Tensor | np.ndarray | Sequence[Any] | None = None,
+    *,
+    tile: int = 96,
+    title: str | None = None,
+) -> Image.Image:
+    """The same images with each arm's boxes: one row per image, one column per arm.
+
+    Each tile shows the image squashed to a square with the arm's box (red) and, when
+    given, the ground-truth box (green, :data:`GT_BOX_COLOR`) and the IoU of the two
+    under the tile. A ``None`` box (no box for that image) draws no red outline.
+
+    Args:
+        images: PIL images (any mode; converted to RGB).
+        arm_boxes: arm name -> one box per image, in the project's convention
+            (:mod:`timm_ccrop.boxes`); a ``(N, 4)`` tensor/array or a sequence of boxes.
+        gt_boxes: ground-truth boxes (same forms) or None.
+        tile: side of each tile in pixels.
+        title: optional caption above the grid.
+
+    Returns:
+        The grid as an RGB PIL image.
+
+    Raises:
+        ValueError: no arms, mismatched lengths, malformed boxes or a tile under 16 px.
+    """
+    count, tile = len(images), int(tile)
+    if not arm_boxes:
+        raise ValueError("arm_boxes is empty; pass at least one arm's boxes")
+    if tile < 16:
+        raise ValueError(f"tile must be >= 16 pixels, got {tile}")
+    columns = {name: _as_box_list(boxes, count, f"boxes of {name!r}")
+               for name, boxes in arm_boxes.items()}
+    gt_list = _as_box_list(gt_boxes, count, "gt_boxes") if gt_boxes is not None else None
+    gap, line = 4, 14
+    title_lines = [title] if title else []
+    top = gap + line * (len(title_lines) + 1)
+    row_h = tile + (line if gt_list is not None else 0) + gap
+    canvas = Image.new("RGB", (gap + len(columns) * (tile + gap), top + count * row_h),
+                       _BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    for index, text in enumerate(title_lines):
+        draw.text((gap, gap + index * line), text, fill=_TEXT)
+    for column, (name, boxes) in enumerate(columns.items()):
+        x = gap + column * (tile + gap)
+        draw.text((x, top - line), name, fill=_TEXT)
+        for row, image in enumerate(images):
+            y = top + row * row_h
+            gt = gt_list[row] if gt_list is not None else None
+            canvas.paste(_boxed_tile(to_rgb(image), boxes[row], gt, tile), (x, y))
+            if gt is not None and boxes[row] is not None:
+                iou = paired_iou(torch.tensor([boxes[row]]), torch.tensor([gt]))[0]
+                draw.text((x, y + tile + 1), f"IoU {float(iou):.2f}", fill=_TEXT)
+    return canvas
+
+
+def _boxed_tile(image: Image.Image, box: Box | None, gt: Box | None, tile: int) -> Image.Image:
+    """The image squashed to ``tile`` pixels with the box (red) and ground truth (green)."""
+    resample = Image.NEAREST if tile >= max(image.height, image.width) else Image.BILINEAR
+    panel = image.resize((tile, tile), resample)
+    panel_draw = ImageDraw.Draw(panel)
+    for outline, color in ((gt, GT_BOX_COLOR), (box, _RED)):
+        if outline is not None:
+            _outline(panel_draw, (outline.x0 * tile, outline.y0 * tile, outline.x1 * tile,
+                                  outline.y1 * tile), color, 2)
+    return panel
