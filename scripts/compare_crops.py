@@ -921,7 +921,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         cell["fp_rate"] = fp_rate_for(cell, gt, train_split.image_size, args)
     wall = time.perf_counter() - started
     out, png = write_report(args, cells, random_init, data, command, wall, train_split)
-    (root / f"results-{Path(args.out).stem}.json").write_text(json.dumps(
+    (root / f"{Path(args.out).stem}.json").write_text(json.dumps(
         {"cells": cells, "random_init": random_init, "data": data}, indent=1))
     print(f"\nreport: {out}\nplot: {png}\nwall: {wall / 60:.1f} min")
     print(out.read_text())

@@ -232,10 +232,14 @@ def test_main_tiny_budget(compare, tmp_path, jobs):
         assert "8 of 10 cells, random init included, reused" in out.read_text()
         assert "`component(rule=max)`" in out.read_text()
     if jobs == "1":  # another alpha trains its own ccrop cells and reuses rcrop's
-        compare.main([*argv, "--alpha", "0.1", "--modes", "rcrop", "ccrop-gt"])
+        compare.main([*argv, "--alpha", "0.1", "--modes", "rcrop", "ccrop-gt",
+                      "--out", str(tmp_path / "alpha.md")])
         assert (tmp_path / "runs" / "simclr-ccrop-gt-a0.1-seed0" / "cell.json").exists()
         assert stamps() == after
-        assert (tmp_path / "runs" / "results-results.json").exists()
+        # each report keeps its own results JSON and box picture
+        assert (tmp_path / "runs" / "alpha.json").exists()
+        assert (tmp_path / "runs" / "results.json").exists()
+        assert (tmp_path / "alpha-boxes.png").exists()
     compare.main([*argv, "--lr", "0.3", "--modes", "rcrop"])  # rcrop is enough to show it
     assert (tmp_path / "runs" / "simclr-rcrop-seed0" / "cell.json").stat().st_mtime_ns != stamp
 
