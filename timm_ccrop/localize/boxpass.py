@@ -192,12 +192,14 @@ def _batch_boxes(network: nn.Module, images: torch.Tensor, too_coarse: bool, aut
 
 def _fit(localizer: Localizer, network: nn.Module, loader: Any, device: torch.device,
          autocast: Any, accelerator: Any) -> None:
-    """Dataset-level preparation (DDT's principal direction) from one pass."""
+    """Dataset-level preparation (DDT's principal direction, a background map) from one
+    pass."""
 
     def batches() -> Any:
-        for images, _, _ in loader:
+        for images, _, indices in loader:
             with autocast():
-                yield images.to(device, non_blocking=True)
+                images = images.to(device, non_blocking=True)
+                yield (images, indices) if localizer.fits_by_index else images
 
     localizer.fit(network, batches, accelerator)
 

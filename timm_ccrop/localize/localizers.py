@@ -14,6 +14,11 @@ Names (options in brackets):
   (the project's previous default).
 * ``component`` [rule = mean|max|mass, level, pick = peak|largest, stage, reduction,
   dilate, fuse, upsample]: threshold the map, keep one 4-connected component, box it.
+* ``peak``: ``component`` on the map made finer by removing the last stride, above twice
+  its mean (the default).
+* ``background = median`` (``union``, ``component``, ``peak``): subtract the dataset's
+  per-pixel median map first (what every image shares, e.g. one background); it costs a
+  second forward over the dataset per box pass (:mod:`timm_ccrop.localize.background`).
 * ``ddt`` and ``ccam``: dataset-level principal direction and contrastive CAM (see
   :mod:`timm_ccrop.localize.ddt`, :mod:`timm_ccrop.localize.ccam`).
 """
@@ -30,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .background import BACKGROUNDS, median_map, subtract_background
 from .components import THRESHOLD_RULES, component_mask, mask_boxes, threshold_maps
 from .heatmaps import (
     REDUCTIONS,
@@ -193,9 +199,16 @@ class Localizer:
     rule: Any = field(default_factory=UnionRule)
     options: dict[str, Any] = field(default_factory=dict)  # as given, for logs and cards
     head: nn.Module | None = None  # the method's projector (see attach)
+    #: 'median': subtract the dataset's per-pixel median map before the rule
+    #: (:mod:`timm_ccrop.localize.background`); None: the maps as they are.
+    background: str | None = None
+    background_map: torch.Tensor | None = None  # set by fit
 
-    #: Whether :meth:`fit` must see the dataset before :meth:`boxes` (DDT).
-    needs_fit = False
+    @property
+    def needs_fit(self) -> bool:
+        """Whether :meth:`fit` must see the dataset before :meth:`boxes` (a background to
+        subtract; DDT and the contrastive CAM always)."""
+        return self.background is not None
 
     @property
     def stage(self) -> int:
@@ -206,13 +219,31 @@ class Localizer:
         for stage in self.source.stages():
             resolve_stage(network, stage)
 
-    def fit(self, network: nn.Module, batches: Callable[[], Iterator[torch.Tensor]],
+    @property
+    def fits_by_index(self) -> bool:
+        """Whether :meth:`fit` takes ``(images, sample_indices)`` batches (so that samples
+        a sharded loader repeats count once) rather than images."""
+        return self.background is not None
+
+    def fit(self, network: nn.Module, batches: Callable[[], Iterator[Any]],
             accelerator: Any = None) -> None:
-        """Dataset-level preparation from a pass over ``batches()`` (none by default).
+        """Dataset-level preparation from a pass over ``batches()``: the background map
+        when one is subtracted, nothing otherwise.
 
         Under several processes each sees its shard: reduce statistics with
         ``accelerator`` (e.g. ``accelerator.reduce``) so that every rank fits the same.
         """
+        if self.background is None:
+            return
+
+        def source_maps() -> Iterator[tuple[torch.Tensor, torch.Tensor] | torch.Tensor]:
+            with torch.no_grad():
+                for batch in batches():  # images, or (images, sample indices)
+                    images, indices = batch if isinstance(batch, tuple) else (batch, None)
+                    maps = self.source.maps(network, images)[0]
+                    yield maps if indices is None else (maps, indices)
+
+        self.background_map = median_map(source_maps(), accelerator)
 
     def attach(self, head: nn.Module | None) -> None:
         """Give the localizer the method's projection head (the contrastive CAM takes
@@ -222,8 +253,23 @@ class Localizer:
     def boxes(self, network: nn.Module, images: torch.Tensor, image_size: tuple[int, int]
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(boxes (B, 4), degenerate (B,))`` of a normalised image batch."""
-        maps, bad = self.source.maps(network, images)
+        maps, bad = self.maps(network, images)
         return self.boxes_from_maps(maps, bad, image_size, network)
+
+    def maps(self, network: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor,
+                                                                      torch.Tensor]:
+        """The maps ``(B, h, w)`` the rule reads and the degenerate mask: the source's,
+        less the background when one is subtracted (a map with nothing left above it is
+        degenerate)."""
+        maps, bad = self.source.maps(network, images)
+        if self.background is None:
+            return maps, bad
+        if self.background_map is None:
+            raise RuntimeError(f"the {self.name} localizer subtracts a background: call "
+                               "fit(network, batches) over the dataset before boxes (the box "
+                               "pass does this)")
+        residual, empty = subtract_background(maps, self.background_map)
+        return residual, bad | empty.to(bad.device)
 
     def boxes_from_maps(self, maps: torch.Tensor, bad: torch.Tensor,
                         image_size: tuple[int, int], network: nn.Module
@@ -254,6 +300,16 @@ def _source(options: dict[str, Any]) -> MapSource:
     return source
 
 
+def _with_background(localizer: Localizer, options: dict[str, Any]) -> Localizer:
+    """Pop and check the ``background`` option (None or one of :data:`BACKGROUNDS`)."""
+    background = options.pop("background", None)
+    if background is not None and background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)} (or unset), "
+                         f"got {background!r}")
+    localizer.background = background
+    return localizer
+
+
 def _paper(options: dict[str, Any]) -> Localizer:
     return Localizer("paper", MapSource(stage=-1, reduction="sum"), UnionRule(0.1))
 
@@ -263,7 +319,9 @@ def _union(options: dict[str, Any]) -> Localizer:
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     source = _source(options)
-    return Localizer("union", source, UnionRule(None if threshold is None else float(threshold)))
+    return _with_background(
+        Localizer("union", source, UnionRule(None if threshold is None else float(threshold))),
+        options)
 
 
 def component_rule(options: dict[str, Any]) -> ComponentRule:
@@ -285,7 +343,7 @@ def component_rule(options: dict[str, Any]) -> ComponentRule:
 
 def _component(options: dict[str, Any]) -> Localizer:
     rule = component_rule(options)
-    return Localizer("component", _source(options), rule)
+    return _with_background(Localizer("component", _source(options), rule), options)
 
 
 def _peak(options: dict[str, Any]) -> Localizer:

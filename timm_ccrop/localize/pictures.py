@@ -103,7 +103,7 @@ def _localize(model: nn.Module, batch: torch.Tensor, localizer: Localizer,
         with eval_mode(model), torch.no_grad():
             if localizer.needs_fit:
                 localizer.fit(model, lambda: iter([batch]))
-            maps, flat = localizer.source.maps(model, batch)
+            maps, flat = localizer.maps(model, batch)
             boxes, degenerate = localizer.boxes(model, batch, size)
     except (RuntimeError, AssertionError) as err:  # e.g. a fixed-size model at another size
         native = resolve_data_config({}, model=model).get("input_size", (3, "?", "?"))[1:]
