@@ -42,10 +42,11 @@ ccrop-paper, ccrop, ccrop-gt) x seeds 0-5 (the 6 seeds of docs/results-6seeds.md
 ``resnet_mini_cifar``, 24 epochs of 2500 images, ``--augment-on device``, two cells at a
 time with one torch thread each: about 80 min of training in all (docs/results-6seeds.md),
 so roughly 45-60 min of wall time on a 2-core CPU. Every cell is stored in its run folder
-(``cell.json``), so a rerun with the same settings only computes what is missing. The
-localizer is part of the settings of the model-box arms only: a rerun with another
-``--localizer`` retrains the ``ccrop`` cells and reuses the rcrop, oracle and
-``ccrop-paper`` cells::
+(``cell.json``), so a rerun with the same settings only computes what is missing. A
+``ccrop`` arm with another ``--localizer`` (or options), another ``--alpha`` or
+``--box-warmup-epochs`` trains cells in folders of their own (``simclr-ccrop-peak-
+background-median-seed0``, ``simclr-ccrop-a0.1-seed0``) and reuses the rcrop cells, so
+no finished cell is ever overwritten by a variant::
 
     python scripts/compare_crops.py                                  # the default grid
     python scripts/compare_crops.py --localizer component --localizer-kwargs "{rule: max}"
@@ -63,6 +64,7 @@ import math
 import os
 import platform
 import random
+import re
 import shlex
 import statistics
 import subprocess
@@ -763,8 +765,8 @@ RANDOM_INIT = "random-init"
 def cell_signature(args: argparse.Namespace, data: str, mode: str) -> dict[str, Any]:
     """What a finished cell of ``mode`` must match to be reused by a rerun (resume).
 
-    The localizer (name and options) belongs to the signature of the model-box arms only,
-    so another ``--localizer`` reruns the 'ccrop' cells and reuses every other cell.
+    The localizer (name and options) belongs to the signature of the model-box arms only;
+    the folder of a variant (:func:`arm_variant`) keeps its cells apart.
     """
     signature: dict[str, Any] = {
         "data": data, "model": args.model, "epochs": args.epochs,
@@ -786,12 +788,18 @@ IGNORED_BY_BASELINE = ("alpha", "box_warmup_epochs")
 
 
 def arm_variant(args: argparse.Namespace, mode: str) -> str:
-    """Folder suffix for a ContrastiveCrop arm's non-default alpha or box warm-up ('' for
-    the defaults and for rcrop), so variant grids share one runs folder (and its rcrop
-    cells) without overwriting each other's cells."""
+    """Folder suffix for a ContrastiveCrop arm's non-default settings ('' for the defaults
+    and for rcrop): the localizer of the 'ccrop' arm, alpha, the box warm-up. Variant grids
+    share one runs folder (and its rcrop cells) without overwriting each other's cells."""
     if mode in (BASELINE, RANDOM_INIT):
         return ""
     parts = []
+    localizer = localizer_for(args, mode)
+    if mode == "ccrop" and localizer != project_default_localizer():
+        words = [localizer[0], *(word for item in sorted(localizer[1].items())
+                                 for word in item)]
+        parts.append("".join("-" + re.sub(r"[^A-Za-z0-9.]+", "_", str(word))
+                             for word in words))
     if args.alpha != DEFAULT_ALPHA:
         parts.append(f"-a{args.alpha:g}")
     if args.box_warmup_epochs is not None:
