@@ -53,6 +53,7 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
     "peak > mean, stride removed (8x8)": ("component", {"dilate": True}),
     "peak > 1.5 mean, stride removed": ("component", {"dilate": True, "level": 1.5}),
     "peak (default): > 2 mean, stride removed": ("peak", {}),
+    "peak, dataset median map subtracted": ("peak", {"background": "median"}),
     "peak > mean, stride removed, x4 upsampled": ("component", {"dilate": True,
                                                                 "upsample": 4}),
     "DDT (dataset principal direction)": ("ddt", {}),
@@ -85,8 +86,12 @@ def score(boxes: torch.Tensor, degenerate: torch.Tensor, gt: torch.Tensor) -> di
             "boxless": float(degenerate.float().mean())}
 
 
-def study_run(folder: Path, epochs: list[int] | None, limit: int) -> dict[str, Any]:
-    """Every candidate on every selected snapshot of one run."""
+def study_run(folder: Path, epochs: list[int] | None, limit: int,
+              candidates: dict[str, tuple[str, dict[str, Any]]] | None = None
+              ) -> dict[str, Any]:
+    """Every candidate (default: all of :data:`CANDIDATES`) on every selected snapshot of
+    one run."""
+    candidates = CANDIDATES if candidates is None else candidates
     run = RunFolder(folder)
     snapshots = run.snapshots()
     if not snapshots:
@@ -101,12 +106,12 @@ def study_run(folder: Path, epochs: list[int] | None, limit: int) -> dict[str, A
         else dataset.gt_boxes
     gt = gt.float()
     whole = float(paired_iou(torch.tensor([[0.0, 0.0, 1.0, 1.0]]).expand_as(gt), gt).mean())
-    results: dict[str, dict[int, dict[str, float]]] = {name: {} for name in CANDIDATES}
+    results: dict[str, dict[int, dict[str, float]]] = {name: {} for name in candidates}
     boxes_at: dict[str, torch.Tensor] = {}
     mean, std = config.normalisation()
     for epoch in chosen:
         method, _ = load_snapshot(by_epoch[epoch])
-        for name, (kind, options) in CANDIDATES.items():
+        for name, (kind, options) in candidates.items():
             localizer = create_localizer(kind, **options)
             localizer.attach(method.projector)
             started = time.perf_counter()
@@ -118,7 +123,7 @@ def study_run(folder: Path, epochs: list[int] | None, limit: int) -> dict[str, A
             results[name][epoch] = numbers
             boxes_at[name] = result.boxes
         print(f"{folder.name} epoch {epoch}: " + ", ".join(
-            f"{n.split(' (')[0][:18]} {results[n][epoch]['iou']:.2f}" for n in CANDIDATES),
+            f"{n.split(' (')[0][:18]} {results[n][epoch]['iou']:.2f}" for n in candidates),
             flush=True)
     return {"run": folder, "config": config, "epochs": chosen, "results": results,
             "whole": whole, "last_boxes": boxes_at, "gt": gt, "dataset": dataset}
@@ -127,7 +132,7 @@ def study_run(folder: Path, epochs: list[int] | None, limit: int) -> dict[str, A
 def picture(study: dict[str, Any], path: Path, count: int = 8, tile: int = 64) -> None:
     """One row per candidate: the same images with its box (red) and the ground truth
     (white), at the last snapshot of ``study``'s run."""
-    names = list(CANDIDATES)
+    names = list(study["results"])
     label_w, gap, header = 250, 3, 18
     width = label_w + count * (tile + gap)
     canvas = Image.new("RGB", (width, header + len(names) * (tile + gap)), (250, 250, 250))
@@ -172,7 +177,7 @@ def report(studies: list[dict[str, Any]], pictures: list[Path]) -> str:
                          + f" | {last['coverage']:.2f} | {last['area_ratio']:.1f} | "
                          f"{last['boxless']:.2f} | {seconds:.2f} |")
         lines.append("")
-    ranking = sorted(CANDIDATES, key=lambda n: -statistics.mean(
+    ranking = sorted(studies[0]["results"], key=lambda n: -statistics.mean(
         v["iou"] for s in studies for v in s["results"][n].values()))
     lines += ["### Ranking: mean IoU over every run and snapshot", "",
               "| candidate | mean IoU | worst run-epoch | first-epoch mean |",
@@ -193,10 +198,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="snapshot epochs to score (default: all)")
     parser.add_argument("--limit", type=int, default=0, help="score only the first N images")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=None,
+                        metavar="NAME", help="score only these candidates (default: all): "
+                        + "; ".join(f"'{name}'" for name in CANDIDATES))
     parser.add_argument("--out", type=Path, default=Path("docs/localization_study.md"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    studies = [study_run(folder, args.epochs, args.limit) for folder in args.runs]
+    chosen = None if args.candidates is None else {n: CANDIDATES[n] for n in args.candidates}
+    studies = [study_run(folder, args.epochs, args.limit, chosen) for folder in args.runs]
     picture_path = args.out.with_suffix(".png")
     pictures = [picture_path.with_name(f"{picture_path.stem}-{s['run'].name}.png")
                 for s in studies]

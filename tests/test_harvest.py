@@ -325,6 +325,28 @@ def test_harvest_localizer_takes_the_default_rule_and_its_overrides() -> None:
     assert tuned.make_bank(3).mean.shape == (3, 8, 8)
 
 
+def test_harvest_can_subtract_the_banks_median_map() -> None:
+    # every image's map is hot at a shared spot (row 0, column 7) and at its own object
+    count, size = 12, 8
+    raw = torch.zeros(count, 1, size, size)
+    raw[:, 0, 0, 7] = 1.0
+    objects = torch.arange(count) % 4 + 3  # object cells on the diagonal, away from (0, 7)
+    raw[torch.arange(count), 0, objects, objects] = 0.9
+    whole = torch.tensor([0.0, 0.0, 1.0, 1.0, 0.0]).expand(count, 1, 5)
+    plain = create_localizer("harvest", rule="max", level=0.8, resolution=size)
+    bank = plain.make_bank(count + 1)  # one image never seen
+    bank.accumulate(raw, torch.arange(count), whole)
+    boxes, _ = bank.boxes(plain)
+    assert torch.allclose(boxes[:count, :2], torch.tensor([7 / size, 0.0]))  # the shared spot
+    median = create_localizer("harvest", rule="max", level=0.8, resolution=size,
+                              background="median")
+    boxes, degenerate = bank.boxes(median)
+    corner = (objects / size).float()
+    assert torch.allclose(boxes[:count, :2], torch.stack([corner, corner], dim=1))
+    assert degenerate.tolist() == [False] * count + [True]  # unseen: the whole image
+    assert "background=median" in median.describe()
+
+
 def test_bank_lives_in_shared_memory() -> None:
     bank = HeatmapBank(3)
     assert bank.mean.is_shared() and bank.weight.is_shared()

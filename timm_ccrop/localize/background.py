@@ -25,7 +25,8 @@ import torch
 
 from .heatmaps import normalise_maps
 
-__all__ = ["BACKGROUNDS", "BACKGROUND_SAMPLE", "median_map", "subtract_background"]
+__all__ = ["BACKGROUNDS", "BACKGROUND_SAMPLE", "median_map", "pop_background",
+           "subtract_background"]
 
 #: Values of the localizers' ``background`` option (None: keep the maps as they are).
 BACKGROUNDS = ("median",)
@@ -106,3 +107,12 @@ def subtract_background(maps: torch.Tensor, background: torch.Tensor
     nothing left above the background (their boxes fall back to the whole image)."""
     residual = (maps.float() - background.to(maps.device, torch.float32)).clamp_min(0)
     return normalise_maps(residual)
+
+
+def pop_background(options: dict[str, Any]) -> str | None:
+    """Pop a localizer's ``background`` option from ``options`` and check it."""
+    background = options.pop("background", None)
+    if background is not None and background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)} (or unset), "
+                         f"got {background!r}")
+    return background

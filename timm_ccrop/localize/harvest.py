@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distributed import gather_rows
+from .background import median_map, pop_background, subtract_background
 from .boxpass import LocalizationResult
 from .heatmaps import REDUCTIONS, localization_defaults, normalise_maps, reduce_channels
 from .hooks import FeatureHook, to_nchw
@@ -239,15 +240,28 @@ class HeatmapBank:
         rule (:meth:`Localizer.boxes_from_maps`), the maps min-max normalised first as the
         rule expects; unseen or constant maps are degenerate (whole image)."""
         maps, unseen = self.heatmaps()
+        background = self._background(maps, unseen) if localizer.background else None
         boxes, degenerate = [], []
         for start in range(0, len(self), _CHUNK):
             chunk = slice(start, start + _CHUNK)
             normalised, bad = normalise_maps(maps[chunk])
+            if background is not None:
+                normalised, empty = subtract_background(normalised, background)
+                bad = bad | empty
             found = localizer.boxes_from_maps(normalised, bad | unseen[chunk],
                                               (self.resolution, self.resolution), network)
             boxes.append(found[0])
             degenerate.append(found[1])
         return torch.cat(boxes), torch.cat(degenerate)
+
+    def _background(self, maps: torch.Tensor, unseen: torch.Tensor) -> torch.Tensor | None:
+        """The per-pixel median of the seen images' normalised maps (no forward: the bank
+        is the whole dataset on every process); None before any image was seen."""
+        if bool(unseen.all()):
+            return None
+        chunks = (normalise_maps(maps[start:start + _CHUNK])[0][~unseen[start:start + _CHUNK]]
+                  for start in range(0, len(self), _CHUNK))
+        return median_map(chunk for chunk in chunks if len(chunk))
 
     def state_dict(self) -> dict[str, Any]:
         """Copies of the bank's planes and settings, for checkpoints."""
@@ -438,6 +452,7 @@ def _harvest(options: dict[str, Any]) -> HarvestLocalizer:
         raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got "
                          f"{source.reduction!r}")
     return HarvestLocalizer("harvest", source, component_rule(rule_options),
+                            background=pop_background(options),
                             resolution=int(resolution), rate=float(rate), norm=norm)
 
 

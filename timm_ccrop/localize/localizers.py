@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .background import BACKGROUNDS, median_map, subtract_background
+from .background import median_map, pop_background, subtract_background
 from .components import THRESHOLD_RULES, component_mask, mask_boxes, threshold_maps
 from .heatmaps import (
     REDUCTIONS,
@@ -301,12 +301,8 @@ def _source(options: dict[str, Any]) -> MapSource:
 
 
 def _with_background(localizer: Localizer, options: dict[str, Any]) -> Localizer:
-    """Pop and check the ``background`` option (None or one of :data:`BACKGROUNDS`)."""
-    background = options.pop("background", None)
-    if background is not None and background not in BACKGROUNDS:
-        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)} (or unset), "
-                         f"got {background!r}")
-    localizer.background = background
+    """The localizer with the ``background`` option of ``options`` (popped, checked)."""
+    localizer.background = pop_background(options)
     return localizer
 
 
