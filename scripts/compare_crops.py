@@ -44,9 +44,10 @@ time with one torch thread each: about 80 min of training in all (docs/results-6
 so roughly 45-60 min of wall time on a 2-core CPU. Every cell is stored in its run folder
 (``cell.json``), so a rerun with the same settings only computes what is missing. A
 ``ccrop`` arm with another ``--localizer`` (or options), another ``--alpha`` or
-``--box-warmup-epochs`` trains cells in folders of their own (``simclr-ccrop-peak-
-background-median-seed0``, ``simclr-ccrop-a0.1-seed0``) and reuses the rcrop cells, so
-no finished cell is ever overwritten by a variant::
+``--box-warmup-epochs`` trains cells in folders of their own (the 'ccrop' arm's folder
+always names its localizer: ``simclr-ccrop-peak-background-median-seed0``,
+``simclr-ccrop-peak-background-median-a0.1-seed0``) and reuses the rcrop cells, so no
+finished cell is ever overwritten by a variant::
 
     python scripts/compare_crops.py                                  # the default grid
     python scripts/compare_crops.py --localizer component --localizer-kwargs "{rule: max}"
@@ -462,7 +463,7 @@ def project_default_localizer() -> tuple[str, dict[str, Any]]:
     from timm_ccrop.config import TrainConfig
 
     defaults = TrainConfig()
-    return defaults.localizer, dict(defaults.localizer_kwargs)
+    return defaults.localizer, defaults.resolved_localizer_kwargs()
 
 
 def draw_box_grid(path: Path, cells: list[dict[str, Any]], train_split: Any,
@@ -702,9 +703,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--localizer", default=defaults.localizer, choices=list(LOCALIZERS),
                    help="localizer of the 'ccrop' arm (default: the project default, "
                    "TrainConfig().localizer)")
-    p.add_argument("--localizer-kwargs", type=yaml_mapping,
-                   default=dict(defaults.localizer_kwargs),
-                   help="options of --localizer as a YAML mapping, e.g. \"{rule: max}\"")
+    p.add_argument("--localizer-kwargs", type=yaml_mapping, default=None,
+                   help="options of --localizer as a YAML mapping, e.g. \"{rule: max}\" "
+                   "(default: the project default's options for the default localizer, "
+                   "none for the others)")
     p.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS))
     p.add_argument("--epochs", type=int, default=24)
     p.add_argument("--data", default=DEFAULT_DATA,
@@ -742,6 +744,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("jobs", "threads", "epochs", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.localizer_kwargs is None:
+        args.localizer_kwargs = TrainConfig(localizer=args.localizer).resolved_localizer_kwargs()
     try:
         create_localizer(args.localizer, **args.localizer_kwargs)
     except (TypeError, ValueError) as error:
@@ -788,14 +792,14 @@ IGNORED_BY_BASELINE = ("alpha", "box_warmup_epochs")
 
 
 def arm_variant(args: argparse.Namespace, mode: str) -> str:
-    """Folder suffix for a ContrastiveCrop arm's non-default settings ('' for the defaults
-    and for rcrop): the localizer of the 'ccrop' arm, alpha, the box warm-up. Variant grids
-    share one runs folder (and its rcrop cells) without overwriting each other's cells."""
+    """Folder suffix of a ContrastiveCrop arm: the localizer of the 'ccrop' arm (name and
+    options, always), a non-default alpha or box warm-up ('' for rcrop). Variant grids share
+    one runs folder (and its rcrop cells) without overwriting each other's cells."""
     if mode in (BASELINE, RANDOM_INIT):
         return ""
     parts = []
     localizer = localizer_for(args, mode)
-    if mode == "ccrop" and localizer != project_default_localizer():
+    if mode == "ccrop":  # always named: the project default changes over time
         words = [localizer[0], *(word for item in sorted(localizer[1].items())
                                  for word in item)]
         parts.append("".join("-" + re.sub(r"[^A-Za-z0-9.]+", "_", str(word))

@@ -128,9 +128,17 @@ def test_alpha_and_warm_up_variants_get_folders_of_their_own(compare, tmp_path):
     default = compare.parse_args([])
     variant = compare.parse_args(["--alpha", "0.1", "--box-warmup-epochs", "2"])
     assert compare.cell_folder(variant, tmp_path, "simclr", "ccrop", 3).name == (
-        "simclr-ccrop-a0.1-w2-seed3")
+        "simclr-ccrop-peak-background-median-a0.1-w2-seed3")
+    # the ccrop arm's folder always names its localizer: the project default changes
     assert compare.cell_folder(default, tmp_path, "simclr", "ccrop", 3).name == (
-        "simclr-ccrop-seed3")
+        "simclr-ccrop-peak-background-median-seed3")
+    plain = compare.parse_args(["--localizer", "peak", "--localizer-kwargs", "{}"])
+    assert compare.cell_folder(plain, tmp_path, "simclr", "ccrop", 3).name == (
+        "simclr-ccrop-peak-seed3")
+    assert compare.cell_folder(default, tmp_path, "simclr", "ccrop-gt", 3).name == (
+        "simclr-ccrop-gt-seed3")
+    # another localizer alone takes none of the default's options
+    assert compare.parse_args(["--localizer", "component"]).localizer_kwargs == {}
     # rcrop reads neither setting: one folder, and its finished cell serves every variant
     rcrop = compare.cell_folder(variant, tmp_path, "simclr", "rcrop", 3)
     assert rcrop == compare.cell_folder(default, tmp_path, "simclr", "rcrop", 3)
@@ -154,7 +162,7 @@ def test_defaults_follow_the_project(compare):
     assert args.modes == ["rcrop", "ccrop-paper", "ccrop", "ccrop-harvest", "ccrop-gt"]
     assert args.seeds == [0, 1, 2, 3, 4, 5]
     assert args.localizer == TrainConfig().localizer
-    assert args.localizer_kwargs == TrainConfig().localizer_kwargs
+    assert args.localizer_kwargs == TrainConfig().resolved_localizer_kwargs()
     assert (args.methods, args.model, args.epochs, args.augment_on, args.jobs) == (
         ["simclr"], "resnet_mini_cifar", 24, "device", 2)
     assert "num_samples=2500" in args.data

@@ -146,3 +146,16 @@ def test_config_file_errors_name_the_file(tmp_path) -> None:
         load_config_file(bad)
     with pytest.raises(FileNotFoundError):
         load_config_file(tmp_path / "missing.yaml")
+
+
+def test_the_default_localizer_subtracts_the_background_and_others_take_no_options() -> None:
+    assert TrainConfig().resolved_localizer_kwargs() == {"background": "median"}
+    assert TrainConfig().build_localizer().describe() == "peak(background=median)"
+    assert TrainConfig(localizer="paper").build_localizer().describe() == "paper"
+    assert TrainConfig(localizer="component").resolved_localizer_kwargs() == {}
+    # given options replace the default's (documented): here no background
+    given = TrainConfig(localizer_kwargs={"level": 1.5})
+    assert given.build_localizer().background is None
+    # an old run's config keeps what it ran with
+    old = TrainConfig.from_dict({**TrainConfig().to_dict(), "localizer_kwargs": {}})
+    assert old.build_localizer().describe() == "peak"

@@ -194,9 +194,10 @@ class TrainConfig:
                              "official rule), union, component, peak, ddt, ccam (see "
                              "docs/localization.md), or harvest (maps of the training "
                              "forward, no box pass; docs/harvest.md)", group=_CROP)
-    localizer_kwargs: dict[str, Any] = _option(
-        help="options of the localizer, e.g. {rule: mean, level: 2, pick: peak, dilate: true}",
-        group=_CROP, factory=lambda: dict(DEFAULT_LOCALIZER_OPTIONS))
+    localizer_kwargs: dict[str, Any] | None = _option(
+        None, "options of the localizer, e.g. {rule: mean, level: 2, pick: peak, dilate: "
+        "true}; given options replace the defaults (default: the default localizer's, "
+        "{background: median}; none for the others)", group=_CROP)
     threshold: float | None = _option(None, "box threshold k of the union rule (default: per "
                                       "backbone family)", group=_CROP, low=0, high=1)
     reduction: str | None = _option(None, "channel reduction of the heatmap (default: per "
@@ -281,6 +282,13 @@ class TrainConfig:
         recipe = view_preset(self.views)[0]
         return tuple(recipe.mean), tuple(recipe.std)
 
+    def resolved_localizer_kwargs(self) -> dict[str, Any]:
+        """``localizer_kwargs``, or where unset the default localizer's default options
+        (:data:`~timm_ccrop.localize.DEFAULT_LOCALIZER_OPTIONS`) and none for the others."""
+        if self.localizer_kwargs is not None:
+            return dict(self.localizer_kwargs)
+        return dict(DEFAULT_LOCALIZER_OPTIONS) if self.localizer == DEFAULT_LOCALIZER else {}
+
     def resolved_schedule(self) -> tuple[int, int]:
         """``(warmup_epochs, loc_interval)``: defaults are 20% of training each, except the
         interval of harvested boxes, 1 (reading them costs nothing, so every epoch after
@@ -336,7 +344,7 @@ class TrainConfig:
     def build_localizer(self) -> Localizer:
         """The box pass's localizer: ``localizer`` with ``localizer_kwargs``, plus
         ``threshold``, ``reduction`` and ``stage`` where they are set."""
-        options = dict(self.localizer_kwargs)
+        options = self.resolved_localizer_kwargs()
         for key in ("threshold", "reduction"):
             if getattr(self, key) is not None:
                 options.setdefault(key, getattr(self, key))

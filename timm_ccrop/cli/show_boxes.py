@@ -47,7 +47,7 @@ def _checked_inputs(args: argparse.Namespace) -> tuple[Path, Path | None, Any, s
 
 def _localizer(args: argparse.Namespace) -> Localizer:
     """The localizer of the flags, built exactly as the trainer builds it."""
-    localizer = TrainConfig(localizer=args.localizer, localizer_kwargs=args.localizer_kwargs or {},
+    localizer = TrainConfig(localizer=args.localizer, localizer_kwargs=args.localizer_kwargs,
                        threshold=args.threshold, reduction=args.reduction,
                        stage=args.stage).build_localizer()
     if isinstance(localizer, HarvestLocalizer):

@@ -355,9 +355,11 @@ def _peak(options: dict[str, Any]) -> Localizer:
 #: in two settings (docs/localization.md): ``peak`` is the ``component`` rule with the
 #: connected component holding the peak, above twice the map's mean, on the last map made
 #: twice as fine by removing the last downsampling stride at inference (every option of
-#: ``component`` may override these).
+#: ``component`` may override these); by default on the map less the dataset's per-pixel
+#: median map (``background='median'``: better or equal at every snapshot of the study,
+#: docs/localization.md "Background subtraction"; ``peak`` alone does not subtract it).
 DEFAULT_LOCALIZER = "peak"
-DEFAULT_LOCALIZER_OPTIONS: dict[str, Any] = {}
+DEFAULT_LOCALIZER_OPTIONS: dict[str, Any] = {"background": "median"}
 
 #: name -> builder(options) (the builder pops what it understands).
 LOCALIZERS: dict[str, Callable[[dict[str, Any]], Localizer]] = {
