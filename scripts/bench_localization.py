@@ -245,9 +245,10 @@ def main() -> None:
     parser.add_argument("--sections", nargs="+", default=["a", "b", "c"],
                         choices=["a", "b", "c"], help="which tables to measure")
     parser.add_argument("--localizers", nargs="+",
-                        default=["paper", "union", TrainConfig().localizer + ":" + json.dumps(
-                            TrainConfig().localizer_kwargs), "ddt:{dilate: true}",
-                                 "ccam:{dilate: true}"],
+                        default=["paper", "union", "peak:{}",
+                                 TrainConfig().localizer + ":" + json.dumps(
+                                     TrainConfig().resolved_localizer_kwargs()),
+                                 "ddt:{dilate: true}", "ccam:{dilate: true}"],
                         help="NAME or NAME:{yaml options} for (c)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
