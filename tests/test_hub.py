@@ -195,6 +195,7 @@ def test_model_card(tmp_path: Path) -> None:
     assert "model-index" not in meta  # nothing evaluated: no numbers claimed
     assert "no accuracy is claimed" in text
     assert "alpha=0.10" in text and "threshold=0.10" in text and "warmup_epochs=1" in text
+    assert "localizer=peak(background=median)" in text  # the localizer and its options
     assert "MoCo v2" in text
     assert (tmp_path / "run" / "config.yaml").read_text().strip() in text  # the full recipe
     assert 'timm.create_model("hf-hub:me/tiny-moco", pretrained=True)' in text

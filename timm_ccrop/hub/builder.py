@@ -162,6 +162,11 @@ def _crop_params(config: TrainConfig, backbone: nn.Module) -> dict[str, Any]:
             "warmup_epochs": warmup,
             "loc_interval": interval,
         })
+        if config.box_source == "model":  # with its options, e.g. peak(background=median)
+            options = ", ".join(f"{key}={value}" for key, value in
+                                config.resolved_localizer_kwargs().items())
+            params["localizer"] = f"{config.localizer}({options})" if options \
+                else config.localizer
     return params
 
 
