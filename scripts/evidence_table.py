@@ -59,7 +59,9 @@ def grid_rows(label: str, cells: Sequence[dict[str, Any]]) -> list[list[str]]:
         if mode == compare.BASELINE or not baseline:
             continue
         deltas = compare.paired_differences(group, baseline)
-        rows.append([label, method, mode, str(len(deltas["linear"])),
+        localizer = group[0].get("localizer")
+        arm = f"{mode} `{localizer}`" if mode in compare.MODEL_BOX_MODES and localizer else mode
+        rows.append([label, method, arm, str(len(deltas["linear"])),
                      _gain(deltas["linear"]), _gain(deltas["knn"]),
                      _share(group, groups.get((method, compare.ORACLE)), baseline, mode)])
     return rows
@@ -100,10 +102,17 @@ def evidence_table(grids: Sequence[tuple[str, Path]]) -> str:
     lines = ["| grid | method | arm | seeds | Δ linear [95% CI] | Δ kNN [95% CI] | "
              "share of oracle's linear gain [95% CI] |", "|---|---|---|---|---|---|---|"]
     baselines = ["| grid | method | rcrop linear | rcrop kNN | seeds |", "|---|---|---|---|---|"]
+    seen: set[tuple[str, ...]] = set()
     for label, path in grids:
         cells = json.loads(path.read_text())["cells"]
-        lines += ["| " + " | ".join(row) + " |" for row in grid_rows(label, cells)]
-        baselines += baseline_rows(label, cells)
+        for row in grid_rows(label, cells):
+            if tuple(row[1:]) not in seen:  # an arm two grids share is listed once
+                seen.add(tuple(row[1:]))
+                lines.append("| " + " | ".join(row) + " |")
+        for row in baseline_rows(label, cells):
+            if row.split(" | ", 1)[1] not in seen:
+                seen.add(row.split(" | ", 1)[1])
+                baselines.append(row)
     return "\n".join([*lines, "", *baselines]) + "\n"
 
 

@@ -43,3 +43,10 @@ def test_bad_grid_arguments_fail_early(evidence, tmp_path, capsys):
         with pytest.raises(SystemExit):
             evidence.main(argv)
         assert named in capsys.readouterr().err
+
+
+def test_an_arm_two_grids_share_is_listed_once(evidence, tmp_path):
+    first = _grid(tmp_path, "a", {"ccrop": [2.0, 2.5, 3.0], "ccrop-gt": [4.0, 5.0, 6.0]})
+    second = _grid(tmp_path, "b", {"ccrop-gt": [4.0, 5.0, 6.0]})
+    table = evidence.main([f"A={first}", f"B={second}"])
+    assert table.count("| ccrop-gt |") == 1 and table.count("| simclr | 61.00") == 1
