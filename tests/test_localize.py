@@ -692,7 +692,7 @@ def test_localize_dataset_too_coarse_gives_whole_boxes(synthetic):
         result = localize_dataset(family_model("convnext"), synthetic, 80, progress=False)
     assert not result.degenerate.all()
     # ... and a map still below 3x3 after that warns with the localizer's own size.
-    with pytest.warns(UserWarning, match="peak gives 2x2 maps"):
+    with pytest.warns(UserWarning, match=r"peak\(background=median\) gives 2x2 maps"):
         localize_dataset(family_model("resnet"), synthetic, 32, progress=False)
 
 
