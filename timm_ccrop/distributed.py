@@ -21,6 +21,7 @@ from torch import Tensor
 __all__ = [
     "any_process",
     "broadcast",
+    "first_occurrences",
     "gather_rows",
     "gather_sizes",
     "gather_with_grad",
@@ -109,6 +110,16 @@ def gather_rows(accelerator: Any, *tensors: Tensor) -> list[Tensor]:
     gathered = [accelerator.gather(t) for t in padded]
     keep = gathered[0] >= 0
     return [t[keep] for t in gathered]
+
+
+def first_occurrences(indices: Tensor) -> Tensor:
+    """Positions (ascending) of the first row of every distinct sample index: a padded
+    sampler or Accelerate's even batches repeat some samples, which must count once."""
+    order = torch.argsort(indices, stable=True)
+    ordered = indices[order]
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    return order[first].sort().values
 
 
 def any_process(accelerator: Any, local: bool) -> bool:

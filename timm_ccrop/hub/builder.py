@@ -41,7 +41,7 @@ from ..backbones import (
     sign_weights_file,
 )
 from ..config import TrainConfig
-from ..localize import localization_defaults
+from ..localize import describe_localizer, localization_defaults
 from ..runs import RunFolder, read_checkpoint, replace_folder, staging_folder
 from .card import CARD_NAME, CardInfo, render_card
 from .release import METHOD_NAMES, HubExportError, Release, check_tag
@@ -163,10 +163,8 @@ def _crop_params(config: TrainConfig, backbone: nn.Module) -> dict[str, Any]:
             "loc_interval": interval,
         })
         if config.box_source == "model":  # with its options, e.g. peak(background=median)
-            options = ", ".join(f"{key}={value}" for key, value in
-                                config.resolved_localizer_kwargs().items())
-            params["localizer"] = f"{config.localizer}({options})" if options \
-                else config.localizer
+            params["localizer"] = describe_localizer(config.localizer,
+                                                     config.resolved_localizer_kwargs())
     return params
 
 

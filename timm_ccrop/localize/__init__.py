@@ -39,6 +39,7 @@ from .localizers import (
     UnionRule,
     create_localizer,
     default_localizer,
+    describe_localizer,
     register_localizer,
 )
 
@@ -62,6 +63,7 @@ __all__ = [
     "UnionRule",
     "create_localizer",
     "default_localizer",
+    "describe_localizer",
     "register_localizer",
     "FeatureHook",
     "LocalizationDefaults",

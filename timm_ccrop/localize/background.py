@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..distributed import first_occurrences, gather_rows
 from .heatmaps import normalise_maps
 
 __all__ = ["BACKGROUNDS", "BACKGROUND_SAMPLE", "median_map", "pop_background",
@@ -60,18 +61,10 @@ def _reservoir(sample: tuple[torch.Tensor, torch.Tensor] | None, seen: int,
 def _gather_unique(indices: torch.Tensor, maps: torch.Tensor, accelerator: Any
                    ) -> torch.Tensor:
     """Every process's sampled maps, each sample index once (sharding pads with copies)."""
-    if accelerator is not None and accelerator.num_processes > 1:
-        device = accelerator.device
-        indices = accelerator.gather(accelerator.pad_across_processes(
-            indices.to(device), dim=0, pad_index=-1)).cpu()
-        maps = accelerator.gather(accelerator.pad_across_processes(
-            maps.to(device), dim=0)).cpu()
-    valid = indices >= 0
-    indices, maps = indices[valid], maps[valid]
-    unique, inverse = torch.unique(indices, return_inverse=True)
-    first = torch.full((len(unique),), len(indices), dtype=torch.long)
-    first = first.scatter_reduce(0, inverse, torch.arange(len(indices)), reduce="amin")
-    return maps[first]
+    if accelerator is not None:
+        indices, maps = indices.to(accelerator.device), maps.to(accelerator.device)
+    indices, maps = (t.cpu() for t in gather_rows(accelerator, indices, maps))
+    return maps[first_occurrences(indices)]
 
 
 def median_map(batches: Iterable[torch.Tensor | tuple[torch.Tensor, torch.Tensor]],

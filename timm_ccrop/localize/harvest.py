@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import gather_rows
+from ..distributed import first_occurrences, gather_rows
 from .background import median_map, pop_background, subtract_background
 from .boxpass import LocalizationResult
 from .heatmaps import REDUCTIONS, localization_defaults, normalise_maps, reduce_channels
@@ -128,16 +128,6 @@ def paste_maps(maps: torch.Tensor, geometry: torch.Tensor, resolution: int
     return values, cover_y[:, :, None] * cover_x[:, None, :]
 
 
-def _first_occurrences(indices: torch.Tensor) -> torch.Tensor:
-    """Positions of the first row of every distinct index (a padded sampler may repeat
-    one; folding it twice in one step would weigh it twice)."""
-    order = torch.argsort(indices, stable=True)
-    ordered = indices[order]
-    first = torch.ones_like(ordered, dtype=torch.bool)
-    first[1:] = ordered[1:] != ordered[:-1]
-    return order[first].sort().values
-
-
 class HeatmapBank:
     """A running heatmap per image, in shared memory (see the module docstring).
 
@@ -183,7 +173,7 @@ class HeatmapBank:
         rows = gather_rows(accelerator, indices.to(maps.device).long(),
                            maps.flatten(1).float(), geometry.to(maps.device).flatten(1).float())
         indices, flat_maps, flat_geometry = (t.cpu() for t in rows)
-        keep = _first_occurrences(indices)
+        keep = first_occurrences(indices)
         maps, bad = self._normalise(flat_maps[keep].view(-1, views, *maps.shape[2:]))
         geometry = flat_geometry[keep].view(-1, views, 5)
         for view in range(views):  # in view order: the same on every process

@@ -49,7 +49,7 @@ from .hooks import FeatureHook, resolve_stage
 __all__ = ["DEFAULT_LOCALIZER", "DEFAULT_LOCALIZER_OPTIONS", "LOCALIZERS", "ComponentRule",
            "Localizer", "MapSource", "UnionRule", "component_rule", "create_localizer",
            "default_localizer",
-           "register_localizer", "stride_removed"]
+           "describe_localizer", "register_localizer", "stride_removed"]
 
 
 # --------------------------------------------------------------------------------------
@@ -284,8 +284,14 @@ class Localizer:
         return boxes, degenerate
 
     def describe(self) -> str:
-        options = ", ".join(f"{k}={v}" for k, v in self.options.items())
-        return f"{self.name}({options})" if options else self.name
+        return describe_localizer(self.name, self.options)
+
+
+def describe_localizer(name: str, options: dict[str, Any]) -> str:
+    """``name(key=value, ...)``, or ``name`` without options: how logs, reports and model
+    cards name a localizer."""
+    text = ", ".join(f"{key}={value}" for key, value in options.items())
+    return f"{name}({text})" if text else name
 
 
 def _source(options: dict[str, Any]) -> MapSource:
