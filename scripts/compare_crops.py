@@ -710,7 +710,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS))
     p.add_argument("--epochs", type=int, default=24)
     p.add_argument("--data", default=DEFAULT_DATA,
-                   help="a synthetic dataset spec (ground-truth boxes are needed)")
+                   help="a generated dataset spec, synthetic:... or scenes:... (ground-truth boxes "
+                   "are needed)")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--model", default="resnet_mini_cifar")
     p.add_argument("--batch-size", type=int, default=128)
@@ -751,15 +752,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     except (TypeError, ValueError) as error:
         p.error(f"--localizer {args.localizer} --localizer-kwargs "
                 f"{json.dumps(args.localizer_kwargs)}: {error}")
-    from timm_ccrop.data import parse_data_spec
+    from timm_ccrop.data import GENERATORS, parse_data_spec
 
     try:
         kind = parse_data_spec(args.data).kind
     except ValueError as error:
         p.error(str(error))
-    if kind != "synthetic":
-        p.error(f"--data must be a synthetic spec (the report needs ground-truth boxes), got "
-                f"{args.data!r}; e.g. {DEFAULT_DATA!r}")
+    if kind not in GENERATORS:
+        p.error(f"--data must be a generated spec ({', '.join(GENERATORS)}: the report needs "
+                f"ground-truth boxes), got {args.data!r}; e.g. {DEFAULT_DATA!r}")
     return args
 
 

@@ -95,3 +95,31 @@ def test_samples_a_sharded_loader_repeats_count_once() -> None:
                                                         torch.tensor([2, 2]))]))
     assert torch.equal(once, padded) and once[0, 0] == 1.0
     assert median_map(iter([torch.cat([maps, maps[2:].repeat(2, 1, 1)])]))[0, 0] == 5.0
+
+
+def test_one_forward_gives_the_boxes_of_a_separate_fit(monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    import timm
+
+    from timm_ccrop.data import build_dataset
+    from timm_ccrop.localize import boxpass, localize_dataset
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet_mini_cifar", num_classes=0)
+    data = build_dataset("synthetic:num_samples=48,image_size=32,backgrounds=1")
+    forwards = []
+    model.register_forward_hook(lambda module, args, out: forwards.append(len(args[0])))
+
+    def boxes_with(cache_bytes: int) -> torch.Tensor:
+        monkeypatch.setattr(boxpass, "MAP_CACHE_BYTES", cache_bytes)
+        forwards.clear()
+        result = localize_dataset(model, data, 32, batch_size=16, progress=False,
+                                  localizer=create_localizer("peak", background="median"))
+        return torch.cat([result.boxes, result.degenerate[:, None].float()], dim=1)
+
+    one = boxes_with(boxpass.MAP_CACHE_BYTES)
+    images_one = sum(forwards)
+    two = boxes_with(0)  # the maps do not fit: a forward for the fit, one for the boxes
+    assert torch.equal(one, two)
+    assert sum(forwards) - images_one == 48  # one forward of the dataset saved
+    assert images_one <= 48 + 2  # the dataset once (+ the one-image size probes)

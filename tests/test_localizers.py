@@ -148,3 +148,23 @@ def test_localize_dataset_with_a_localizer_reports_it() -> None:
     with pytest.raises(ValueError, match="inside the localizer"):
         localize_dataset(create_backbone("resnet_mini_cifar"), dataset, 32, threshold=0.2,
                          progress=False, localizer=create_localizer("component"))
+
+
+def test_keep_widens_the_box_over_comparable_peaks() -> None:
+    from timm_ccrop.localize.components import component_mask, mask_boxes, threshold_maps
+
+    maps = torch.zeros(2, 6, 6)
+    maps[:, 1, 1] = 1.0
+    maps[0, 4, 4] = 0.8  # a second peak nearly as hot: the box spans both
+    maps[1, 4, 4] = 0.3  # a weak one: only the peak's component
+    mask = threshold_maps(maps, "mean", 1.0)
+    tight = mask_boxes(component_mask(maps, mask, "peak"))[0]
+    wide = mask_boxes(component_mask(maps, mask, "peak", keep=0.5))[0]
+    assert torch.allclose(tight, torch.tensor([[1 / 6, 1 / 6, 2 / 6, 2 / 6]] * 2))
+    assert torch.allclose(wide[0], torch.tensor([1 / 6, 1 / 6, 5 / 6, 5 / 6]))
+    assert torch.allclose(wide[1], tight[1])
+    assert create_localizer("peak", keep=0.5).rule.keep == 0.5
+    with pytest.raises(ValueError, match="keep must be in"):
+        create_localizer("peak", keep=0.0)
+    with pytest.raises(ValueError, match="keep must be in"):
+        create_localizer("component", pick="largest", keep=0.5)

@@ -16,10 +16,18 @@ from .boxed import (
     seed_everything,
     split_sample,
 )
-from .build import build_dataset, default_eval_split, default_train_split, split_names
+from .build import (
+    GENERATORS,
+    build_dataset,
+    default_eval_split,
+    default_train_split,
+    split_names,
+    stored_image_size,
+)
 from .cifar import CIFAR_URL, CifarDataset, UnsafePickleError, load_cifar_pickle
 from .folder import FolderDataset
 from .kinds import DATASET_KINDS, DatasetKind, dataset_kind, kind_names
+from .scenes import PhotoScenes
 from .shapes import SHAPE_NAMES
 from .specs import KINDS, DatasetSpec, parse_data_spec
 from .stl10 import STL10_URL, STL10Dataset
@@ -29,6 +37,7 @@ from .tiny_imagenet import TINY_IMAGENET_SIZE, TINY_IMAGENET_URL, TinyImageNetDa
 __all__ = [
     "CIFAR_URL",
     "DATASET_KINDS",
+    "GENERATORS",
     "KINDS",
     "SHAPE_NAMES",
     "STL10_URL",
@@ -42,11 +51,13 @@ __all__ = [
     "FolderDataset",
     "ImageDatasetBase",
     "LabeledImageDataset",
+    "PhotoScenes",
     "STL10Dataset",
     "SyntheticObjects",
     "TinyImageNetDataset",
     "UnsafePickleError",
     "build_dataset",
+    "stored_image_size",
     "dataset_kind",
     "default_eval_split",
     "default_train_split",

@@ -10,6 +10,7 @@ A dataset is named by a *spec string* ``KIND:PATH`` (or ``synthetic[:key=value,.
 ``tiny-imagenet:PATH``        Tiny-ImageNet-200 (``tiny-imagenet-200``)
 ``folder:PATH``               any ImageFolder tree, optionally with train/val/test
 ``synthetic[:k=v,...]``       the built-in generated dataset (:mod:`timm_ccrop.data.synthetic`)
+``scenes[:k=v,...]``          objects on real photographs (:mod:`timm_ccrop.data.scenes`)
 ============================  ====================================================
 
 :func:`build_dataset` turns a spec and a split name into a map-style dataset that yields
@@ -27,12 +28,14 @@ from .base import LabeledImageDataset
 from .cifar import CifarDataset
 from .folder import FolderDataset
 from .kinds import dataset_kind
+from .scenes import PhotoScenes
 from .specs import SPEC_FORMS, DatasetSpec, kind_of, parse_data_spec
 from .stl10 import STL10Dataset
 from .synthetic import SyntheticObjects
 from .tiny_imagenet import TinyImageNetDataset
 
-__all__ = ["build_dataset", "default_eval_split", "default_train_split", "split_names"]
+__all__ = ["GENERATORS", "build_dataset", "default_eval_split", "default_train_split",
+           "split_names", "stored_image_size"]
 
 
 def split_names(kind: str | DatasetSpec) -> tuple[str, ...]:
@@ -56,19 +59,27 @@ def default_eval_split(kind: str | DatasetSpec) -> str:
     return dataset_kind(kind_of(kind)).eval_split
 
 
-def _build_synthetic(spec: DatasetSpec, split: str) -> LabeledImageDataset:
+def _generated(cls: type) -> Callable[[DatasetSpec, str], LabeledImageDataset]:
+    """A builder for a generated kind: the spec's options are ``cls``'s keyword arguments."""
+    def build(spec: DatasetSpec, split: str) -> LabeledImageDataset:
+        """Generate ``split`` with the spec's options, checked against ``cls``'s."""
+        return _build_generated(cls, spec, split)
+    return build
+
+
+def _build_generated(cls: type, spec: DatasetSpec, split: str) -> LabeledImageDataset:
     if "split" in spec.options:
         raise ValueError(f"give the split to build_dataset, not as an option of {str(spec)!r}")
-    params = inspect.signature(SyntheticObjects).parameters
+    params = inspect.signature(cls).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = [k for k in spec.options if k not in params and not takes_any]
     if unknown:
         valid = ", ".join(k for k in params if k != "split")
         raise ValueError(
-            f"unknown synthetic option(s) {', '.join(unknown)} in {str(spec)!r}; "
+            f"unknown {spec.kind} option(s) {', '.join(unknown)} in {str(spec)!r}; "
             f"valid options: {valid}"
         )
-    return SyntheticObjects(**spec.options, split=split)
+    return cls(**spec.options, split=split)
 
 
 def _build_cifar(spec: DatasetSpec, split: str) -> LabeledImageDataset:
@@ -92,8 +103,22 @@ BUILDERS: dict[str, Callable[[DatasetSpec, str], LabeledImageDataset]] = {
     "stl10": _reader(STL10Dataset),
     "tiny-imagenet": _reader(TinyImageNetDataset),
     "folder": _reader(FolderDataset),
-    "synthetic": _build_synthetic,
+    "synthetic": _generated(SyntheticObjects),
+    "scenes": _generated(PhotoScenes),
 }
+
+#: The generated kinds' dataset classes (their ``DEFAULT_IMAGE_SIZE`` is the stored size
+#: when a spec gives no ``image_size``).
+GENERATORS: dict[str, type] = {"synthetic": SyntheticObjects, "scenes": PhotoScenes}
+
+
+def stored_image_size(spec: str | DatasetSpec) -> int | None:
+    """The side every image of ``spec`` is stored at, None where sizes vary."""
+    if not isinstance(spec, DatasetSpec):
+        spec = parse_data_spec(spec)
+    if spec.kind in GENERATORS:
+        return int(spec.options.get("image_size", GENERATORS[spec.kind].DEFAULT_IMAGE_SIZE))
+    return dataset_kind(spec.kind).stored_size
 
 
 def build_dataset(spec: str | DatasetSpec, split: str = "train") -> LabeledImageDataset:

@@ -57,6 +57,7 @@ DATASET_KINDS: dict[str, DatasetKind] = {kind.name: kind for kind in (
                 official_mean=IMAGENET_MEAN, official_std=IMAGENET_STD),
     DatasetKind("folder", "an image folder", splits=("train", "val", "test"), eval_split="val"),
     DatasetKind("synthetic", "timm-ccrop's built-in synthetic objects", needs_path=False),
+    DatasetKind("scenes", "timm-ccrop's objects on real photographs", needs_path=False),
 )}
 
 

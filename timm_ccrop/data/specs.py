@@ -25,7 +25,7 @@ def _spec_forms() -> str:
     return (
         ", ".join(path_forms) + ", synthetic or synthetic:key=value,... (e.g. "
         "synthetic:num_samples=2000,image_size=32,seed=0; a range is lo:hi, e.g. "
-        "object_scale=0.2:0.35)"
+        "object_scale=0.2:0.35), scenes or scenes:key=value,... (objects on photographs)"
     )
 
 

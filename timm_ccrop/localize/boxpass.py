@@ -204,6 +204,44 @@ def _fit(localizer: Localizer, network: nn.Module, loader: Any, device: torch.de
     localizer.fit(network, batches, accelerator)
 
 
+#: Source maps one process may keep for a one-forward pass (above it: two forwards).
+MAP_CACHE_BYTES = 2 << 30
+
+
+def _map_cache_fits(network: nn.Module, localizer: Localizer, image_size: tuple[int, int],
+                    num_samples: int, accelerator: Any) -> bool:
+    """Whether this process's share of the source maps fits :data:`MAP_CACHE_BYTES`."""
+    device = next(network.parameters()).device
+    with eval_mode(network), torch.no_grad():
+        maps, _ = localizer.source.maps(network, torch.zeros(1, 3, *image_size, device=device))
+    processes = accelerator.num_processes if accelerator is not None else 1
+    needed = -(-num_samples // processes) * maps[0].numel() * 4
+    if needed > MAP_CACHE_BYTES:
+        _LOG.info("box pass: the maps need %.1f GiB per process (> %.1f): two forwards",
+                  needed / 2**30, MAP_CACHE_BYTES / 2**30)
+    return needed <= MAP_CACHE_BYTES
+
+
+def _boxes_one_forward(network: nn.Module, batches: Any, localizer: Localizer,
+                       image_size: tuple[int, int], autocast: Any, device: torch.device,
+                       accelerator: Any) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """A background-subtracting pass with one forward: keep every batch's source maps (on
+    the CPU, float32), fit the background on them, then apply the rule. The same maps,
+    median and boxes as fitting in a forward of its own (tested), at half the cost."""
+    cached = []
+    for images, _, batch_indices in batches:
+        with autocast():
+            maps, bad = localizer.source.maps(network, images.to(device, non_blocking=True))
+        cached.append((batch_indices.cpu(), maps.float().cpu(), bad.cpu()))
+    localizer.fit_maps(((maps, indices) for indices, maps, _ in cached), accelerator)
+    rows = []
+    for indices, maps, bad in cached:
+        residual, residual_bad = localizer.residual(maps, bad)
+        rows.append((indices, *localizer.boxes_from_maps(residual, residual_bad, image_size,
+                                                          network)))
+    return rows
+
+
 def _scatter_by_index(
     num_samples: int, all_indices: torch.Tensor, all_boxes: torch.Tensor, all_bad: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -272,14 +310,21 @@ def localize_loader(
     autocast = accelerator.autocast if accelerator else contextlib.nullcontext
     is_main = accelerator is None or accelerator.is_main_process
     start = time.perf_counter()
-    indices, boxes, degenerate = [], [], []
+    batches = progress_bar(loader, "box pass", progress and is_main)
+    one_forward = (localizer.fits_from_maps and not too_coarse
+                   and _map_cache_fits(network, localizer, image_size, num_samples, accelerator))
     with eval_mode(network), torch.no_grad():
-        if localizer.needs_fit and not too_coarse:
-            _fit(localizer, network, loader, device, autocast, accelerator)
-        for images, _, batch_indices in progress_bar(loader, "box pass", progress and is_main):
-            images = images.to(device, non_blocking=True)
-            batch_boxes, batch_bad = _batch_boxes(network, images, too_coarse, autocast,
-                                                  localizer, image_size)
+        if one_forward:
+            rows = _boxes_one_forward(network, batches, localizer, image_size, autocast, device,
+                                      accelerator)
+        else:
+            if localizer.needs_fit and not too_coarse:
+                _fit(localizer, network, loader, device, autocast, accelerator)
+            rows = ((batch_indices, *_batch_boxes(network, images.to(device, non_blocking=True),
+                                                   too_coarse, autocast, localizer, image_size))
+                    for images, _, batch_indices in batches)
+        indices, boxes, degenerate = [], [], []
+        for batch_indices, batch_boxes, batch_bad in rows:
             if substituted is not None:  # read after the batch: its workers set the flags
                 batch_boxes, batch_bad = _mark_substituted(
                     batch_boxes, batch_bad, substituted[batch_indices.cpu()])

@@ -61,13 +61,22 @@ def label_components(mask: torch.Tensor) -> torch.Tensor:
         labels = updated
 
 
-def component_mask(maps: torch.Tensor, mask: torch.Tensor, pick: str) -> torch.Tensor:
-    """The one component to keep per map: the one holding the map's peak (``peak``), or the
-    one with the most cells (``largest``; ties go to the higher label)."""
+def component_mask(maps: torch.Tensor, mask: torch.Tensor, pick: str, keep: float = 1.0
+                   ) -> torch.Tensor:
+    """The component(s) to keep per map: the one holding the map's peak (``peak``), or the
+    one with the most cells (``largest``; ties go to the higher label).
+
+    ``keep`` < 1 (``peak`` only) also keeps every other component whose own maximum is at
+    least ``keep`` times the map's peak: where a map has several comparable peaks, none of
+    them is trusted alone and the box spans them all (a wide box costs a little sharpness;
+    a tight box on the wrong peak costs the whole object).
+    """
     labels = label_components(mask)
     flat = labels.flatten(1)
     if pick == "peak":
         masked = torch.where(mask, maps, torch.full_like(maps, -1.0)).flatten(1)
+        if keep < 1.0:
+            return _comparable_peaks(masked, flat, keep).view_as(mask)
         chosen = flat.gather(1, masked.argmax(dim=1, keepdim=True))
     elif pick == "largest":
         counts = torch.zeros(flat.shape[0], flat.shape[1] + 1, device=flat.device)
@@ -77,6 +86,18 @@ def component_mask(maps: torch.Tensor, mask: torch.Tensor, pick: str) -> torch.T
     else:
         raise ValueError(f"pick must be 'peak' or 'largest', got {pick!r}")
     return ((flat == chosen) & (chosen > 0)).view_as(mask)
+
+
+def _comparable_peaks(masked: torch.Tensor, labels: torch.Tensor, keep: float
+                      ) -> torch.Tensor:
+    """Cells ``(B, h*w)`` of every component whose maximum is >= ``keep`` x the peak."""
+    component_max = torch.full((labels.shape[0], labels.shape[1] + 1), -1.0,
+                               device=masked.device, dtype=masked.dtype)
+    component_max.scatter_reduce_(1, labels, masked, reduce="amax")
+    component_max[:, 0] = -1.0  # background
+    peak = component_max.amax(dim=1, keepdim=True)
+    kept = (component_max >= keep * peak) & (component_max > 0)
+    return kept.gather(1, labels) & (labels > 0)
 
 
 def mask_boxes(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

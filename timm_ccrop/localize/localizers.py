@@ -12,8 +12,9 @@ Names (options in brackets):
 * ``paper``: the official rule exactly: last stage, channel sum, union above k = 0.1.
 * ``union`` [threshold, stage, reduction]: the same rule with the per-family defaults
   (the project's previous default).
-* ``component`` [rule = mean|max|mass, level, pick = peak|largest, stage, reduction,
-  dilate, fuse, upsample]: threshold the map, keep one 4-connected component, box it.
+* ``component`` [rule = mean|max|mass, level, pick = peak|largest, keep, stage,
+  reduction, dilate, fuse, upsample]: threshold the map, keep one 4-connected component
+  (with ``keep`` < 1, also every component peaking at >= keep x the map's peak), box it.
 * ``peak``: ``component`` on the map made finer by removing the last stride, above twice
   its mean (the default).
 * ``background = median`` (``union``, ``component``, ``peak``): subtract the dataset's
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,6 +175,7 @@ class ComponentRule:
     level: float = 1.0
     pick: str = "peak"
     upsample: int = 1
+    keep: float = 1.0  # also keep components peaking at >= keep x the peak (pick='peak')
 
     def boxes(self, maps: torch.Tensor, image_size: tuple[int, int], network: nn.Module
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,7 +184,7 @@ class ComponentRule:
             maps = F.interpolate(maps[:, None].float(), size=size, mode="bilinear",
                                  align_corners=False)[:, 0]
         mask = threshold_maps(maps.float(), self.rule, self.level)
-        return mask_boxes(component_mask(maps.float(), mask, self.pick))
+        return mask_boxes(component_mask(maps.float(), mask, self.pick, self.keep))
 
 
 # --------------------------------------------------------------------------------------
@@ -243,7 +245,7 @@ class Localizer:
                     maps = self.source.maps(network, images)[0]
                     yield maps if indices is None else (maps, indices)
 
-        self.background_map = median_map(source_maps(), accelerator)
+        self.fit_maps(source_maps(), accelerator)
 
     def attach(self, head: nn.Module | None) -> None:
         """Give the localizer the method's projection head (the contrastive CAM takes
@@ -261,7 +263,11 @@ class Localizer:
         """The maps ``(B, h, w)`` the rule reads and the degenerate mask: the source's,
         less the background when one is subtracted (a map with nothing left above it is
         degenerate)."""
-        maps, bad = self.source.maps(network, images)
+        return self.residual(*self.source.maps(network, images))
+
+    def residual(self, maps: torch.Tensor, bad: torch.Tensor) -> tuple[torch.Tensor,
+                                                                       torch.Tensor]:
+        """Source maps less the fitted background (unchanged without one)."""
         if self.background is None:
             return maps, bad
         if self.background_map is None:
@@ -270,6 +276,18 @@ class Localizer:
                                "pass does this)")
         residual, empty = subtract_background(maps, self.background_map)
         return residual, bad | empty.to(bad.device)
+
+    @property
+    def fits_from_maps(self) -> bool:
+        """Whether the fit needs nothing but the source maps of the pass (a background), so
+        that one forward can give both the fit and the boxes (:meth:`fit_maps`)."""
+        return self.background is not None and type(self).fit is Localizer.fit
+
+    def fit_maps(self, maps: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                 accelerator: Any = None) -> None:
+        """The fit of :meth:`fit` from source maps already computed: ``(maps, sample
+        indices)`` batches of ``self.source.maps`` (each sample index counts once)."""
+        self.background_map = median_map(maps, accelerator)
 
     def boxes_from_maps(self, maps: torch.Tensor, bad: torch.Tensor,
                         image_size: tuple[int, int], network: nn.Module
@@ -332,11 +350,15 @@ def component_rule(options: dict[str, Any]) -> ComponentRule:
     rule = ComponentRule(rule=options.pop("rule", "mean"),
                          level=float(options.pop("level", 1.0)),
                          pick=options.pop("pick", "peak"),
-                         upsample=int(options.pop("upsample", 1)))
+                         upsample=int(options.pop("upsample", 1)),
+                         keep=float(options.pop("keep", 1.0)))
     if rule.rule not in THRESHOLD_RULES:
         raise ValueError(f"rule must be one of {', '.join(THRESHOLD_RULES)}, got {rule.rule!r}")
     if rule.pick not in ("peak", "largest"):
         raise ValueError(f"pick must be 'peak' or 'largest', got {rule.pick!r}")
+    if not 0.0 < rule.keep <= 1.0 or (rule.keep < 1.0 and rule.pick != "peak"):
+        raise ValueError(f"keep must be in (0, 1] and goes with pick='peak', got keep="
+                         f"{rule.keep} with pick={rule.pick!r}")
     if not rule.level > 0 or rule.upsample < 1:
         raise ValueError(f"level must be > 0 and upsample >= 1, got {rule.level}, "
                          f"{rule.upsample}")

@@ -23,11 +23,10 @@ from ..config import TrainConfig
 from ..data import (
     BoxedDataset,
     EpochPermutationSampler,
-    SyntheticObjects,
     build_dataset,
-    dataset_kind,
     default_train_split,
     parse_data_spec,
+    stored_image_size,
 )
 from ..localize import Harvester, harvester_for, warn_if_too_coarse
 from ..methods import SiameseMethod, build_method
@@ -76,9 +75,7 @@ def resolve_augment_on(config: TrainConfig) -> str:
     else 'loader'."""
     if config.augment_on != "auto":
         return config.augment_on
-    spec = parse_data_spec(config.data)
-    stored = (int(spec.options.get("image_size", SyntheticObjects.DEFAULT_IMAGE_SIZE))
-              if spec.kind == "synthetic" else dataset_kind(spec.kind).stored_size)
+    stored = stored_image_size(config.data)
     return "device" if stored is not None and stored <= config.resolved_image_size() else "loader"
 
 
