@@ -25,7 +25,7 @@ MAX_LINES = 500
 #: The bottom layer: small, self-contained building blocks.
 PRIMITIVES = {"constants", "boxes", "transforms", "models", "losses", "distributed", "viz",
               "factory", "views", "augment", "color_ops", "version", "charts",
-              "pair_quality", "progress"}
+              "pair_quality", "progress", "integrity", "folders"}
 #: The top layers: the trainer (the pretrain command's engine) and the command line.
 COMMANDS = {"train", "cli"}
 

@@ -282,9 +282,15 @@ def test_export_refuses_to_overwrite_without_asking(tmp_path: Path,
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 2
     assert "already exists" in capsys.readouterr().err
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    # --overwrite never deletes what the export did not write (issue 23)
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "out"),
-                 "--overwrite"]) == 0
-    assert not (tmp_path / "out" / "keep.txt").exists()
+                 "--overwrite"]) == 2
+    assert "keep.txt" in capsys.readouterr().err
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    (tmp_path / "out" / "keep.txt").unlink()
+    for _ in range(2):  # an empty folder, then the export it holds: both replaced
+        assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "out"),
+                     "--overwrite"]) == 0
     assert main(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert main(["export", "--out", str(tmp_path / "x")]) == 2
 

@@ -4,20 +4,24 @@ refuses pickles by content and symlinks that leave the folder."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import pickle
 import shutil
 import struct
 from pathlib import Path
 
+import numpy
 import pytest
 import timm
 import torch
 import yaml
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import timm_ccrop  # noqa: F401  (registers the CIFAR-stem architectures)
+import timm_ccrop  # registers the CIFAR-stem architectures
 from timm_ccrop import hub
 from timm_ccrop.backbones import (
     WEIGHTS_SHA256_KEY,
@@ -30,7 +34,7 @@ from timm_ccrop.cli import main
 from timm_ccrop.config import TrainConfig
 from timm_ccrop.evaluation import load_backbone
 from timm_ccrop.methods import build_method
-from timm_ccrop.runs import CHECKPOINT_PATTERN, save_checkpoint
+from timm_ccrop.runs import CHECKPOINT_PATTERN, read_checkpoint, save_checkpoint
 
 MODEL = "resnet_tiny_cifar"
 DATA = "synthetic:num_samples=32,image_size=32,num_classes=4"
@@ -277,7 +281,9 @@ def test_push_allows_plain_files_and_refuses_symlinks_out_of_the_folder(
         exported: tuple, tmp_path: Path) -> None:
     folder = copy(exported[1], tmp_path / "export")
     (folder / "notes.txt").write_text("\x80 is not a pickle on its own\n")
-    (folder / "boxes.zip").write_bytes(b"")  # not a zip at all
+    (folder / "N.txt").write_text("N.")  # a pickle of None: imports nothing, harmless text
+    (folder / "boxes.csv").write_text("index,x0\n0,0.1\n")
+    Image.new("RGB", (4, 4)).save(folder / "views.png")
     (folder / "card-copy.md").symlink_to(folder / "README.md")  # stays inside: allowed
     assert hub.validate_export(folder) == []
     secret = tmp_path / "secret.txt"
@@ -289,3 +295,152 @@ def test_push_allows_plain_files_and_refuses_symlinks_out_of_the_folder(
     assert "leak.txt ->" in problems[0] and "leaks ->" in problems[0]
     with pytest.raises(hub.HubExportError, match="symlinks leading out"):
         hub.push_folder(folder, "ccrop-test/x", dry_run=True)
+
+
+# --------------------------------------------------------------------------------------
+# push: an allow-list of file kinds, each checked by its bytes (issue 23)
+# --------------------------------------------------------------------------------------
+
+
+class _Runs:
+    """What a malicious pickle reduces to: a shell command on load."""
+
+    def __reduce__(self) -> tuple:
+        return (os.system, ("echo pwned",))
+
+
+def _gzip_pickle(path: Path) -> None:
+    path.write_bytes(gzip.compress(pickle.dumps(_Runs())))
+
+
+def _numpy_object(path: Path) -> None:
+    with open(path, "wb") as handle:
+        numpy.save(handle, numpy.array([{"a": 1}], dtype=object), allow_pickle=True)
+
+
+@pytest.mark.parametrize("name,write,message", [
+    ("notes.txt", lambda p: p.write_bytes(pickle.dumps(_Runs(), protocol=0)),
+     "pickle-based files are not published: notes.txt"),
+    ("extra.safetensors", lambda p: p.write_bytes(pickle.dumps(_Runs(), protocol=0)),
+     "pickle-based files are not published: extra.safetensors"),
+    ("state.pkl.gz", _gzip_pickle, "a kind a model repository does not carry: state.pkl.gz"),
+    ("notes2.txt", _gzip_pickle, "notes2.txt is not UTF-8 plain text"),
+    ("boxes.npy", _numpy_object, "a kind a model repository does not carry: boxes.npy"),
+    ("weights.zip", lambda p: p.write_bytes(b""), "does not carry: weights.zip"),
+    ("more.safetensors", lambda p: p.write_text("{}"), "more.safetensors is not a safetensors"),
+    ("extra.json", lambda p: p.write_text("{not json"), "extra.json is not UTF-8 JSON"),
+    ("logo.png", lambda p: p.write_bytes(b"GIF89a"), "logo.png is not a PNG image"),
+])
+def test_push_takes_only_the_kinds_a_model_repository_carries(
+        exported: tuple, tmp_path: Path, name: str, write, message: str,
+        capsys: pytest.CaptureFixture) -> None:
+    folder = copy(exported[1], tmp_path / "export")
+    write(folder / name)
+    problems = hub.validate_export(folder)
+    assert any(message in problem for problem in problems), problems
+    assert main(["push", str(folder), "--repo-id", "ccrop-test/x", "--dry-run"]) == 2
+    assert message in one_line_error(capsys, "push")
+
+
+def test_push_refuses_a_symlink_loop_in_one_line(exported: tuple, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    folder = copy(exported[1], tmp_path / "export")
+    (folder / "a").symlink_to(folder / "b")
+    (folder / "b").symlink_to(folder / "a")
+    assert main(["push", str(folder), "--repo-id", "ccrop-test/x", "--dry-run"]) == 2
+    assert "symlinks that loop or lead nowhere: a, b" in one_line_error(capsys, "push")
+
+
+# --------------------------------------------------------------------------------------
+# the project's own routes check an export's record: timm_ccrop.create_model, and
+# timm.create_model for the architectures timm_ccrop registers (issue 23)
+# --------------------------------------------------------------------------------------
+
+
+def test_a_flipped_export_never_loads_quietly(exported: tuple, tmp_path: Path) -> None:
+    folder = copy(exported[1], tmp_path / "export")
+    name = f"local-dir:{folder}"
+    assert timm_ccrop.create_model(name, pretrained=True) is not None  # intact: loads
+    flip_safetensors(folder / "model.safetensors")
+    # the fault is real: timm's own loader reads the flipped file without a word
+    tensors = load_file(str(folder / "model.safetensors"))
+    assert tensors
+    for create in (timm.create_model, timm_ccrop.create_model):
+        with pytest.raises(WeightsIntegrityError, match="sign_weights_file"):
+            create(name, pretrained=True)
+    with pytest.raises(ValueError, match="does not match the sha256"):
+        load_backbone(str(folder))
+    assert load_backbone(str(folder), verify=False)[0] is not None  # opted out on purpose
+
+
+def test_create_model_checks_timm_architectures_too(tmp_path: Path) -> None:
+    """timm's own architectures (resnet here) have no hook of ours: only the project's
+    route (timm_ccrop.create_model) can check them, and does."""
+    folder = tmp_path / "resnet"
+    model = timm.create_model("test_resnet", num_classes=0)
+    config = TrainConfig.from_dict({"model": "test_resnet", "epochs": 1})
+    hub.export_backbone(model, folder, config)
+    flip_safetensors(folder / "model.safetensors")
+    assert timm.create_model(f"local-dir:{folder}", pretrained=True) is not None  # unchecked
+    with pytest.raises(WeightsIntegrityError):
+        timm_ccrop.create_model(f"local-dir:{folder}", pretrained=True)
+
+
+# --------------------------------------------------------------------------------------
+# checkpoints: every entry a resume reads is covered by a record (issue 23)
+# --------------------------------------------------------------------------------------
+
+
+def _training_state() -> dict:
+    """A checkpoint as the trainer writes it: model, SGD with momentum buffers, schedule,
+    box table, harvest bank, epoch, config and the epoch's metrics row."""
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": None,
+            "boxes": {"boxes": torch.rand(5, 4), "valid": torch.ones(5, dtype=torch.bool)},
+            "harvest": {"mean": torch.rand(5, 3, 3), "weight": torch.rand(5)},
+            "epoch": 2, "config": TrainConfig().to_dict(), "metrics_row": {"epoch": 2,
+                                                                          "loss": 1.25}}
+
+
+def _edit(state: dict, where: str) -> None:
+    if where == "momentum-buffer":
+        state["optimizer"]["state"][0]["momentum_buffer"][0, 0] += 1e-3
+    elif where == "optimizer-lr":
+        state["optimizer"]["param_groups"][0]["lr"] = 0.2
+    elif where == "scheduler":
+        state["scheduler"]["last_epoch"] += 1
+    elif where == "box-table":
+        state["boxes"]["boxes"][1, 2] = 0.5
+    elif where == "box-valid":
+        state["boxes"]["valid"][3] = False
+    elif where == "harvest":
+        state["harvest"]["mean"][0, 1, 1] += 1.0
+    elif where == "epoch":
+        state["epoch"] = 3
+    elif where == "config":
+        state["config"]["seed"] = 7
+    elif where == "scaler":
+        state["scaler"] = {"scale": 65536.0}
+    else:
+        state["model"]["weight"][0, 0] += 1.0
+
+
+@pytest.mark.parametrize("where", ["model", "momentum-buffer", "optimizer-lr", "scheduler",
+                                   "box-table", "box-valid", "harvest", "epoch", "config",
+                                   "scaler"])
+def test_every_entry_a_resume_reads_is_verified(tmp_path: Path, where: str) -> None:
+    path = tmp_path / CHECKPOINT_PATTERN.format(epoch=2)
+    save_checkpoint(_training_state(), path)
+    assert read_checkpoint(path)[0]["epoch"] == 2  # intact: reads
+    state = torch.load(path, weights_only=True)
+    _edit(state, where)
+    torch.save(state, path)  # the records stay: the file now differs from them
+    what = "model weights" if where == "model" else "training state"
+    with pytest.raises(WeightsIntegrityError, match=what):
+        read_checkpoint(path)
+    assert read_checkpoint(path, verify=False)[0] is not None

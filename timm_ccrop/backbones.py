@@ -15,19 +15,27 @@ import contextlib
 import difflib
 import hashlib
 import inspect
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from timm.models import is_model, parse_model_name
 from torch import nn
 
 from . import models  # noqa: F401  (registers the CIFAR-stem architectures with timm)
+from .integrity import (
+    WEIGHTS_SHA256_KEY,
+    WeightsIntegrityError,
+    checkpoint_weights_digest,
+    read_safetensors,
+    sign_weights_file,
+    state_dict_sha256,
+    unverified_pretrained,
+    verify_checkpoint_state,
+    verify_weights_file,
+)
 
 __all__ = [
     "CONFIG_NAME",
@@ -63,16 +71,6 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 CHECKPOINT_NESTS = ("model", "state_dict")
 #: The prefix of the backbone's weights inside a timm-ccrop training checkpoint.
 BACKBONE_PREFIX = "backbone."
-#: The key of the weights' sha256 (:func:`state_dict_sha256`): in an exported
-#: model.safetensors' metadata, and in a timm-ccrop training checkpoint.
-WEIGHTS_SHA256_KEY = "weights_sha256"
-_VERIFY_OPT_OUT = "or pass --no-verify-weights for a file edited on purpose"
-
-
-class WeightsIntegrityError(ValueError):
-    """A weights file whose tensors differ from the sha256 recorded when it was written."""
-
-
 # --------------------------------------------------------------------------------------
 # Creating
 # --------------------------------------------------------------------------------------
@@ -91,7 +89,7 @@ def _first_line(err: BaseException) -> str:
 
 
 def create_backbone(name: str, *, pretrained: bool = False, seed: int | None = None,
-                    **kwargs: Any) -> nn.Module:
+                    verify: bool = True, **kwargs: Any) -> nn.Module:
     """``timm.create_model(name, num_classes=0, **kwargs)`` with one-line errors.
 
     Args:
@@ -100,6 +98,8 @@ def create_backbone(name: str, *, pretrained: bool = False, seed: int | None = N
         pretrained: load the name's pretrained weights.
         seed: when given, the random initialisation is seeded (without touching the
             caller's RNG state).
+        verify: with ``pretrained``, check a local weights file against the sha256 its
+            export recorded (False: weights edited on purpose).
         kwargs: further ``create_model`` arguments (``model_kwargs`` of a run).
 
     Raises ValueError for an unknown name or pretrained weights that cannot be loaded.
@@ -107,19 +107,33 @@ def create_backbone(name: str, *, pretrained: bool = False, seed: int | None = N
     source, arch = parse_model_name(name)
     if source is None and not is_model(arch.split(".", 1)[0]):
         raise _unknown_model(arch)
+    if "num_classes" in kwargs:
+        raise ValueError(f"model_kwargs may not set num_classes (got {kwargs['num_classes']!r}): "
+                         "a backbone is always built without a classifier (num_classes=0); "
+                         "drop it")
     try:
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        with torch.random.fork_rng(devices=[], enabled=seed is not None), \
+                (contextlib.nullcontext() if verify else unverified_pretrained()):
             if seed is not None:
                 torch.manual_seed(seed)
             return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
-    except Exception as err:
-        if not pretrained and source is None:
+    except TypeError as err:  # an argument the architecture does not take
+        if not kwargs:
             raise
+        raise ValueError(f"cannot build {name!r} with model_kwargs {kwargs}: "
+                         f"{_first_line(err)}; drop or rename the argument") from err
+    except WeightsIntegrityError:  # our architectures check local weights (one line)
+        raise
+    except Exception as err:
+        if source is None and not pretrained:
+            raise
+        what = "with pretrained weights" if pretrained else "(its config.json)"
         raise ValueError(
-            f"cannot build {name!r} with pretrained weights ({type(err).__name__}: "
-            f"{_first_line(err)}). Without network access: pass --checkpoint PATH, or put "
-            "the weights into the Hugging Face cache and set HF_HUB_OFFLINE=1 (a miss then "
-            "fails at once instead of after retries)"
+            f"cannot build {name!r} {what} ({type(err).__name__}: {_first_line(err)}). "
+            "Without network access: use a local copy (local-dir:PATH, a folder with "
+            "config.json and model.safetensors), or put the files into the Hugging Face "
+            "cache and set HF_HUB_OFFLINE=1 (a miss then fails at once instead of after "
+            "retries)"
         ) from err
 
 
@@ -201,79 +215,9 @@ def strip_wrapper_prefixes(key: str) -> str:
     return key
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The tensors and the header metadata of a safetensors file (CPU)."""
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-    except Exception as err:  # SafetensorError, OSError: a corrupt or foreign file
-        raise ValueError(f"cannot read {path} as safetensors: {_first_line(err)}") from err
-    return tensors, metadata
-
-
-def _check_recorded(recorded: Any, state: Mapping[str, torch.Tensor], what: str,
-                    fix: str) -> None:
-    # Files written before hashes were recorded (and timm's own) carry none: they pass.
-    if recorded is not None and state_dict_sha256(state) != recorded:
-        raise WeightsIntegrityError(
-            f"{what} does not match the sha256 recorded when it was written (corrupted or "
-            f"edited); {fix}, {_VERIFY_OPT_OUT}")
-
-
-def verify_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Check a ``.safetensors`` file's tensors against the sha256 in its metadata.
-
-    Returns the tensors. Raises :class:`WeightsIntegrityError` (a ValueError, one line
-    naming the file and the fix) on a mismatch, ValueError for a file that is no
-    safetensors. A file without a recorded sha256 (an older export, timm's own) passes.
-    """
-    path = Path(path)
-    tensors, metadata = _read_safetensors(path)
-    _check_recorded(metadata.get(WEIGHTS_SHA256_KEY), tensors, f"weights file {path}",
-                    "re-export it")
-    return tensors
-
-
-def checkpoint_weights_digest(state: Mapping[str, Any]) -> str | None:
-    """The sha256 a training checkpoint records: of its ``model`` state dict (None when it
-    has none)."""
-    model = state.get("model")
-    if not isinstance(model, Mapping) or not model:
-        return None
-    return state_dict_sha256(model)
-
-
-def verify_checkpoint_state(state: Mapping[str, Any], source: Any) -> None:
-    """Check a training checkpoint's ``model`` weights against their recorded sha256.
-
-    Raises :class:`WeightsIntegrityError` on a mismatch; checkpoints without a recorded
-    sha256 (written before hashes were) pass.
-    """
-    if isinstance(state.get("model"), Mapping):
-        _check_recorded(state.get(WEIGHTS_SHA256_KEY), state["model"], f"checkpoint {source}",
-                        "use another checkpoint")
-
-
-def sign_weights_file(path: str | Path) -> str:
-    """Rewrite a ``.safetensors`` file with the sha256 of its tensors in its metadata
-    (under :data:`WEIGHTS_SHA256_KEY`; other metadata kept); returns that sha256.
-
-    timm's loader ignores the metadata; :func:`verify_weights_file` checks it.
-    """
-    path = Path(path)
-    tensors, metadata = _read_safetensors(path)
-    digest = state_dict_sha256(tensors)
-    temporary = path.with_name(f".{path.name}.signing")
-    # A sibling then a rename: the tensors just read may still map the original file.
-    save_file(tensors, str(temporary), metadata={**metadata, WEIGHTS_SHA256_KEY: digest})
-    os.replace(temporary, path)
-    return digest
-
-
 def _load_file(path: Path, verify: bool) -> Any:
     if path.suffix.lower() == ".safetensors":
-        return verify_weights_file(path) if verify else _read_safetensors(path)[0]
+        return verify_weights_file(path) if verify else read_safetensors(path)[0]
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError, EOFError, ...
@@ -404,14 +348,4 @@ def sha256_file(path: Path) -> str:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
-
-
-def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over the sorted names, dtypes, shapes and raw bytes of a state dict."""
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        tensor = state[key].detach().cpu().contiguous()
-        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

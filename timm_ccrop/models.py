@@ -41,6 +41,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
 from .constants import CIFAR_MEAN, CIFAR_STD
+from .integrity import verify_pretrained_file
 
 __all__ = [
     "CIFAR_MEAN",
@@ -146,7 +147,13 @@ default_cfgs = _default_cfgs(_tagged_cfgs)
 
 
 def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    return build_model_with_cfg(CifarResNet, variant, pretrained, **kwargs)
+    model = build_model_with_cfg(CifarResNet, variant, pretrained, **kwargs)
+    if pretrained:
+        # timm's loader ignores the sha256 an export records; our entrypoint is the one
+        # place on timm's own route (timm.create_model('local-dir:DIR', pretrained=True))
+        # that can check it: a corrupted file fails here instead of loading quietly.
+        verify_pretrained_file(model.pretrained_cfg)
+    return model
 
 
 def resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:

@@ -21,12 +21,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import fnmatch
 import io
 import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,21 @@ from typing import Any
 import torch
 import yaml
 
-from .backbones import (
+from .folders import (
+    EXPORT_FOLDER_FILES,
+    OutputExistsError,
+    atomic_write_bytes,
+    atomic_write_text,
+    ensure_writable_folder,
+    foreign_entries,
+    replace_folder,
+    staging_folder,
+)
+from .integrity import (
+    STATE_SHA256_KEY,
     WEIGHTS_SHA256_KEY,
     WeightsIntegrityError,
+    checkpoint_state_digest,
     checkpoint_weights_digest,
     verify_checkpoint_state,
 )
@@ -77,119 +89,15 @@ BOXES_CSV_COLUMNS = ("index", "sample_id", "x0", "y0", "x1", "y1", "valid")
 
 
 # --------------------------------------------------------------------------------------
-# Atomic files and folders
-# --------------------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a synced temporary sibling and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """:func:`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode())
-
-
-def ensure_writable_folder(folder: Path, what: str, advice: str) -> None:
-    """Create ``folder`` if needed and prove it writable (a probe file, written and
-    removed), so that a long job fails before its work, not after. Raises one-line
-    OSErrors naming ``what`` and ``advice``."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"cannot write {what}: {folder} is a file, not a folder; "
-                                 f"{advice}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise type(err)(f"cannot write {what}: {folder} is not writable ({reason}); "
-                        f"{advice}") from err
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _normal_permissions(folder: Path) -> None:
-    """mkdtemp makes a 0700 folder (and some writers 0600 files): give the folder the
-    usual permissions (0755 / 0644 under the process umask)."""
-    mask = _umask()
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod((0o755 if path.is_dir() else 0o644) & ~mask)
-
-
-class OutputExistsError(FileExistsError, ValueError):
-    """An output file or folder exists and may not be replaced (a user error)."""
-
-
-def _refuse_existing(target: Path) -> None:
-    raise OutputExistsError(f"{target} already exists; pass overwrite=True (--overwrite) to "
-                          "replace it")
-
-
-def replace_folder(new: Path, target: Path, overwrite: bool) -> None:
-    """Rename ``new`` to ``target``; an existing target is swapped out only at the end."""
-    _normal_permissions(new)
-    if not (target.exists() or target.is_symlink()):
-        os.replace(new, target)
-        return
-    if not overwrite:
-        _refuse_existing(target)
-    if not target.is_dir() or target.is_symlink():
-        raise OutputExistsError(f"{target} exists and is not a folder; not replacing it")
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def staging_folder(target: Path, overwrite: bool) -> Iterator[Path]:
-    """A temporary folder next to ``target`` (same file system), removed on failure.
-
-    An existing ``target`` is refused up front unless ``overwrite``; call
-    :func:`replace_folder` inside the block to move the staged folder into place.
-    """
-    target = Path(target)
-    if (target.exists() or target.is_symlink()) and not overwrite:
-        _refuse_existing(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield staging
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------------------
 
 
 def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
     """``torch.save`` ``state`` atomically (a temporary sibling, fsync, rename), with the
-    sha256 of its ``model`` weights recorded under ``weights_sha256``.
+    sha256 of its ``model`` weights recorded under ``weights_sha256`` and the sha256 of
+    every other entry (optimizer with its momentum buffers, scheduler, scaler, boxes,
+    harvest bank, ...) under ``state_sha256``: a resume checks both.
 
     A full disk raises OSError naming the file (and leaves no temporary file behind).
     """
@@ -197,6 +105,7 @@ def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
     digest = checkpoint_weights_digest(state)
     if digest is not None:
         state[WEIGHTS_SHA256_KEY] = digest
+    state[STATE_SHA256_KEY] = checkpoint_state_digest(state)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     path = Path(path)
@@ -264,22 +173,51 @@ def _first_line(err: BaseException) -> str:
 
 
 def read_run_config(run: Path) -> dict[str, Any] | None:
-    """The run's ``config.yaml`` as a dict, or None when there is none."""
+    """The run's ``config.yaml`` as a dict, or None when there is none.
+
+    Raises ValueError (one line naming the file) when it is not a YAML mapping.
+    """
     path = Path(run) / CONFIG_FILE
     if not path.is_file():
         return None
-    values = yaml.safe_load(path.read_text()) or {}
-    return values if isinstance(values, dict) else None
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid YAML ({' '.join(str(err).split())[:200]}); "
+                         "restore the run's config.yaml (each checkpoint carries a copy)"
+                         ) from err
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must be a YAML mapping of config keys, got "
+                         f"{type(values).__name__}; restore the run's config.yaml")
+    return values
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The rows of a ``metrics.jsonl`` file (a run folder or the file itself)."""
+    """The rows of a ``metrics.jsonl`` file (a run folder or the file itself).
+
+    Raises ValueError naming the file and the line when a row is not a JSON object.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as err:
+            raise ValueError(f"{path} line {number} is not valid JSON ({err}); remove or "
+                             "repair that line") from err
+        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int) \
+                or isinstance(row["epoch"], bool):
+            raise ValueError(f"{path} line {number} is not a metrics row (a JSON object "
+                             f"with an integer 'epoch'), got {line.strip()[:60]!r}; remove "
+                             "or repair that line")
+        rows.append(row)
+    return rows
 
 
 def write_boxes_csv(path: Path, boxes: torch.Tensor, valid: torch.Tensor | None = None,
@@ -390,7 +328,20 @@ class RunFolder:
         return bool(self.run_files())
 
     def clear_run(self) -> None:
-        """Remove a previous run's files (``--overwrite``); other files stay."""
+        """Remove a previous run's files (``--overwrite``); other files stay.
+
+        Raises :class:`RunFolderError`, before anything is removed, when the run's
+        ``backbone/`` or ``snapshots/`` holds files the run did not write there.
+        """
+        foreign = [f"{BACKBONE_DIR}/{name}" for name in
+                   foreign_entries(self.backbone_dir, EXPORT_FOLDER_FILES)]
+        if self.snapshot_dir.is_dir():
+            foreign += [f"{SNAPSHOT_DIR}/{p.name}" for p in sorted(self.snapshot_dir.iterdir())
+                        if not fnmatch.fnmatch(p.name, "epoch*.pt")]
+        if foreign:
+            raise RunFolderError(
+                f"cannot replace the run in {self.path}: {', '.join(foreign[:5])} "
+                "were not written by the run; move them out first (nothing was removed)")
         for path in self.run_files():
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)

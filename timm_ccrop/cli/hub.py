@@ -110,7 +110,9 @@ def add_hub_parsers(commands: Any) -> None:
                         help="convert an official ContrastiveCrop checkpoint (last.pth) instead")
     export.add_argument("--out", required=True, metavar="DIR", help="folder to write")
     export.add_argument("--overwrite", action="store_true",
-                        help="replace an existing --out folder (once the new one is complete)")
+                        help="replace an existing --out folder that holds an export and "
+                             "nothing else (once the new one is complete); a folder with "
+                             "other files is refused, never emptied")
     export.add_argument("--checkpoint", default=None, metavar="FILE",
                         help="a specific checkpoint-epoch*.pt of the run (default: newest)")
     export.add_argument("--tag", default=None,
@@ -142,8 +144,10 @@ def add_hub_parsers(commands: Any) -> None:
         "push", help="validate an exported folder and upload it to the Hugging Face Hub",
         description="Check the folder (config.json with architecture and pretrained_cfg, "
                     "model.safetensors loads and matches the sha256 in its metadata, README.md "
-                    "with front-matter, no pickle files (by content), no symlink leaving the "
-                    "folder), then create the repo (exist_ok) and upload the folder. The token is "
+                    "with front-matter; every other file of a kind a model repository carries, "
+                    "checked by its bytes: safetensors, JSON, plain text, images, no pickle "
+                    "whatever its name; no symlink that loops or leaves the folder), then "
+                    "create the repo (exist_ok) and upload the folder. The token is "
                     "huggingface_hub's (HF_TOKEN or `hf auth login`); it is never printed.",
     )
     push.add_argument("folder", metavar="DIR", help="an exported folder (timm-ccrop export)")

@@ -65,8 +65,14 @@ def run_show_boxes(args: argparse.Namespace) -> int:
     count = min(args.num_images, len(dataset))
     images = [dataset[i][0] for i in range(count)]
     gt_all = getattr(dataset, "gt_boxes", None)
-    model = create_backbone(args.model, pretrained=args.pretrained, seed=args.seed,
-                            **model_kwargs)
+    try:
+        model = create_backbone(args.model, pretrained=args.pretrained, seed=args.seed,
+                                verify=args.verify_weights, **model_kwargs)
+    except ValueError as err:
+        if not args.pretrained or "pretrained weights" not in str(err):
+            raise
+        # show-boxes (unlike pretrain) can take the weights from a file instead
+        raise ValueError(f"{err}; or pass --checkpoint PATH (a weights file)") from err
     if checkpoint is not None:
         ignored = load_backbone_weights(model, read_state_dict(checkpoint, args.verify_weights),
                                         source=f"checkpoint {checkpoint}")

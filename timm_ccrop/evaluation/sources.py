@@ -168,7 +168,7 @@ def load_backbone(source: BackboneSource | str, seed: int = 0, verify: bool = Tr
     else:
         if verify and source.weights is not None and source.weights.suffix == ".safetensors":
             verify_weights_file(source.weights)  # before timm reads it without checking
-        model = _build_named(source, seed)
+        model = _build_named(source, seed, verify)
         if source.weights is not None:
             info["sha256"], info["sha256_of"] = sha256_file(source.weights), "file"
         else:
@@ -182,10 +182,11 @@ def load_backbone(source: BackboneSource | str, seed: int = 0, verify: bool = Tr
     return model.eval(), info
 
 
-def _build_named(source: BackboneSource, seed: int) -> nn.Module:
+def _build_named(source: BackboneSource, seed: int, verify: bool) -> nn.Module:
     """An export folder or a timm name, with the error message of ``timm-ccrop eval``."""
     try:
-        return create_backbone(source.name, pretrained=source.pretrained, seed=seed)
+        return create_backbone(source.name, pretrained=source.pretrained, seed=seed,
+                               verify=verify)
     except Exception as err:
         # create_backbone wraps weight-loading failures; name the original error
         cause = err.__cause__ if isinstance(err.__cause__, Exception) else err

@@ -41,8 +41,9 @@ from ..backbones import (
     sign_weights_file,
 )
 from ..config import TrainConfig
+from ..folders import EXPORT_FOLDER_FILES, replace_folder, staging_folder
 from ..localize import describe_localizer, localization_defaults
-from ..runs import RunFolder, read_checkpoint, replace_folder, staging_folder
+from ..runs import RunFolder, read_checkpoint
 from .card import CARD_NAME, CardInfo, render_card
 from .release import METHOD_NAMES, HubExportError, Release, check_tag
 from .reports import export_hashes, matching_eval_reports, measurements_from_eval, monitor_record
@@ -136,11 +137,11 @@ def export_backbone(backbone: nn.Module, folder: str | Path, config: TrainConfig
     """
     folder = Path(folder)
     cfg = release_for_config(config, license).pretrained_cfg(backbone)
-    with staging_folder(folder, overwrite) as staging:
+    with staging_folder(folder, overwrite, EXPORT_FOLDER_FILES) as staging:
         write_weights_and_config(backbone, staging, cfg, dict(config.model_kwargs) or None)
         if card is not None:
             (staging / CARD_NAME).write_text(card)
-        replace_folder(staging, folder, overwrite)
+        replace_folder(staging, folder, overwrite, EXPORT_FOLDER_FILES)
     return folder
 
 
@@ -315,12 +316,12 @@ def export_run(run: str | Path, out: str | Path, *, checkpoint: str | Path | Non
     run_folder = RunFolder(loaded.folder)
     candidates = [run_folder.path / "eval.json", run_folder.backbone_dir / "eval.json",
                   out / "eval.json", *(Path(p) for p in eval_reports)]
-    with staging_folder(out, overwrite) as staging:
+    with staging_folder(out, overwrite, EXPORT_FOLDER_FILES) as staging:
         write_weights_and_config(backbone, staging, release.pretrained_cfg(backbone),
                                  dict(loaded.config.model_kwargs) or None)
         reports = matching_eval_reports(candidates, export_hashes(staging, backbone))
         release = dataclasses.replace(release, measurements=tuple(
             row for report in reports for row in measurements_from_eval(report)))
         (staging / CARD_NAME).write_text(render_card(_run_card(loaded, release, backbone)))
-        replace_folder(staging, out, overwrite)
+        replace_folder(staging, out, overwrite, EXPORT_FOLDER_FILES)
     return out

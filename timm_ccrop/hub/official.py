@@ -21,7 +21,8 @@ from torch import nn
 from ..backbones import create_backbone, strip_wrapper_prefixes
 from ..boxes import from_official
 from ..data.kinds import DATASET_KINDS, kind_names
-from ..runs import replace_folder, staging_folder, write_boxes_csv
+from ..folders import EXPORT_FOLDER_FILES, replace_folder, staging_folder
+from ..runs import write_boxes_csv
 from .builder import write_weights_and_config
 from .card import CARD_NAME, CardInfo, render_card
 from .release import OFFICIAL_REPO_URL, HubExportError, Release
@@ -227,7 +228,7 @@ def export_official(checkpoint: str | Path, out: str | Path, *, method: str | No
     chosen = crop if crop is not None else _official_crop(official_boxes)
     release = _official_release(architecture, found, dataset, chosen, repo_id)
     size = release.input_size[-1]
-    with staging_folder(out, overwrite) as staging:
+    with staging_folder(out, overwrite, EXPORT_FOLDER_FILES) as staging:
         write_weights_and_config(backbone, staging, release.pretrained_cfg(backbone), None)
         if boxes and isinstance(official_boxes, torch.Tensor):
             write_boxes_csv(staging / "boxes.csv", from_official(
@@ -245,5 +246,5 @@ def export_official(checkpoint: str | Path, out: str | Path, *, method: str | No
                        "converted key by key (backbone only; projector, predictor, momentum "
                        "encoder and queue dropped).")
         (staging / CARD_NAME).write_text(render_card(info))
-        replace_folder(staging, out, overwrite)
+        replace_folder(staging, out, overwrite, EXPORT_FOLDER_FILES)
     return out

@@ -4,9 +4,10 @@
 ``huggingface_hub``; on any network or authentication failure it raises
 :class:`PushError` with every token scrubbed from the message, and leaves the folder as
 it was. Nothing is uploaded unless model.safetensors matches the sha256 recorded in its
-metadata, no file is a pickle (by content, whatever its name) and no symlink leads out of
-the folder (symlinks that stay inside are allowed). The token is huggingface_hub's own;
-it is never read, printed or written here.
+metadata and every file is of a kind a model repository carries, checked by its bytes
+(:mod:`.contents`: safetensors, JSON, plain text, images; no pickle whatever its name), and
+no symlink loops or leads out of the folder (symlinks that stay inside are allowed). The
+token is huggingface_hub's own; it is never read, printed or written here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import importlib
 import json
 import os
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,18 +27,12 @@ from safetensors.torch import load_file
 
 from ..backbones import CONFIG_NAME, WEIGHTS_NAME, WeightsIntegrityError, verify_weights_file
 from .card import CARD_NAME, card_measurements, read_card_metadata
+from .contents import PICKLE_SUFFIXES, file_problems
 from .release import HubExportError, check_repo_id
 
 __all__ = ["PICKLE_SUFFIXES", "PushError", "PushResult", "push_folder", "scrub_token",
            "validate_export"]
 
-#: Pickle-based weight files: never exported, never uploaded.
-PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".pkl", ".pickle", ".ckpt")
-#: The first byte of a pickle of protocol 2 and later (then the protocol number).
-_PICKLE_PROTO = 0x80
-_PICKLE_PROTOCOLS = range(2, 6)
-#: The pickle inside a torch.save zip archive (``ARCHIVE/data.pkl``).
-_TORCH_ZIP_PICKLE = "data.pkl"
 #: huggingface_hub's errors of a failed push (those this version has).
 _HUB_ERRORS = ("HfHubHTTPError", "LocalTokenNotFoundError", "OfflineModeIsEnabled",
                "RepositoryNotFoundError", "RevisionNotFoundError", "BadRequestError")
@@ -91,44 +85,11 @@ def _weights_problems(folder: Path, verify: bool) -> list[str]:
     return [] if tensors else [f"{WEIGHTS_NAME} holds no tensors"]
 
 
-def _is_pickle(path: Path) -> bool:
-    """Whether ``path`` holds a pickle, judged by its bytes: a protocol 2-5 header, or a
-    zip holding ``*/data.pkl`` (``torch.save``'s format), so a renamed ``.pt`` is caught."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(2)
-        if len(head) == 2 and head[0] == _PICKLE_PROTO and head[1] in _PICKLE_PROTOCOLS:
-            return True
-        if not zipfile.is_zipfile(path):
-            return False
-        with zipfile.ZipFile(path) as archive:
-            return any(name == _TORCH_ZIP_PICKLE or name.endswith("/" + _TORCH_ZIP_PICKLE)
-                       for name in archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False  # unreadable: the upload of it fails on its own
-
-
-def _file_problems(folder: Path) -> list[str]:
-    """Pickles (by name or content) and symlinks that lead out of ``folder``."""
-    root = folder.resolve()
-    pickles, escaping = [], []
-    for path in sorted(folder.rglob("*")):
-        name = str(path.relative_to(folder))
-        if path.is_symlink():
-            target = path.resolve()
-            if not target.is_relative_to(root):
-                escaping.append(f"{name} -> {target}")
-                continue
-        if path.is_file() and (path.name.lower().endswith(PICKLE_SUFFIXES) or _is_pickle(path)):
-            pickles.append(name)
-    problems = []
-    if pickles:
-        problems.append(f"pickle-based files are not published: {', '.join(pickles)} "
-                        "(the weights go as model.safetensors only)")
-    if escaping:
-        problems.append(f"symlinks leading out of the folder are not published: "
-                        f"{', '.join(escaping)} (copy the file in instead)")
-    return problems
+def _published_paths(folder: Path) -> list[Path]:
+    """Every non-hidden entry under ``folder`` (symlinks included, not followed): what an
+    upload could send, each judged by :func:`~timm_ccrop.hub.contents.file_problems`."""
+    return [path for path in sorted(folder.rglob("*"))
+            if not any(part.startswith(".") for part in path.relative_to(folder).parts)]
 
 
 def _card_problems(folder: Path, require_metrics: bool) -> list[str]:
@@ -153,14 +114,17 @@ def validate_export(folder: str | Path, require_metrics: bool = False,
     """What is wrong with ``folder`` as a Hub model repo (empty list: nothing).
 
     With ``verify``, model.safetensors must match the sha256 recorded in its metadata
-    (files without one pass). Pickles are found by content as well as by name; symlinks
-    that resolve outside the folder are refused, those that stay inside are allowed.
+    (files without one pass). Every other file must be of a kind a model repository
+    carries, checked by its bytes (:mod:`timm_ccrop.hub.contents`): pickles are refused
+    by content as well as by name; symlinks that loop or resolve outside the folder are
+    refused, those that stay inside are allowed.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return [f"{folder} is not a folder"]
     return [*_config_problems(folder), *_weights_problems(folder, verify),
-            *_card_problems(folder, require_metrics), *_file_problems(folder)]
+            *_card_problems(folder, require_metrics),
+            *file_problems(folder, _published_paths(folder))]
 
 
 def _human(size: int) -> str:

@@ -41,6 +41,7 @@ from torch import nn
 
 from .. import models
 from ..backbones import CONFIG_NAME, WEIGHTS_NAME
+from ..integrity import verify_pretrained_file
 from .release import HubExportError, check_repo_id
 from .zoo import INDEX_NAME, ZooEntry, load_zoo, zoo_root
 
@@ -245,6 +246,11 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
             for every other name this is exactly ``timm.create_model(name, ...)``.
         pretrained: load the weights.
         **kwargs: passed on to ``timm.create_model``.
+
+    With ``pretrained``, the weights file (``local-dir:``, a bundled zoo file, a Hub file
+    in the local cache) is checked against the sha256 recorded in its metadata when it
+    was exported: a corrupted file raises :class:`~timm_ccrop.integrity.
+    WeightsIntegrityError` instead of loading.
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"model name must be a non-empty string such as 'resnet18' or "
@@ -253,13 +259,19 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
         raise ValueError(f"pretrained must be True or False, got {pretrained!r}")
     overlay = _OVERLAYS.get(name)
     if overlay is None:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
-    given = sorted({"pretrained_cfg", "pretrained_cfg_overlay"} & set(kwargs))
-    if given:
-        raise ValueError(f"{name} is a zoo model whose pretrained_cfg is the zoo's; drop "
-                         f"{', '.join(given)} or create {name.split('.', 1)[0]!r} instead")
-    return timm.create_model(name.split(".", 1)[0], pretrained=pretrained,
-                             pretrained_cfg_overlay=dict(overlay), **kwargs)
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    else:
+        given = sorted({"pretrained_cfg", "pretrained_cfg_overlay"} & set(kwargs))
+        if given:
+            raise ValueError(f"{name} is a zoo model whose pretrained_cfg is the zoo's; drop "
+                             f"{', '.join(given)} or create {name.split('.', 1)[0]!r} instead")
+        model = timm.create_model(name.split(".", 1)[0], pretrained=pretrained,
+                                  pretrained_cfg_overlay=dict(overlay), **kwargs)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if pretrained and cfg.get("architecture") not in models.CIFAR_MODEL_NAMES:
+        # our architectures' entrypoint checked the file already; timm's do not
+        verify_pretrained_file(cfg)
+    return model
 
 
 # Importing timm_ccrop makes the zoo's weights loadable by name (the package's contract).
