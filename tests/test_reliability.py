@@ -101,7 +101,7 @@ def test_a_stop_mid_epoch_resumes_exactly(reference: Path, tmp_path: Path, stop:
     checkpoint = (tmp_path / "checkpoint-epoch0002.pt").read_bytes()
     output = process.communicate(timeout=DEADLINE_SECONDS)[0]
     if stop != signal.SIGKILL:
-        assert process.returncode == 130, output
+        assert process.returncode == 128 + stop, output  # 143 for SIGTERM, 130 for SIGINT
         assert "--resume auto repeats epoch" in output
         # The clean checkpoint of the last finished epoch is never replaced by a partial one.
         assert (tmp_path / "checkpoint-epoch0002.pt").read_bytes() == checkpoint
@@ -213,3 +213,46 @@ def test_an_unusable_output_fails_in_one_line(tmp_path: Path, output: str) -> No
     assert process.returncode == 2, text
     assert "Traceback" not in text
     assert sum("error:" in line for line in text.splitlines()) == 1, text
+
+
+def _flip_tensor_bytes(path: Path, tensor: torch.Tensor) -> None:
+    """Flip bytes inside ``tensor``'s storage in the checkpoint file (torch.load still
+    reads it: only the numbers change)."""
+    data = bytearray(path.read_bytes())
+    raw = tensor.contiguous().numpy().tobytes()
+    start = bytes(data).find(raw[:64])
+    assert start > 0 and len(raw) >= 12
+    data[start + 8: start + 12] = bytes(b ^ 0x01 for b in data[start + 8: start + 12])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("where", ["momentum-buffer", "box-table"])
+def test_a_flipped_byte_in_the_training_state_never_resumes(
+        reference: Path, tmp_path: Path, where: str) -> None:
+    """Not only the model: the optimizer's momentum buffers and the box table are
+    verified too. A flipped checkpoint named with --resume is refused in one line;
+    --resume auto falls back to the previous one and still ends exactly as the reference."""
+    process = spawn(tmp_path)
+    wait_for(process, tmp_path / "checkpoint-epoch0003.pt")
+    process.kill()
+    process.wait()
+    newest = tmp_path / "checkpoint-epoch0003.pt"
+    state = read_checkpoint(newest)[0]
+    if where == "momentum-buffer":
+        buffers = [s["momentum_buffer"] for s in state["optimizer"]["state"].values()]
+        target = max(buffers, key=torch.Tensor.numel)
+    else:
+        target = state["boxes"]["boxes"]
+    _flip_tensor_bytes(newest, target)
+    assert torch.load(newest, weights_only=True)["epoch"] == 3  # still a readable file
+
+    refused = spawn(tmp_path / "elsewhere", "--resume", str(newest))
+    output = refused.communicate(timeout=DEADLINE_SECONDS)[0]
+    assert refused.returncode == 2, output
+    errors = [line for line in output.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "training state" in errors[0] and "Traceback" not in output
+    assert not (tmp_path / "elsewhere").exists()
+
+    output = finish(spawn(tmp_path, "--resume", "auto"))
+    assert "checkpoint-epoch0002.pt" in output and "training state" in output
+    assert_same_run(tmp_path, reference)

@@ -176,7 +176,8 @@ class TrainConfig:
                               choices=AUGMENT_ON)
     # model and method
     model: str = _option("resnet_mini_cifar", "any timm model name (also hf-hub:ORG/NAME, "
-                         "local-dir:PATH)", group=_MODEL)
+                         "local-dir:PATH: their architecture only, from random weights)",
+                         group=_MODEL)
     model_kwargs: dict[str, Any] = _option(help="further timm.create_model arguments, as a "
                                            "YAML mapping, e.g. '{drop_path_rate: 0.1}'",
                                            group=_MODEL, factory=dict)

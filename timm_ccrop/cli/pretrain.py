@@ -9,6 +9,7 @@ API get. Precedence: defaults < ``--recipe`` < ``-c FILE`` < the command line.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any
 
@@ -122,4 +123,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
     except TrainingStopped as err:
         print(f"timm-ccrop pretrain: {err}", file=sys.stderr)
         return 3
-    return 0 if result.stopped is None else 130
+    if result.stopped is None:
+        return 0
+    # The shell's convention for a process ended by a signal: 128 + its number (SIGTERM
+    # 143, SIGINT 130); a stop another process received is reported as SIGINT's.
+    stop = signal.Signals[result.signal] if result.signal else signal.SIGINT
+    return 128 + int(stop)

@@ -35,6 +35,7 @@ __all__ = [
     "MOMENTUM_SCHEDULES",
     "BYOLPredictionHead",
     "BYOLProjectionHead",
+    "MethodArgumentError",
     "MoCo",
     "MoCoProjectionHead",
     "ProjectionHead",
@@ -48,6 +49,11 @@ __all__ = [
     "build_method",
     "cosine_momentum",
 ]
+
+class MethodArgumentError(TypeError, ValueError):
+    """A method hyper-parameter the method does not take, or of the wrong type (a user
+    error: the command line prints it as one line)."""
+
 
 #: Method name -> class.
 METHODS: dict[str, type[SiameseMethod]] = {
@@ -66,7 +72,8 @@ def build_method(name: str, backbone: nn.Module, **hparams: Any) -> SiameseMetho
 
     Raises:
         ValueError: unknown method name.
-        TypeError: a hyper-parameter the method does not take.
+        MethodArgumentError: (a TypeError and a ValueError) a hyper-parameter the method
+            does not take, or one of a type it cannot use.
     """
     key = name.lower()
     if key not in METHODS:
@@ -75,6 +82,30 @@ def build_method(name: str, backbone: nn.Module, **hparams: Any) -> SiameseMetho
     accepted = cls.default_hparams()
     unknown = sorted(set(hparams) - set(accepted))
     if unknown:
-        raise TypeError(f"{key} does not take hyper-parameter(s) {unknown}; it takes "
-                        f"{sorted(accepted)}")
-    return cls(backbone, **hparams)
+        raise MethodArgumentError(f"{key} does not take hyper-parameter(s) {unknown}; it "
+                                  f"takes {sorted(accepted)}")
+    wrong = {name: value for name, value in hparams.items()
+             if _kind_differs(accepted[name], value)}
+    if wrong:
+        expected = ", ".join(f"{name} like {accepted[name]!r}" for name in sorted(wrong))
+        raise MethodArgumentError(f"{key}: method_kwargs {wrong} have the wrong type; "
+                                  f"expected {expected}")
+    try:
+        return cls(backbone, **hparams)
+    except TypeError as err:  # a value the method cannot use (base_temperature: abc)
+        if not hparams:
+            raise
+        raise MethodArgumentError(f"{key}: cannot use method_kwargs {hparams}: {err}") from err
+
+
+def _kind_differs(default: Any, value: Any) -> bool:
+    """Whether ``value`` is of another kind than the method's ``default``: a bool for a
+    bool, an integer for an integer, a number for a float; other defaults (None,
+    strings) leave the check to the method."""
+    if isinstance(default, bool):
+        return not isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, bool) or not isinstance(value, int)
+    if isinstance(default, float):
+        return isinstance(value, bool) or not isinstance(value, (int, float))
+    return False

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,17 +25,19 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, set_seed
+from timm.models import parse_model_name
 
 from ..config import TrainConfig
 from ..data import sample_seed, seed_everything
-from ..distributed import any_process
 from ..hub import export_backbone
 from ..localize import Localizer, localize_dataset
 from ..localize.pictures import render_box_picture
 from ..methods import SiameseMethod
-from ..runs import RunFolder, RunFolderError, read_checkpoint, write_boxes_csv
+from ..runs import RunFolder, write_boxes_csv
+from .claim import claim_folder
 from .epoch import EpochResult, device_augmenter, stop_signals, train_one_epoch
 from .monitor import knn_datasets, knn_monitor
+from .resume import check_resume_source, read_resumable
 from .setup import RunData, build_data, build_method_for, build_optimizer, build_scheduler
 from .summary import epoch_line, format_summary, measure_baseline, plot_run, summarize_run
 
@@ -58,6 +58,7 @@ class TrainResult:
     export: Path | None
     metrics: Path
     stopped: str | None = None  # 'signal' or 'nan' when the run ended early
+    signal: str | None = None  # the stop signal's name ('SIGTERM', 'SIGINT') if one came here
 
 
 class TrainingStopped(RuntimeError):
@@ -81,6 +82,7 @@ class _Run:
     last_checkpoint: Path | None = None  # the newest good checkpoint of this run
     baseline: dict[str, Any] | None = None  # random init etc., measured before epoch 1
     skipped_before: int = 0  # unreadable samples skipped before this epoch
+    stop_signal: str | None = None  # the signal that stopped the run in this process
 
     @property
     def is_main(self) -> bool:
@@ -105,74 +107,21 @@ def train(config: TrainConfig, resume: str | Path | None = None,
         TrainingStopped: the loss or the weights became non-finite.
     """
     config.validate()
+    check_resume_source(resume)  # before the folder is touched
     folder = RunFolder(config.output)
     if resume == "auto":
         # Nothing to resume: start fresh, replacing what a run that never reached its
         # first checkpoint left behind.
         resume, overwrite = (folder.path, overwrite) if folder.checkpoints() else (None, True)
     accelerator = _accelerator(config)
-    with _claim(folder, accelerator, fresh=resume is None, overwrite=overwrite):
-        checkpoint = _read_resumable(config, Path(resume)) if resume is not None else None
+    with claim_folder(folder, accelerator, fresh=resume is None, overwrite=overwrite):
+        checkpoint = read_resumable(config, Path(resume)) if resume is not None else None
         run = _build_run(config, accelerator, folder)
         start_epoch = _resume(run, *checkpoint) if checkpoint is not None else 1
         _start_logging(run)
         run.baseline = _baseline(run, fresh=checkpoint is None)
         epoch, last_checkpoint, stopped = _train_epochs(run, start_epoch)
         return _finish(run, epoch, last_checkpoint, stopped)
-
-
-@contextmanager
-def _claim(folder: RunFolder, accelerator: Accelerator, fresh: bool,
-           overwrite: bool) -> Iterator[None]:
-    """Make ``folder`` this run's, for the block: writable, locked against a second
-    trainer, holding no other run (unless ``overwrite``), swept of a crashed writer's
-    temporary files. A folder this call created is removed again if the run fails on bad
-    input before it wrote anything (such a failure leaves nothing behind)."""
-    created = not folder.path.exists()
-    with ExitStack() as stack:
-        error: Exception | None = None
-        if accelerator.is_main_process:
-            try:
-                folder.create()
-                stack.enter_context(folder.lock())
-                _check_fresh(folder, fresh, overwrite)
-            except (ValueError, OSError) as err:
-                error = err
-        if any_process(accelerator, error is not None):
-            raise error or RunFolderError(f"the main process could not claim {folder.path}")
-        if accelerator.is_main_process:
-            folder.sweep_temporaries()
-            if fresh and overwrite:
-                folder.clear_run()
-        try:
-            yield
-        except (ValueError, OSError):
-            if accelerator.is_main_process and fresh and not _finished_an_epoch(folder):
-                # Bad input: leave no trace, so that the corrected command runs as given.
-                stack.close()  # release the lock before removing its file
-                _remove_start(folder, created)
-            raise
-
-
-def _finished_an_epoch(folder: RunFolder) -> bool:
-    return bool(folder.checkpoints()) or folder.metrics_path.exists()
-
-
-def _remove_start(folder: RunFolder, created: bool) -> None:
-    """Remove what a fresh run wrote before its first epoch ended (the whole folder when
-    this run created it)."""
-    if created:
-        shutil.rmtree(folder.path, ignore_errors=True)
-    else:
-        folder.clear_run()
-
-
-def _check_fresh(folder: RunFolder, fresh: bool, overwrite: bool) -> None:
-    if fresh and not overwrite and folder.has_run():
-        names = ", ".join(p.name for p in folder.run_files()[:4])
-        raise RunFolderError(
-            f"output folder {folder.path} already holds a run ({names}); resume it with "
-            "--resume auto, choose a new --output, or pass --overwrite to replace it")
 
 
 def _accelerator(config: TrainConfig) -> Accelerator:
@@ -191,6 +140,13 @@ def _build_run(config: TrainConfig, accelerator: Accelerator, folder: RunFolder)
     set_seed(config.seed)
     data = build_data(config, accelerator)
     method = build_method_for(config, accelerator, data)
+    source = parse_model_name(config.model)[0]
+    if source is not None and accelerator.is_main_process:
+        # said once the model is built: a user may expect pretraining to continue from
+        # the named weights (docs/reliability.md: it does not)
+        _LOG.warning("model %s: pretraining uses only its architecture (%s's config.json) "
+                     "and starts from random weights; its weights are not loaded",
+                     config.model, source)
     optimizer = build_optimizer(config, method)
     scheduler = build_scheduler(config, optimizer, data.steps_per_epoch)
     method, optimizer, data.loader = accelerator.prepare(method, optimizer, data.loader)
@@ -204,23 +160,6 @@ def _build_run(config: TrainConfig, accelerator: Accelerator, folder: RunFolder)
 
 def _model_boxes(config: TrainConfig) -> bool:
     return config.crop == "ccrop" and config.box_source == "model"
-
-
-#: Settings a checkpoint's weights depend on: a resume must use the same ones.
-_STATE_SETTINGS = ("model", "model_kwargs", "method", "method_kwargs")
-
-
-def _read_resumable(config: TrainConfig, resume: Path) -> tuple[dict[str, Any], Path]:
-    """The checkpoint to resume from, checked against ``config`` before anything is built."""
-    state, source = read_checkpoint(resume)
-    saved = state.get("config") or {}
-    for key in _STATE_SETTINGS:
-        if key in saved and saved[key] != getattr(config, key):
-            raise ValueError(
-                f"checkpoint {source} was trained with {key}={saved[key]!r}, this run asks "
-                f"for {getattr(config, key)!r}; resume with the same {key}, or start a new "
-                "--output")
-    return state, source
 
 
 def _resume(run: _Run, state: dict[str, Any], source: Path) -> int:
@@ -313,6 +252,7 @@ def _train_epochs(run: _Run, start_epoch: int) -> tuple[int, Path | None, str | 
                 _say(run, f"stopped by {stop['signal']} in epoch {epoch}; the last finished "
                           f"epoch's checkpoint is {last}; --resume auto repeats epoch {epoch} "
                           "from its start")
+                run.stop_signal = stop["signal"]
                 return epoch, run.last_checkpoint, result.stopped
             record = _epoch_record(run, epoch, result, time.perf_counter() - started)
             if epoch % run.config.save_every == 0 or epoch == run.config.epochs:
@@ -494,4 +434,4 @@ def _finish(run: _Run, epoch: int, last_checkpoint: Path | None,
             "Lower the lr, enable grad_clip or use mixed_precision='no'."
         )
     return TrainResult(run.folder.path, epoch if stopped is None else epoch - 1,
-                       last_checkpoint, export, metrics, stopped)
+                       last_checkpoint, export, metrics, stopped, run.stop_signal)
