@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import pickle
 import re
 import sys
 from collections.abc import Sequence
@@ -32,8 +33,9 @@ __all__ = ["DEBUG_ENV", "LOG_LEVELS", "build_parser", "error_line", "main", "set
 
 #: ``--log-level`` choices (Python's logging levels).
 LOG_LEVELS = ("debug", "info", "warning", "error")
-#: Errors in the user's input: printed as one line, exit code 2.
-USER_ERRORS = (ValueError, OSError)
+#: Errors in the user's input: printed as one line, exit code 2. An UnpicklingError comes
+#: from a data file that is no safe pickle (a tampered CIFAR batch): the file's fault.
+USER_ERRORS = (ValueError, OSError, pickle.UnpicklingError)
 #: Setting this environment variable to 1 shows the traceback of input errors (--debug).
 DEBUG_ENV = "TIMM_CCROP_DEBUG"
 #: How a DataLoader worker's re-raised exception marks the worker's own traceback.

@@ -27,7 +27,7 @@ from .report import EVAL_FORMAT, report_path, summary_lines, write_report
 from .run import EvalInputs, Preprocessing, resolve_inputs, run_evaluation
 from .settings import LINEAR_MODES, PROTOCOLS, EvalConfig
 from .sources import BackboneSource, load_backbone, resolve_backbone_source
-from .splits import dataset_targets, labelled_split, split_validation
+from .splits import dataset_targets, labelled_split, split_validation, warn_if_single_class
 
 __all__ = [
     "EVAL_FORMAT",
@@ -58,6 +58,7 @@ __all__ = [
     "resolve_inputs",
     "run_evaluation",
     "split_validation",
+    "warn_if_single_class",
     "sum_over_processes",
     "summary_lines",
     "topk_accuracy",

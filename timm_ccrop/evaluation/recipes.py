@@ -124,15 +124,26 @@ def load_probe_recipe(name_or_path: str) -> ProbeRecipe:
                 f"{', '.join(list_probe_recipes())}, or give a path to a YAML file"
             )
         text, name = resource.read_text(), name_or_path
-    values = yaml.safe_load(text) or {}
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:  # bad syntax, or a tag such as !!python/object
+        raise ValueError(f"probe recipe {name_or_path} is not valid YAML "
+                         f"({' '.join(str(err).split())[:200]}); fix the file or use a "
+                         f"shipped recipe: {', '.join(list_probe_recipes())}") from err
     if not isinstance(values, dict):
-        raise ValueError(f"probe recipe {name_or_path} must be a mapping, got {type(values)}")
+        raise ValueError(f"probe recipe {name_or_path} must be a mapping of probe settings, "
+                         f"got {type(values).__name__}")
     known = {f.name for f in dataclasses.fields(ProbeRecipe)} - {"name"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown keys {unknown} in probe recipe {name_or_path}; known keys: "
                          f"{sorted(known)}")
-    return ProbeRecipe(name=name, **values)
+    try:
+        return ProbeRecipe(name=name, **values)
+    except TypeError as err:  # a value of the wrong kind: lr: abc, decay_at: 5
+        raise ValueError(f"probe recipe {name_or_path} has a value of the wrong type ({err}); "
+                         "numbers where numbers belong, lists for decay_at and train_scale"
+                         ) from err
 
 
 def probe_train_transform(size: int, mean: Sequence[float], std: Sequence[float],

@@ -41,7 +41,7 @@ from .report import (
 )
 from .settings import EvalConfig
 from .sources import BackboneSource, load_backbone, resolve_backbone_source
-from .splits import dataset_targets, labelled_split, split_validation
+from .splits import dataset_targets, labelled_split, split_validation, warn_if_single_class
 
 __all__ = ["EvalInputs", "Preprocessing", "resolve_inputs", "run_evaluation"]
 
@@ -84,6 +84,7 @@ def resolve_inputs(config: EvalConfig) -> EvalInputs:
     test_split = config.test_split or default_eval_split(spec)
     train_dataset = labelled_split(spec, train_split, "train")
     test_dataset = labelled_split(spec, test_split, "test")
+    warn_if_single_class(train_dataset, f"the train split {train_split!r} of {spec}")
     train_idx, val_idx = split_validation(len(train_dataset), config.val_fraction, config.seed)
     recipe = None
     if "linear" in config.protocols and config.probe_recipe != "auto":

@@ -3,13 +3,16 @@ and the labels of a dataset read without loading its images."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 
 from ..data import DatasetSpec, build_dataset, split_names
 
-__all__ = ["dataset_targets", "labelled_split", "split_validation"]
+__all__ = ["dataset_targets", "labelled_split", "split_validation", "warn_if_single_class"]
+
+_LOG = logging.getLogger(__name__)
 
 
 def split_validation(num_samples: int, fraction: float, seed: int = 0
@@ -65,3 +68,16 @@ def dataset_targets(dataset: Any) -> list[int]:
     if targets is not None:
         return [int(t) for t in targets]
     return [int(dataset[i][1]) for i in range(len(dataset))]
+
+
+def warn_if_single_class(dataset: Any, what: str) -> bool:
+    """Warn (one line) when the labels of ``dataset`` hold a single class: every kNN vote
+    and every probe prediction is then right, so top-1 is 100% and means nothing.
+    Returns whether it warned. ``what`` names the data in the warning."""
+    classes = set(dataset_targets(dataset))
+    if len(classes) > 1:
+        return False
+    _LOG.warning("%s has a single class (%d samples): kNN and linear-probe top-1 are 100%% by "
+                 "construction and mean nothing; evaluate on data with two or more classes",
+                 what, len(dataset))
+    return True

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset, Subset
 
 from ..config import TrainConfig
 from ..data import build_dataset, default_eval_split, parse_data_spec
-from ..evaluation import extract_features, knn_accuracy
+from ..evaluation import extract_features, knn_accuracy, warn_if_single_class
 from ..localize import eval_transform
 
 __all__ = ["knn_datasets", "knn_monitor"]
@@ -22,6 +22,7 @@ def knn_datasets(config: TrainConfig) -> tuple[Dataset, Dataset] | None:
     train_dataset = build_dataset(spec, split="train")
     if not getattr(train_dataset, "has_labels", False):
         return None
+    warn_if_single_class(train_dataset, f"the kNN monitor's data {spec}")
     test_dataset = build_dataset(spec, split=default_eval_split(spec))
     if config.knn_max_train and len(train_dataset) > config.knn_max_train:
         # A fixed, seeded subset keeps the monitor cheap and comparable across epochs.

@@ -215,6 +215,24 @@ def _epoch_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def _rebased(summary: dict[str, Any], run: Path) -> dict[str, Any]:
+    """``summary`` with the paths inside the folder it was written in moved to ``run``
+    (a copied or moved run folder points at its own files, not at the original's)."""
+    written = Path(str(summary.get("run") or run))
+
+    def moved(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return str(run / Path(value).relative_to(written))
+        except ValueError:  # not inside the run folder: left as it was
+            return value
+
+    outputs = summary.get("outputs") if isinstance(summary.get("outputs"), dict) else {}
+    return {**summary, "run": str(run),
+            "outputs": {key: moved(value) for key, value in outputs.items()}}
+
+
 def report_run(path: str | Path) -> str:
     """Redraw ``RUN/metrics.png`` and return the run's epoch table and summary as text.
 
@@ -231,7 +249,9 @@ def report_run(path: str | Path) -> str:
              f"{config.get('model', '?')}")
     plot_run(rows, baseline, folder.plot_path, title)
     summary = folder.read_json(folder.summary_path)
-    if summary is None:
+    if summary is not None:
+        summary = _rebased(summary, folder.path)
+    else:
         ended = f"unfinished: {len(rows)} of {config.get('epochs', '?')} epochs"
         summary = {**baseline, "run": str(folder.path), "epochs": f"{len(rows)} ({ended})",
                    "model": config.get("model"), "method": config.get("method"),
