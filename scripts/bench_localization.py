@@ -40,14 +40,16 @@ from torch.utils.data import DataLoader
 from timm_ccrop.backbones import create_backbone
 from timm_ccrop.boxes import from_official
 from timm_ccrop.config import TrainConfig
-from timm_ccrop.data import BoxedDataset
+from timm_ccrop.data import BoxedDataset, build_dataset
 from timm_ccrop.data.synthetic import SyntheticObjects
 from timm_ccrop.localize import (
+    boxpass,
     create_localizer,
     eval_transform,
     heatmap_boxes,
     localize_dataset,
 )
+from timm_ccrop.localize.boxpass import MAP_CACHE_BYTES
 
 THRESHOLD = 0.1
 
@@ -104,6 +106,18 @@ def localizer_pass(model: torch.nn.Module, dataset, image_size: int, localizer: 
     result = localize_dataset(model, dataset, image_size, batch_size=batch_size,
                               num_workers=num_workers, progress=False, localizer=localizer)
     return len(result.boxes)
+
+
+def localizer_pass_with_cache(model: torch.nn.Module, dataset, image_size: int, localizer: Any,
+                              batch_size: int, workers: int, cache_bytes: int) -> None:
+    """:func:`localizer_pass` with the box pass's map cache set to ``cache_bytes`` (0: the
+    fit takes a forward of its own)."""
+    saved = boxpass.MAP_CACHE_BYTES
+    boxpass.MAP_CACHE_BYTES = cache_bytes
+    try:
+        localizer_pass(model, dataset, image_size, localizer, batch_size, workers)
+    finally:
+        boxpass.MAP_CACHE_BYTES = saved
 
 
 def localization_pass(model: torch.nn.Module, dataset, image_size: int, stage: int,
@@ -242,6 +256,14 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.3,
                         help="target seconds per measurement in (a)")
     parser.add_argument("--quick", action="store_true", help="(a) only, for a fast look")
+    parser.add_argument("--model", default="resnet_mini_cifar", help="backbone of (c)")
+    parser.add_argument("--image-size", type=int, default=32, help="image size of (c)")
+    parser.add_argument("--data", default=None,
+                        help="dataset spec of (c) (default: synthetic at --image-size)")
+    parser.add_argument("--two-forwards", action="store_true",
+                        help="(c): also time each background-subtracting localizer with a "
+                        "forward for its fit and one for its boxes (the pass before "
+                        "issue 21)")
     parser.add_argument("--sections", nargs="+", default=["a", "b", "c"],
                         choices=["a", "b", "c"], help="which tables to measure")
     parser.add_argument("--localizers", nargs="+",
@@ -314,26 +336,31 @@ def main() -> None:
     if "c" not in args.sections:
         return
 
-    # (c) each localizer's pass on the benchmark's backbone (resnet_mini_cifar, 32 px),
-    # with the plain forward against itself as the noise floor
-    bench = create_backbone("resnet_mini_cifar", seed=0).eval()
-    data32 = SyntheticObjects(num_samples=args.images, image_size=32).prerender()
-    rows = [Row(f"noise floor: plain forward vs itself, resnet_mini_cifar, 32 px, "
-                f"N={args.images}",
-                lambda: plain_pass(bench, data32, 32, args.batch_size, args.workers),
-                lambda: plain_pass(bench, data32, 32, args.batch_size, args.workers),
+    # (c) each localizer's pass on a backbone (default: the benchmark's resnet_mini_cifar at
+    # 32 px), with the plain forward against itself as the noise floor
+    size, where = args.image_size, f"{args.model}, {args.image_size} px, N={args.images}"
+    bench = create_backbone(args.model, seed=0).eval()
+    spec = args.data or f"synthetic:image_size={size}"
+    data = build_dataset(f"{spec}{',' if ':' in spec else ':'}num_samples={args.images}")
+
+    def plain() -> None:
+        plain_pass(bench, data, size, args.batch_size, args.workers)
+
+    rows = [Row(f"noise floor: plain forward vs itself, {where}", plain, plain,
                 per=args.images, target="~1.00x")]
-    for spec in args.localizers:
-        name, _, options = spec.partition(":")
+    for text in args.localizers:
+        name, _, options = text.partition(":")
         localizer = create_localizer(name, **(yaml.safe_load(options) or {}))
-        rows.append(Row(
-            f"{localizer.describe()}, resnet_mini_cifar, 32 px, N={args.images}, batch "
-            f"{args.batch_size}: plain forward vs localize_dataset",
-            lambda: plain_pass(bench, data32, 32, args.batch_size, args.workers),
-            lambda loc=localizer: localizer_pass(bench, data32, 32, loc, args.batch_size,
-                                                 args.workers),
-            per=args.images, target="<= 1.10x or justified",
-        ))
+        variants = [("", MAP_CACHE_BYTES)]
+        if args.two_forwards and localizer.fits_from_maps:
+            variants.append((" (two forwards)", 0))
+        for label, cache in variants:
+            rows.append(Row(
+                f"{localizer.describe()}{label}, {where}, batch {args.batch_size}: plain "
+                "forward vs localize_dataset", plain,
+                lambda loc=localizer, c=cache: localizer_pass_with_cache(
+                    bench, data, size, loc, args.batch_size, args.workers, c),
+                per=args.images, target="<= 1.5x (issue 21)"))
     for row in rows:
         row.baseline()
         row.candidate()

@@ -61,16 +61,27 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
     "contrastive CAM": ("ccam", {}),
     "contrastive CAM, stride removed": ("ccam", {"dilate": True}),
     "contrastive CAM, stride removed, > 1.5 mean": ("ccam", {"dilate": True, "level": 1.5}),
+    # issue 21: a box spanning comparable peaks, with and without the median map
+    "peak, median map, keep 0.5": ("peak", {"background": "median", "keep": 0.5}),
+    "peak, median map, keep 0.25": ("peak", {"background": "median", "keep": 0.25}),
+    "peak, keep 0.5": ("peak", {"keep": 0.5}),
+    "peak, contrast": ("peak", {"reduction": "contrast"}),
+    "peak, contrast, keep 0.5": ("peak", {"reduction": "contrast", "keep": 0.5}),
+    "peak, contrast, median map": ("peak", {"reduction": "contrast", "background": "median"}),
 }
 
 
-def load_snapshot(path: Path) -> tuple[Any, TrainConfig]:
-    """The SSL method (backbone + projector) of a snapshot, in eval mode."""
+def load_snapshot(path: Path, random_init: bool = False) -> tuple[Any, TrainConfig]:
+    """The SSL method (backbone + projector) of a snapshot, in eval mode; with
+    ``random_init``, the same architecture at a random initialisation (seeded by the run's
+    seed), the reference the first box pass must beat."""
     state, _ = read_checkpoint(path)
     config = TrainConfig.from_dict(state["config"])
+    torch.manual_seed(config.seed)
     method = build_method(config.method, create_backbone(config.model, **config.model_kwargs),
                           **config.method_kwargs)
-    method.load_state_dict(state["model"])
+    if not random_init:
+        method.load_state_dict(state["model"])
     return method.eval(), config
 
 
@@ -87,10 +98,10 @@ def score(boxes: torch.Tensor, degenerate: torch.Tensor, gt: torch.Tensor) -> di
 
 
 def study_run(folder: Path, epochs: list[int] | None, limit: int,
-              candidates: dict[str, tuple[str, dict[str, Any]]] | None = None
-              ) -> dict[str, Any]:
+              candidates: dict[str, tuple[str, dict[str, Any]]] | None = None,
+              random_init: bool = False) -> dict[str, Any]:
     """Every candidate (default: all of :data:`CANDIDATES`) on every selected snapshot of
-    one run."""
+    one run; with ``random_init`` also on the random-init network, as epoch 0."""
     candidates = CANDIDATES if candidates is None else candidates
     run = RunFolder(folder)
     snapshots = run.snapshots()
@@ -109,8 +120,11 @@ def study_run(folder: Path, epochs: list[int] | None, limit: int,
     results: dict[str, dict[int, dict[str, float]]] = {name: {} for name in candidates}
     boxes_at: dict[str, torch.Tensor] = {}
     mean, std = config.normalisation()
+    if random_init:
+        by_epoch[0] = by_epoch[chosen[0]]
+        chosen = [0, *chosen]
     for epoch in chosen:
-        method, _ = load_snapshot(by_epoch[epoch])
+        method, _ = load_snapshot(by_epoch[epoch], random_init=epoch == 0)
         for name, (kind, options) in candidates.items():
             localizer = create_localizer(kind, **options)
             localizer.attach(method.projector)
@@ -161,7 +175,7 @@ def report(studies: list[dict[str, Any]], pictures: list[Path]) -> str:
     coverage/area; then the ranking by mean IoU over every run and epoch."""
     lines = [f"Machine: {platform.machine()} CPU, {torch.get_num_threads()} torch thread(s); "
              f"{time.strftime('%Y-%m-%d')}. Training split, ground-truth boxes of "
-             "SyntheticObjects.", ""]
+             "the generated dataset.", ""]
     for study in studies:
         epochs, results = study["epochs"], study["results"]
         lines += [f"### {study['run'].name}: `{study['config'].data}`, "
@@ -200,12 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=None,
                         metavar="NAME", help="score only these candidates (default: all): "
-                        + "; ".join(f"'{name}'" for name in CANDIDATES))
+                        + "; ".join(f"'{name}'" for name in CANDIDATES).replace("%", "%%"))
+    parser.add_argument("--random-init", action="store_true",
+                        help="also score the random-init network (as epoch 0)")
     parser.add_argument("--out", type=Path, default=Path("docs/localization_study.md"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     chosen = None if args.candidates is None else {n: CANDIDATES[n] for n in args.candidates}
-    studies = [study_run(folder, args.epochs, args.limit, chosen) for folder in args.runs]
+    studies = [study_run(folder, args.epochs, args.limit, chosen, args.random_init)
+               for folder in args.runs]
     picture_path = args.out.with_suffix(".png")
     pictures = [picture_path.with_name(f"{picture_path.stem}-{s['run'].name}.png")
                 for s in studies]

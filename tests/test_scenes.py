@@ -79,3 +79,23 @@ def test_it_is_a_dataset_spec() -> None:
 def test_bad_options_fail_early(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PhotoScenes(**options)
+
+
+def test_hue_spread_ties_colour_to_the_class_only_as_far_as_asked() -> None:
+    def hue_gap(spread: float) -> float:
+        data = PhotoScenes(num_samples=60, image_size=32, num_classes=2, seed=2,
+                           backgrounds="calm", hue_spread=spread)
+        boxes = (data.gt_boxes * 32).round().long()
+        means = {0: [], 1: []}
+        for i in range(60):
+            x0, y0, x1, y1 = boxes[i].tolist()
+            crop = np.asarray(data[i][0], dtype=np.float32)[y0:y1, x0:x1].reshape(-1, 3)
+            colour = np.median(crop, axis=0)
+            means[data.targets[i]].append(colour / max(colour.sum(), 1.0))
+        return float(np.abs(np.mean(means[0], 0) - np.mean(means[1], 0)).sum())
+
+    # class 0 is red-ish and class 1 cyan-ish at a narrow spread; any colour at 360
+    assert hue_gap(30) > 3 * hue_gap(360)
+    assert PhotoScenes(num_samples=2).hue_spread == 360.0
+    with pytest.raises(ValueError, match="hue_spread must be a number of degrees"):
+        PhotoScenes(hue_spread=400)

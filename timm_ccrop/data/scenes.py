@@ -162,13 +162,30 @@ def _coverage(inside: Callable[[np.ndarray, np.ndarray], np.ndarray], side: floa
     return mask.reshape(n, _SS, n, _SS).mean(axis=(1, 3)), left, top
 
 
+def _colour_candidates(rng: np.random.Generator, hue: float | None, spread: float
+                       ) -> np.ndarray:
+    """Candidate colours ``(K, 3)``: any colour, or (``hue`` in [0, 1) given) hues within
+    ``spread`` degrees around it, at random saturation and brightness."""
+    if hue is None or spread >= 360:
+        return rng.random((_COLOUR_CANDIDATES, 3), dtype=np.float32)
+    hues = (hue + rng.uniform(-0.5, 0.5, _COLOUR_CANDIDATES) * spread / 360.0) % 1.0
+    saturation = rng.uniform(0.45, 1.0, _COLOUR_CANDIDATES)
+    value = rng.uniform(0.45, 1.0, _COLOUR_CANDIDATES)
+    sector = hues * 6.0
+    # HSV -> RGB: each channel's distance (in sextants) from its primary's hue
+    channel = np.abs((sector[:, None] - np.array([0.0, 2.0, 4.0])[None] + 3.0) % 6.0 - 3.0)
+    weight = np.clip(channel - 1.0, 0.0, 1.0)
+    return (value[:, None] * (1.0 - saturation[:, None] * weight)).astype(np.float32)
+
+
 def _paint(image: np.ndarray, coverage: np.ndarray, left: int, top: int,
-           rng: np.random.Generator) -> None:
+           rng: np.random.Generator, hue: float | None = None, spread: float = 360.0
+           ) -> None:
     """Composite a shaded shape of a colour that stands out from what it covers."""
     n = coverage.shape[0]
     window = image[top:top + n, left:left + n]
     covered = window[coverage > 0]
-    candidates = rng.random((_COLOUR_CANDIDATES, 3), dtype=np.float32)
+    candidates = _colour_candidates(rng, hue, spread)
     if len(covered):
         distance = ((candidates[:, None, :] - covered[None, :, :]) ** 2).sum(-1)
         colour = candidates[np.argmax(np.quantile(distance, 0.1, axis=1))]
@@ -194,6 +211,10 @@ class PhotoScenes(torch.utils.data.Dataset):
         object_scale: ``(lo, hi)``: the object's side is ``U(lo, hi) * image_size``.
         backgrounds: ``'busy'``, ``'calm'`` or ``'mixed'``.
         distractors: blobs (no class) drawn under the object, >= 0.
+        hue_spread: degrees of hue around the class's own hue (class ``k`` of ``K``:
+            ``360 k / K``) that the object's colour is drawn from; 360 (default): any
+            colour, so colour says nothing about the class; 90: colour narrows the class
+            down to two or three of ten, as colour does in real photographs.
         transform / target_transform: applied in ``__getitem__``.
     """
 
@@ -203,16 +224,17 @@ class PhotoScenes(torch.utils.data.Dataset):
     def __init__(self, num_samples: int = 2000, image_size: int = DEFAULT_IMAGE_SIZE,
                  num_classes: int = 10, seed: int = 0, split: str = "train",
                  objects: str = "shapes", object_scale: tuple[float, float] = (0.3, 0.5),
-                 backgrounds: str = "mixed", distractors: int = 0, *,
+                 backgrounds: str = "mixed", distractors: int = 0,
+                 hue_spread: float = 360.0, *,
                  transform: Callable[[Image.Image], Any] | None = None,
                  target_transform: Callable[[int], Any] | None = None) -> None:
         _validate(num_samples, image_size, num_classes, seed, split, objects, object_scale,
-                  backgrounds, distractors)
+                  backgrounds, distractors, hue_spread)
         self.num_samples, self.image_size = int(num_samples), int(image_size)
         self.num_classes, self.seed, self.split = int(num_classes), int(seed), split
         self.objects, self.backgrounds = objects, backgrounds
         self.object_scale = (float(object_scale[0]), float(object_scale[1]))
-        self.distractors = int(distractors)
+        self.distractors, self.hue_spread = int(distractors), float(hue_spread)
         self.transform, self.target_transform = transform, target_transform
         names = [name for name, _ in SHAPES] if objects == "shapes" else \
             [f"digit_{d}" for d in range(10)]
@@ -261,7 +283,8 @@ class PhotoScenes(torch.utils.data.Dataset):
         return (f"PhotoScenes(num_samples={self.num_samples}, image_size={self.image_size}, "
                 f"num_classes={self.num_classes}, seed={self.seed}, split={self.split!r}, "
                 f"objects={self.objects!r}, object_scale={self.object_scale}, "
-                f"backgrounds={self.backgrounds!r}, distractors={self.distractors})")
+                f"backgrounds={self.backgrounds!r}, distractors={self.distractors}, "
+                f"hue_spread={self.hue_spread:g})")
 
     def _check(self, index: int) -> int:
         i = int(index) + (self.num_samples if int(index) < 0 else 0)
@@ -301,7 +324,8 @@ def _render(scenes: PhotoScenes, index: int) -> tuple[np.ndarray, np.ndarray]:
         rotation = rng.uniform(-1, 1) * _MAX_ROT
         aspect = math.exp(rng.uniform(-1, 1) * math.log(_MAX_ASPECT))
         coverage, left, top = _coverage(inside, side, centre, rotation, aspect, size)
-        _paint(image, coverage, left, top, rng)
+        hue = scenes.targets[index] / scenes.num_classes if is_object else None
+        _paint(image, coverage, left, top, rng, hue, scenes.hue_spread)
         if is_object:
             box = _tight_box(coverage, left, top, size)
     noisy = image + rng.normal(0, 0.015, image.shape).astype(np.float32)
@@ -317,7 +341,12 @@ def _tight_box(coverage: np.ndarray, left: int, top: int, size: int) -> np.ndarr
 
 
 def _validate(num_samples: Any, image_size: Any, num_classes: Any, seed: Any, split: Any,
-              objects: Any, object_scale: Any, backgrounds: Any, distractors: Any) -> None:
+              objects: Any, object_scale: Any, backgrounds: Any, distractors: Any,
+              hue_spread: Any) -> None:
+    if isinstance(hue_spread, bool) or not isinstance(hue_spread, (int, float)) \
+            or not 0 <= hue_spread <= 360:
+        raise ValueError(f"hue_spread must be a number of degrees in [0, 360], got "
+                         f"{hue_spread!r}; 360: any colour")
     for name, value, low in (("num_samples", num_samples, 1), ("image_size", image_size, 16),
                              ("seed", seed, 0), ("distractors", distractors, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:

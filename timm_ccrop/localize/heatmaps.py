@@ -23,8 +23,12 @@ __all__ = ["REDUCTIONS", "LocalizationDefaults", "feature_heatmaps", "heatmap_bo
            "localization_defaults", "normalise_maps", "reduce_channels"]
 
 #: Channel reductions: the paper's plain sum (right for post-ReLU CNN maps), ReLU then
-#: sum, and the L2 norm over channels (for signed features: ConvNeXt, ViT, Swin...).
-REDUCTIONS = ("sum", "relu-sum", "l2")
+#: sum, the L2 norm over channels (for signed features: ConvNeXt, ViT, Swin...), and
+#: ``contrast``: the L2 distance of each position's feature vector from the image's own
+#: per-channel median feature, i.e. how much a place differs from the rest of its image
+#: (the image's own background, whatever it is, is its median where the object covers
+#: less than half of the map).
+REDUCTIONS = ("sum", "relu-sum", "l2", "contrast")
 
 @dataclass(frozen=True)
 class LocalizationDefaults:
@@ -83,6 +87,9 @@ def reduce_channels(feature_map: torch.Tensor, reduction: str = "sum") -> torch.
         return features.clamp_min(0).sum(dim=1)
     if reduction == "l2":
         return features.norm(dim=1)
+    if reduction == "contrast":
+        typical = features.flatten(2).median(dim=2).values[:, :, None, None]
+        return (features - typical).norm(dim=1)
     raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
