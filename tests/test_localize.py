@@ -324,6 +324,9 @@ def test_feature_heatmaps_reductions_match_direct(family, reduction):
         "sum": feature_map.sum(dim=1),
         "relu-sum": torch.relu(feature_map).sum(dim=1),
         "l2": feature_map.square().sum(dim=1).sqrt(),
+        # each position's distance from the image's per-channel median feature
+        "contrast": (feature_map - feature_map.flatten(2).median(dim=2).values[..., None, None]
+                     ).square().sum(dim=1).sqrt(),
     }[reduction]
     reduced = reduce_channels(feature_map, reduction)
     torch.testing.assert_close(reduced, direct, atol=1e-4, rtol=1e-5)
