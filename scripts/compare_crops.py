@@ -183,6 +183,9 @@ def run_cell(args: argparse.Namespace, method: str, mode: str, seed: int, data: 
     )
     started = time.perf_counter()
     result = train(config, overwrite=True)  # a cell reruns only when its result is stale
+    if result.stopped:  # a stop signal: never evaluate or record a half-trained cell
+        raise SystemExit(f"cell {folder.name} stopped by {result.signal or result.stopped} "
+                         "before its last epoch; it is not recorded (rerun the grid)")
     train_wall = time.perf_counter() - started
     metrics = read_metrics(result.metrics)
     accuracy = evaluate(str(folder), data, folder / "eval.json", seed, args.workers)

@@ -68,6 +68,8 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
     "peak, contrast": ("peak", {"reduction": "contrast"}),
     "peak, contrast, keep 0.5": ("peak", {"reduction": "contrast", "keep": 0.5}),
     "peak, contrast, median map": ("peak", {"reduction": "contrast", "background": "median"}),
+    "peak, contrast, keep 0.5, median map": ("peak", {"reduction": "contrast", "keep": 0.5,
+                                                      "background": "median"}),
 }
 
 

@@ -282,3 +282,25 @@ def test_other_methods_behind_the_flag(compare, tmp_path):
         ("moco", "rcrop"), ("moco", "ccrop"), ("byol", "rcrop"), ("byol", "ccrop")}
     text = (tmp_path / "r.md").read_text()
     assert "| moco + rcrop |" in text and "| byol | ccrop |" in text
+
+
+def test_a_stopped_cell_is_never_recorded(compare, tmp_path, monkeypatch):
+    """A stop signal during a cell's training ends the grid; the half-trained cell is not
+    evaluated or stored as finished (a rerun trains it again)."""
+    import sys
+
+    from timm_ccrop.train import TrainResult
+
+    training = sys.modules["timm_ccrop.train"]  # the package (its name is also a function)
+
+    def stopped_train(config, overwrite=False):
+        return TrainResult(Path(config.output), 1, None, None,
+                                    Path(config.output) / "metrics.jsonl", "signal", "SIGTERM")
+
+    monkeypatch.setattr(training, "train", stopped_train)
+    argv = ["--epochs", "2", "--seeds", "0", "--modes", "rcrop", "--jobs", "1",
+            "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "r.md")]
+    args = compare.parse_args(argv)
+    with pytest.raises(SystemExit, match="stopped by SIGTERM"):
+        compare.compute_cell(args, "simclr", "rcrop", 0, args.data, tmp_path / "runs")
+    assert not (tmp_path / "runs" / "simclr-rcrop-seed0" / "cell.json").exists()
