@@ -61,25 +61,21 @@ def default_eval_split(kind: str | DatasetSpec) -> str:
 
 def _generated(cls: type) -> Callable[[DatasetSpec, str], LabeledImageDataset]:
     """A builder for a generated kind: the spec's options are ``cls``'s keyword arguments."""
-    def build(spec: DatasetSpec, split: str) -> LabeledImageDataset:
-        """Generate ``split`` with the spec's options, checked against ``cls``'s."""
-        return _build_generated(cls, spec, split)
-    return build
-
-
-def _build_generated(cls: type, spec: DatasetSpec, split: str) -> LabeledImageDataset:
-    if "split" in spec.options:
-        raise ValueError(f"give the split to build_dataset, not as an option of {str(spec)!r}")
     params = inspect.signature(cls).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    unknown = [k for k in spec.options if k not in params and not takes_any]
-    if unknown:
-        valid = ", ".join(k for k in params if k != "split")
-        raise ValueError(
-            f"unknown {spec.kind} option(s) {', '.join(unknown)} in {str(spec)!r}; "
-            f"valid options: {valid}"
-        )
-    return cls(**spec.options, split=split)
+
+    def build(spec: DatasetSpec, split: str) -> LabeledImageDataset:
+        """Generate ``split`` with the spec's options, checked against ``cls``'s."""
+        if "split" in spec.options:
+            raise ValueError(f"give the split to build_dataset, not as an option of "
+                             f"{str(spec)!r}")
+        unknown = [k for k in spec.options if k not in params and not takes_any]
+        if unknown:
+            valid = ", ".join(k for k in params if k != "split")
+            raise ValueError(f"unknown {spec.kind} option(s) {', '.join(unknown)} in "
+                             f"{str(spec)!r}; valid options: {valid}")
+        return cls(**spec.options, split=split)
+    return build
 
 
 def _build_cifar(spec: DatasetSpec, split: str) -> LabeledImageDataset:
@@ -96,6 +92,10 @@ def _reader(cls: type) -> Callable[[DatasetSpec, str], LabeledImageDataset]:
     return build
 
 
+#: The generated kinds' dataset classes (their ``DEFAULT_IMAGE_SIZE`` is the stored size
+#: when a spec gives no ``image_size``).
+GENERATORS: dict[str, type] = {"synthetic": SyntheticObjects, "scenes": PhotoScenes}
+
 #: How each readable kind of the registry is built (a test checks that they match).
 BUILDERS: dict[str, Callable[[DatasetSpec, str], LabeledImageDataset]] = {
     "cifar10": _build_cifar,
@@ -103,13 +103,8 @@ BUILDERS: dict[str, Callable[[DatasetSpec, str], LabeledImageDataset]] = {
     "stl10": _reader(STL10Dataset),
     "tiny-imagenet": _reader(TinyImageNetDataset),
     "folder": _reader(FolderDataset),
-    "synthetic": _generated(SyntheticObjects),
-    "scenes": _generated(PhotoScenes),
+    **{kind: _generated(cls) for kind, cls in GENERATORS.items()},
 }
-
-#: The generated kinds' dataset classes (their ``DEFAULT_IMAGE_SIZE`` is the stored size
-#: when a spec gives no ``image_size``).
-GENERATORS: dict[str, type] = {"synthetic": SyntheticObjects, "scenes": PhotoScenes}
 
 
 def stored_image_size(spec: str | DatasetSpec) -> int | None:

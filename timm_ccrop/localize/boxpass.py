@@ -161,16 +161,24 @@ def _pass_localizer(network: nn.Module, localizer: Localizer | None, threshold: 
     return localizer
 
 
-def _too_coarse(network: nn.Module, localizer: Localizer, image_size: tuple[int, int]) -> bool:
-    """Warn and say so when the localizer's map is smaller than 3x3 (no usable box)."""
+def _probe_map_size(network: nn.Module, localizer: Localizer, image_size: tuple[int, int]
+                    ) -> tuple[int, int]:
+    """The ``(h, w)`` of the localizer's source maps, measured with one blank image."""
+    device = next(network.parameters()).device
+    with eval_mode(network), torch.no_grad():
+        maps, _ = localizer.source.maps(network, torch.zeros(1, 3, *image_size, device=device))
+    return int(maps.shape[-2]), int(maps.shape[-1])
+
+
+def _too_coarse(network: nn.Module, localizer: Localizer, image_size: tuple[int, int],
+                map_size: tuple[int, int] | None) -> bool:
+    """Warn and say so when the localizer's map is smaller than 3x3 (no usable box).
+    ``map_size``: the probed map (needed for a finer map: stride removed, fused stages)."""
     source = localizer.source
     if not source.dilate and len(source.stages()) == 1:
         return warn_if_too_coarse(network, image_size, localizer.stage)
-    # A finer map (stride removed, fused stages): measure it with one blank image.
-    device = next(network.parameters()).device
-    with eval_mode(network), torch.no_grad():
-        maps, _ = source.maps(network, torch.zeros(1, 3, *image_size, device=device))
-    height, width = maps.shape[-2:]
+    assert map_size is not None, "a finer map's size must be probed"
+    height, width = map_size
     if min(height, width) >= MIN_MAP_SIZE:
         return False
     warnings.warn(f"{localizer.describe()} gives {height}x{width} maps at "
@@ -208,14 +216,10 @@ def _fit(localizer: Localizer, network: nn.Module, loader: Any, device: torch.de
 MAP_CACHE_BYTES = 2 << 30
 
 
-def _map_cache_fits(network: nn.Module, localizer: Localizer, image_size: tuple[int, int],
-                    num_samples: int, accelerator: Any) -> bool:
+def _map_cache_fits(map_size: tuple[int, int], num_samples: int, accelerator: Any) -> bool:
     """Whether this process's share of the source maps fits :data:`MAP_CACHE_BYTES`."""
-    device = next(network.parameters()).device
-    with eval_mode(network), torch.no_grad():
-        maps, _ = localizer.source.maps(network, torch.zeros(1, 3, *image_size, device=device))
     processes = accelerator.num_processes if accelerator is not None else 1
-    needed = -(-num_samples // processes) * maps[0].numel() * 4
+    needed = -(-num_samples // processes) * map_size[0] * map_size[1] * 4
     if needed > MAP_CACHE_BYTES:
         _LOG.info("box pass: the maps need %.1f GiB per process (> %.1f): two forwards",
                   needed / 2**30, MAP_CACHE_BYTES / 2**30)
@@ -305,14 +309,17 @@ def localize_loader(
     """
     network = unwrap_model(accelerator.unwrap_model(model) if accelerator else model)
     localizer = _pass_localizer(network, localizer, threshold, stage, reduction)
-    too_coarse = _too_coarse(network, localizer, image_size)
+    source = localizer.source
+    probe = source.dilate or len(source.stages()) > 1 or localizer.fits_from_maps
+    map_size = _probe_map_size(network, localizer, image_size) if probe else None
+    too_coarse = _too_coarse(network, localizer, image_size, map_size)
     device = accelerator.device if accelerator else next(network.parameters()).device
     autocast = accelerator.autocast if accelerator else contextlib.nullcontext
     is_main = accelerator is None or accelerator.is_main_process
     start = time.perf_counter()
     batches = progress_bar(loader, "box pass", progress and is_main)
     one_forward = (localizer.fits_from_maps and not too_coarse
-                   and _map_cache_fits(network, localizer, image_size, num_samples, accelerator))
+                   and _map_cache_fits(map_size, num_samples, accelerator))
     with eval_mode(network), torch.no_grad():
         if one_forward:
             rows = _boxes_one_forward(network, batches, localizer, image_size, autocast, device,
