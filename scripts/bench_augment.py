@@ -1,5 +1,5 @@
 """Views per second: the PIL multi-view pipeline (DataLoader, workers = cores) vs the
-batched tensor pipeline (:class:`timm_ccrop.augment.BatchedViews`) on CPU.
+batched tensor pipeline (:class:`timm_ccrop.crop.augment.BatchedViews`) on CPU.
 
 Rounds alternate the two (order flipped every round); the table gives the median and
 min-max views/s over rounds and the median of per-round ratios.
@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 import timm_ccrop  # noqa: F401  (registers resnet18_cifar)
 from timm_ccrop import multi_view_transform
-from timm_ccrop.augment import BatchedViews, DeviceImageBank
+from timm_ccrop.crop.augment import BatchedViews, DeviceImageBank
 from timm_ccrop.data.synthetic import SyntheticObjects
 
 PRESETS = {32: ("cifar", 32), 224: ("imagenet", 256)}  # output size -> (preset, input side)

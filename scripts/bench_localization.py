@@ -37,9 +37,8 @@ import torch.nn.functional as F
 import yaml
 from torch.utils.data import DataLoader
 
-from timm_ccrop.backbones import create_backbone
-from timm_ccrop.boxes import from_official
 from timm_ccrop.config import TrainConfig
+from timm_ccrop.crop.boxes import from_official
 from timm_ccrop.data import BoxedDataset, build_dataset
 from timm_ccrop.data.synthetic import SyntheticObjects
 from timm_ccrop.localize import (
@@ -50,6 +49,7 @@ from timm_ccrop.localize import (
     localize_dataset,
 )
 from timm_ccrop.localize.boxpass import MAP_CACHE_BYTES
+from timm_ccrop.models.backbones import create_backbone
 
 THRESHOLD = 0.1
 

@@ -100,7 +100,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import timm_ccrop.models  # noqa: F401  (registers resnet18_cifar)
+import timm_ccrop.models.cifar  # noqa: F401  (registers resnet18_cifar)
 from timm_ccrop.config import TrainConfig, load_recipe
 from timm_ccrop.localize import Harvester, create_localizer
 from timm_ccrop.methods import build_method

@@ -23,9 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent / "timm_ccrop"
 TOP = "timm_ccrop"
 MAX_LINES = 500
 #: The bottom layer: small, self-contained building blocks.
-PRIMITIVES = {"constants", "boxes", "transforms", "models", "losses", "distributed", "viz",
-              "factory", "views", "augment", "color_ops", "version", "charts",
-              "pair_quality", "progress", "integrity", "folders"}
+PRIMITIVES = {"crop", "models", "utils", "version"}
 #: The top layers: the trainer (the pretrain command's engine) and the command line.
 COMMANDS = {"train", "cli"}
 

@@ -115,7 +115,7 @@ VIEW_SCALE = (0.2, 1.0)  # the cifar view preset's RandomResizedCrop area range 
 
 def read_boxes_csv(path: Path, count: int) -> list[Any]:
     """Crop boxes of a run's final box table; invalid rows (and a missing file) -> None."""
-    from timm_ccrop.boxes import validate_box
+    from timm_ccrop.crop.boxes import validate_box
 
     boxes: list[Any] = [None] * count
     if not path.exists():
@@ -129,8 +129,8 @@ def read_boxes_csv(path: Path, count: int) -> list[Any]:
 
 
 def crop_boxes(mode: str, run: Path | None, gt: torch.Tensor) -> list[Any]:
-    from timm_ccrop.boxes import validate_box
-    from timm_ccrop.transforms import SIMCCROP_BOX
+    from timm_ccrop.crop.boxes import validate_box
+    from timm_ccrop.crop.transforms import SIMCCROP_BOX
 
     n = len(gt)
     if mode == "rcrop":
@@ -226,7 +226,7 @@ def describe_localizer(args: argparse.Namespace, mode: str) -> str | None:
 def fp_rate_for(cell: dict[str, Any], gt: torch.Tensor, image_size: int,
                 args: argparse.Namespace) -> float:
     """False-positive rate of the views one cell's crop mode samples (its final boxes)."""
-    from timm_ccrop.pair_quality import false_positive_pair_rate
+    from timm_ccrop.crop.pair_quality import false_positive_pair_rate
 
     boxes = crop_boxes(cell["mode"], Path(cell["run"]), gt)
     return false_positive_pair_rate(boxes, gt, image_size, args.alpha, args.fp_pairs,
@@ -473,7 +473,7 @@ def draw_box_grid(path: Path, cells: list[dict[str, Any]], train_split: Any,
                   images: int = 8) -> tuple[Path, int, str] | None:
     """The same training images under each boxed arm's final boxes, for the first method
     and seed (``viz.arm_boxes_grid``); ``(path, seed, method)``, or None without such arms."""
-    from timm_ccrop.viz import arm_boxes_grid
+    from timm_ccrop.pictures.viz import arm_boxes_grid
 
     first = cells[0] if cells else None
     chosen = [c for c in cells if first and (c["method"], c["seed"]) == (

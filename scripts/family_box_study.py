@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
-from timm_ccrop.backbones import create_backbone
 from timm_ccrop.config import TrainConfig
 from timm_ccrop.data import build_dataset
 from timm_ccrop.localize import default_localizer, localize_dataset
+from timm_ccrop.models.backbones import create_backbone
 from timm_ccrop.train import train
 
 #: model -> extra timm.create_model arguments (a ViT is told its input size).

@@ -37,7 +37,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from timm_ccrop.boxes import box_area, paired_iou
+from timm_ccrop.crop.boxes import box_area, paired_iou
 from timm_ccrop.data.synthetic import SyntheticObjects
 from timm_ccrop.localize import (
     REDUCTIONS,

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from timm_ccrop.boxes import paired_iou
+from timm_ccrop.crop.boxes import paired_iou
 from timm_ccrop.data import build_dataset, parse_data_spec
 from timm_ccrop.localize import create_localizer
 

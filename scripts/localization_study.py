@@ -29,12 +29,12 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 
-from timm_ccrop.backbones import create_backbone
-from timm_ccrop.boxes import box_area, paired_iou
 from timm_ccrop.config import TrainConfig
+from timm_ccrop.crop.boxes import box_area, paired_iou
 from timm_ccrop.data import build_dataset, parse_data_spec
 from timm_ccrop.localize import create_localizer, localize_dataset
 from timm_ccrop.methods import build_method
+from timm_ccrop.models.backbones import create_backbone
 from timm_ccrop.runs import RunFolder, read_checkpoint
 
 #: name -> (localizer, options). Finer maps for resnet_mini_cifar at 32 px: the last map is

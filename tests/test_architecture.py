@@ -28,16 +28,18 @@ def test_the_checker_sees_each_kind_of_violation(checker, tmp_path: Path,
     (package / "sub").mkdir(parents=True)
     (package / "__init__.py").write_text("")
     (package / "sub" / "__init__.py").write_text("")
-    (package / "boxes.py").write_text("from .train import fit\n")  # primitive -> command
+    (package / "crop").mkdir()
+    (package / "crop" / "__init__.py").write_text("")
+    (package / "crop" / "boxes.py").write_text("from ..train import fit\n")  # primitive -> command
     (package / "train.py").write_text("from .runs import _private\n\n\ndef fit():\n"
-                                      "    from .boxes import x\n")
+                                      "    from .crop.boxes import x\n")
     (package / "runs.py").write_text("from .sub.a import y\n" + "z = 1\n" * 501)
     (package / "sub" / "a.py").write_text("from ..runs import z\n")  # a cycle with runs
     monkeypatch.setattr(checker, "ROOT", package)
     problems = "\n".join(checker.check())
-    assert "layering: primitive timm_ccrop.boxes imports timm_ccrop.train" in problems
+    assert "layering: primitive timm_ccrop.crop.boxes imports timm_ccrop.train" in problems
     assert "private import: timm_ccrop.train imports timm_ccrop.runs._private" in problems
-    assert "import inside a function: timm_ccrop.train imports timm_ccrop.boxes" in problems
+    assert "import inside a function: timm_ccrop.train imports timm_ccrop.crop.boxes" in problems
     assert "import cycle among: timm_ccrop.runs, timm_ccrop.sub.a" in problems
     assert "module timm_ccrop.runs has 502 lines" in problems
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from timm_ccrop.viz import GT_BOX_COLOR, arm_boxes_grid
+from timm_ccrop.pictures.viz import GT_BOX_COLOR, arm_boxes_grid
 
 RED = (235, 60, 50)
 

@@ -13,13 +13,13 @@ from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchvision.transforms import functional as TF
 
 from tests.test_transforms import FIXED_SCALE, SQUARE, chi_square_pvalue, exact_offset_pmf
-from timm_ccrop.augment import (
+from timm_ccrop.crop.augment import (
     BatchedViews,
     DeviceImageBank,
     resized_crop,
     sample_crop_params,
 )
-from timm_ccrop.color_ops import (
+from timm_ccrop.crop.color_ops import (
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
@@ -30,7 +30,7 @@ from timm_ccrop.color_ops import (
     rgb_to_grayscale,
     solarize,
 )
-from timm_ccrop.views import CIFAR_MEAN, CIFAR_STD, ViewRecipe
+from timm_ccrop.crop.views import CIFAR_MEAN, CIFAR_STD, ViewRecipe
 
 N = 20_000
 

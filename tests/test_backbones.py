@@ -1,4 +1,4 @@
-"""Backbones (timm_ccrop.backbones): create, read any weight file, load strictly, hash."""
+"""Backbones (timm_ccrop.models.backbones): create, read any weight file, load strictly, hash."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from timm_ccrop.backbones import (
+from timm_ccrop.models.backbones import (
     backbone_state_from_checkpoint,
     create_backbone,
     load_backbone_weights,

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from timm_ccrop.boxes import validate_box
-from timm_ccrop.pair_quality import (
+from timm_ccrop.crop.boxes import validate_box
+from timm_ccrop.crop.pair_quality import (
     coverage,
     false_positive_pair_rate,
     sample_view_pairs,

@@ -14,7 +14,7 @@ from PIL import Image
 
 import timm_ccrop
 from timm_ccrop import BoxedDataset, BoxTable, ContrastiveCrop, SimCCrop
-from timm_ccrop.factory import parse_crop_mode
+from timm_ccrop.crop.factory import parse_crop_mode
 
 from .helpers import CoordinateImages, crop_centre
 
@@ -152,7 +152,7 @@ def test_a_changed_timm_pipeline_fails_clearly(monkeypatch: pytest.MonkeyPatch) 
     finally:
         monkeypatch.undo()
         timm_ccrop.register_timm_crop_mode()
-    from timm_ccrop.factory import _swap_crop
+    from timm_ccrop.crop.factory import _swap_crop
 
     with pytest.raises(RuntimeError, match="changed the pipeline"):
         _swap_crop(timm.data.create_transform(32, is_training=True, train_crop_mode="rkrc"),

@@ -14,10 +14,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import timm_ccrop  # noqa: F401  (registers the crop modes and architectures)
-from timm_ccrop.augment import BatchedViews, resized_crop
-from timm_ccrop.boxes import paired_iou
 from timm_ccrop.cli import main
 from timm_ccrop.config import TrainConfig
+from timm_ccrop.crop.augment import BatchedViews, resized_crop
+from timm_ccrop.crop.boxes import paired_iou
+from timm_ccrop.crop.views import ViewRecipe, multi_view_transform
 from timm_ccrop.data import BoxedDataset
 from timm_ccrop.data.synthetic import SyntheticObjects
 from timm_ccrop.localize import (
@@ -28,7 +29,6 @@ from timm_ccrop.localize import (
     paste_maps,
 )
 from timm_ccrop.runs import read_checkpoint
-from timm_ccrop.views import ViewRecipe, multi_view_transform
 
 from .distributed import spawn_launcher
 
@@ -356,8 +356,8 @@ def test_bank_lives_in_shared_memory() -> None:
 
 
 def test_capture_reads_both_views_of_a_training_forward() -> None:
-    from timm_ccrop.backbones import create_backbone
     from timm_ccrop.methods import build_method
+    from timm_ccrop.models.backbones import create_backbone
 
     torch.manual_seed(0)
     method = build_method("simclr", create_backbone("resnet_mini_cifar"))

@@ -32,12 +32,12 @@ from safetensors.torch import load_file
 
 import timm_ccrop  # noqa: F401  (registers the CIFAR-stem architectures)
 from timm_ccrop import hub
-from timm_ccrop.backbones import sha256_file, state_dict_sha256
-from timm_ccrop.boxes import from_official
 from timm_ccrop.cli import main
 from timm_ccrop.config import TrainConfig
+from timm_ccrop.crop.boxes import from_official
 from timm_ccrop.data.kinds import DATASET_KINDS, kind_names
 from timm_ccrop.methods import build_method
+from timm_ccrop.models.backbones import sha256_file, state_dict_sha256
 from timm_ccrop.runs import BOXES_CSV_COLUMNS, CHECKPOINT_PATTERN, save_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

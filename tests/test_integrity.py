@@ -23,17 +23,17 @@ from safetensors.torch import load_file, save_file
 
 import timm_ccrop  # registers the CIFAR-stem architectures
 from timm_ccrop import hub
-from timm_ccrop.backbones import (
+from timm_ccrop.cli import main
+from timm_ccrop.config import TrainConfig
+from timm_ccrop.evaluation import load_backbone
+from timm_ccrop.methods import build_method
+from timm_ccrop.models.backbones import (
     WEIGHTS_SHA256_KEY,
     WeightsIntegrityError,
     read_state_dict,
     state_dict_sha256,
     verify_weights_file,
 )
-from timm_ccrop.cli import main
-from timm_ccrop.config import TrainConfig
-from timm_ccrop.evaluation import load_backbone
-from timm_ccrop.methods import build_method
 from timm_ccrop.runs import CHECKPOINT_PATTERN, read_checkpoint, save_checkpoint
 
 MODEL = "resnet_tiny_cifar"

@@ -17,7 +17,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from timm_ccrop.boxes import paired_iou
+from timm_ccrop.crop.boxes import paired_iou
 from timm_ccrop.data.synthetic import SyntheticObjects
 from timm_ccrop.localize import localization_defaults, localize_dataset
 

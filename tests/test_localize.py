@@ -20,8 +20,7 @@ from timm.models.levit import Levit
 from timm.models.mlp_mixer import MlpMixer
 from torch import nn
 
-from timm_ccrop.backbones import unwrap_model
-from timm_ccrop.boxes import from_official, validate_boxes
+from timm_ccrop.crop.boxes import from_official, validate_boxes
 from timm_ccrop.data import FolderDataset
 from timm_ccrop.data.synthetic import SyntheticObjects
 from timm_ccrop.localize import (
@@ -40,6 +39,7 @@ from timm_ccrop.localize import (
     to_nchw,
     warn_if_too_coarse,
 )
+from timm_ccrop.models.backbones import unwrap_model
 
 WHOLE = torch.tensor([0.0, 0.0, 1.0, 1.0])
 

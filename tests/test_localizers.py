@@ -6,7 +6,6 @@ import pytest
 import timm
 import torch
 
-from timm_ccrop.backbones import create_backbone
 from timm_ccrop.config import TrainConfig
 from timm_ccrop.data import SyntheticObjects
 from timm_ccrop.localize import (
@@ -23,6 +22,7 @@ from timm_ccrop.localize.components import (
     threshold_maps,
 )
 from timm_ccrop.localize.localizers import stride_removed
+from timm_ccrop.models.backbones import create_backbone
 
 
 def test_labels_split_4_connected_components_and_boxes_are_tight() -> None:

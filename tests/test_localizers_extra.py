@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from timm_ccrop.backbones import create_backbone
-from timm_ccrop.boxes import validate_boxes
+from timm_ccrop.crop.boxes import validate_boxes
 from timm_ccrop.data import SyntheticObjects
 from timm_ccrop.localize import LOCALIZERS, create_localizer, localize_dataset
 from timm_ccrop.localize.ccam import ContrastiveCAMLocalizer, contrastive_cam
 from timm_ccrop.localize.ddt import DDTLocalizer
+from timm_ccrop.models.backbones import create_backbone
 
 STRIDE = 4
 SIZE = 32  # 8x8 maps

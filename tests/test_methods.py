@@ -9,8 +9,6 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from timm_ccrop import losses
-from timm_ccrop.losses import negative_cosine, nt_xent_loss
 from timm_ccrop.methods import (
     BYOL,
     METHODS,
@@ -19,7 +17,9 @@ from timm_ccrop.methods import (
     SimCLR,
     SimSiam,
     build_method,
+    losses,
 )
+from timm_ccrop.methods.losses import negative_cosine, nt_xent_loss
 
 SIZE = 32
 SMALL = {  # narrow heads: the tests are about wiring, not capacity

@@ -15,8 +15,8 @@ import torch
 from accelerate import Accelerator
 from torch.nn.parallel import DistributedDataParallel
 
-from timm_ccrop.distributed import gather_with_grad, rank, world_size
 from timm_ccrop.methods import SiameseMethod, build_method
+from timm_ccrop.utils.distributed import gather_with_grad, rank, world_size
 
 from .distributed import spawn_launcher
 

@@ -12,7 +12,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-import timm_ccrop.models as cifar_models
+import timm_ccrop.models.cifar as cifar_models
 
 NAMES = cifar_models.CIFAR_MODEL_NAMES
 
@@ -215,7 +215,7 @@ import importlib, warnings
 import timm
 timm_before = timm.list_pretrained()
 before_cfg = timm.models.get_pretrained_cfg("resnet18").to_dict()
-import timm_ccrop.models as cifar_models
+import timm_ccrop.models.cifar as cifar_models
 imported = timm.list_pretrained()
 assert set(timm_before) <= set(imported)
 assert set(imported) - set(timm_before) == set(timm.list_pretrained("*_cifar.*"))

@@ -12,15 +12,15 @@ import torch
 from PIL import Image
 
 import timm_ccrop  # noqa: F401  (registers the architectures)
-from timm_ccrop.boxes import Box
-from timm_ccrop.charts import Panel, Reference, Series, line_chart_grid
 from timm_ccrop.cli import main
 from timm_ccrop.config import MAIN_JOB_DATA, TrainConfig
+from timm_ccrop.crop.boxes import Box
+from timm_ccrop.crop.pair_quality import coverage, false_positive_pair_rate
 from timm_ccrop.data import SyntheticObjects
-from timm_ccrop.localize.pictures import class_labels
-from timm_ccrop.pair_quality import coverage, false_positive_pair_rate
-from timm_ccrop.progress import progress_bar
+from timm_ccrop.pictures.charts import Panel, Reference, Series, line_chart_grid
+from timm_ccrop.pictures.localization import class_labels
 from timm_ccrop.train.summary import epoch_line, format_summary
+from timm_ccrop.utils.progress import progress_bar
 
 SMALL = "synthetic:num_samples=96,image_size=32,object_scale=0.2:0.35,center_bias=-0.5"
 RUN = ["--model", "test_resnet", "--data", SMALL, "--image-size", "32", "--stage", "-3",

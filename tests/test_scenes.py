@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from timm_ccrop.boxes import box_area
+from timm_ccrop.crop.boxes import box_area
 from timm_ccrop.data import GENERATORS, PhotoScenes, build_dataset, stored_image_size
 
 

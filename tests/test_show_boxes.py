@@ -13,8 +13,13 @@ from safetensors.torch import save_file
 
 from timm_ccrop.cli import main
 from timm_ccrop.data import build_dataset
-from timm_ccrop.localize.pictures import localization_picture
-from timm_ccrop.viz import GT_BOX_COLOR, LOCALIZED_BOX_COLOR, heatmap_boxes_grid, heatmap_colors
+from timm_ccrop.pictures.localization import localization_picture
+from timm_ccrop.pictures.viz import (
+    GT_BOX_COLOR,
+    LOCALIZED_BOX_COLOR,
+    heatmap_boxes_grid,
+    heatmap_colors,
+)
 
 DATA = "synthetic:num_samples=8,image_size=64"
 BASE = ["show-boxes", "--data", DATA, "--model", "test_resnet", "--stage", "-2"]

@@ -16,14 +16,14 @@ import torch
 from PIL import Image
 
 import timm_ccrop  # noqa: F401  (registers the crop modes and architectures)
-from timm_ccrop.augment import BatchedViews
-from timm_ccrop.backbones import create_backbone
 from timm_ccrop.cli import main
 from timm_ccrop.config import TrainConfig
+from timm_ccrop.crop.augment import BatchedViews
+from timm_ccrop.crop.views import multi_view_transform
 from timm_ccrop.methods import build_method
+from timm_ccrop.models.backbones import create_backbone
 from timm_ccrop.runs import list_checkpoints, read_checkpoint, save_checkpoint
 from timm_ccrop.train.setup import build_optimizer
-from timm_ccrop.views import multi_view_transform
 
 TINY = [
     "--model", "test_resnet", "--data", "synthetic:num_samples=96,image_size=32",

@@ -259,7 +259,7 @@ def test_tensor_images(dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("alpha", [0.02, 0.1, 0.6, 1.0, 1.7, 20.0])
 def test_beta_quantile_table_matches_the_beta_distribution(alpha: float) -> None:
-    from timm_ccrop.transforms import beta_quantiles
+    from timm_ccrop.crop.transforms import beta_quantiles
 
     table = np.array(beta_quantiles(alpha))
     exact = stats.beta.ppf(np.linspace(0.0, 1.0, len(table)), alpha, alpha)

@@ -418,7 +418,7 @@ def test_pretrain_from_a_local_dir_says_it_uses_only_the_architecture(
 
 
 def test_model_source_advice_names_no_missing_option(monkeypatch: pytest.MonkeyPatch) -> None:
-    from timm_ccrop.backbones import create_backbone
+    from timm_ccrop.models.backbones import create_backbone
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for pretrained in (False, True):

@@ -16,7 +16,6 @@ import torch
 from safetensors.torch import load_file
 
 import timm_ccrop
-from timm_ccrop import models
 from timm_ccrop.cli import main
 from timm_ccrop.hub import (
     ZooEntry,
@@ -29,6 +28,7 @@ from timm_ccrop.hub import (
     write_weights_and_config,
     zoo_root,
 )
+from timm_ccrop.models import cifar
 
 ENTRIES = load_zoo()
 PACKAGE = Path(timm_ccrop.__file__).parent
@@ -75,7 +75,7 @@ def test_every_entry_loads_by_name(entry: ZooEntry) -> None:
     _assert_loads_the_entry(model, entry, zoo_root())
     if entry.bundled_folder() is not None:  # the installed package's own copy
         assert Path(model.pretrained_cfg["file"]).is_relative_to(zoo_root())
-    if entry.architecture in models.CIFAR_MODEL_NAMES:  # ours: timm itself knows the tag
+    if entry.architecture in cifar.CIFAR_MODEL_NAMES:  # ours: timm itself knows the tag
         assert entry.name in timm.list_pretrained(f"{entry.architecture}.*")
         _assert_loads_the_entry(timm.create_model(entry.name, pretrained=True), entry,
                                 zoo_root())
@@ -90,7 +90,7 @@ def test_tags_of_our_architectures_are_declared_through_default_cfgs() -> None:
     assert Path(cfg.file) == zoo_root() / "weights" / BUNDLED / "model.safetensors"
     assert cfg.hf_hub_id is None and cfg.num_classes == 0 and cfg.first_conv == "conv1"
     # declared where timm reads declarations: the module's default_cfgs
-    assert "simclr_ccrop_synthetic" in models.default_cfgs["resnet_mini_cifar"].tags
+    assert "simclr_ccrop_synthetic" in cifar.default_cfgs["resnet_mini_cifar"].tags
     # the architecture's default stays the untagged cfg: no zoo weights by surprise
     assert timm.models.get_pretrained_cfg("resnet_tiny_cifar").tag is None
     plain = timm.create_model("resnet_tiny_cifar")
@@ -325,7 +325,7 @@ def test_import_timm_ccrop_registers_the_zoo_in_a_fresh_interpreter(tmp_path: Pa
     loadable, in_timm = done.stdout.splitlines()
     assert set(loadable.split()) == {entry.name for entry in ENTRIES}
     assert set(in_timm.split()) == {entry.name for entry in ENTRIES
-                                    if entry.architecture in models.CIFAR_MODEL_NAMES}
+                                    if entry.architecture in cifar.CIFAR_MODEL_NAMES}
 
 
 def test_an_entry_is_a_release_of_its_well_formed_numbers() -> None:

@@ -1,32 +1,38 @@
 """timm-ccrop: ContrastiveCrop (Peng et al., CVPR 2022) for timm.
 
 Importing the package adds ``train_crop_mode='ccrop'`` (and ``'simccrop'``) to timm's
-``create_transform`` and ``create_loader``; see :mod:`timm_ccrop.factory`.
+``create_transform`` and ``create_loader``; see :mod:`timm_ccrop.crop.factory`.
 """
 
 from . import models  # noqa: F401  (registers resnet*_cifar: exported weights reload)
-from .boxes import FULL_BOX, Box, BoxTable, from_official, to_official, validate_box
 from .config import TrainConfig
-from .data import BoxedDataset
-from .factory import (
+from .crop.boxes import FULL_BOX, Box, BoxTable, from_official, to_official, validate_box
+from .crop.factory import (
     create_transform,
     is_registered,
     parse_crop_mode,
     register_timm_crop_mode,
     unregister_timm_crop_mode,
 )
-from .methods import BYOL, METHODS, MoCo, SiameseMethod, SimCLR, SimSiam, build_method
-from .models import CIFAR_MEAN, CIFAR_STD, CifarResNet, register_cifar_models
-from .train import train
-from .transforms import SIMCCROP_BOX, ContrastiveCrop, SimCCrop, contrastive_crop_params, to_rgb
-from .version import __version__
-from .views import (
+from .crop.transforms import (
+    SIMCCROP_BOX,
+    ContrastiveCrop,
+    SimCCrop,
+    contrastive_crop_params,
+    to_rgb,
+)
+from .crop.views import (
     VIEW_PRESETS,
     MultiViewTransform,
     ViewRecipe,
     multi_view_transform,
     view_transform,
 )
+from .data import BoxedDataset
+from .methods import BYOL, METHODS, MoCo, SiameseMethod, SimCLR, SimSiam, build_method
+from .models.cifar import CIFAR_MEAN, CIFAR_STD, CifarResNet, register_cifar_models
+from .train import train
+from .version import __version__
 
 register_timm_crop_mode()
 from .hub import create_model  # noqa: E402

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from .crop.transforms import CROP_MODES, default_alpha
+from .crop.views import VIEW_PRESETS, view_preset
 from .localize import (
     DEFAULT_LOCALIZER,
     DEFAULT_LOCALIZER_OPTIONS,
@@ -26,8 +28,6 @@ from .localize import (
     Localizer,
     create_localizer,
 )
-from .transforms import CROP_MODES, default_alpha
-from .views import VIEW_PRESETS, view_preset
 
 __all__ = [
     "BOX_SOURCES",
@@ -162,7 +162,7 @@ class TrainConfig:
                         group=_DATA)
     eval_data: str | None = _option(None, "kNN monitor split (default: the dataset's eval "
                                     "split)", group=_DATA)
-    views: str = _option("cifar", "view preset of timm_ccrop.views", group=_DATA,
+    views: str = _option("cifar", "view preset of timm_ccrop.crop.views", group=_DATA,
                          choices=VIEW_PRESETS)
     # 8 px, as eval: smaller inputs leave no feature map for the crops and the heatmaps
     image_size: int | None = _option(None, "input size of the views in pixels (default: the "

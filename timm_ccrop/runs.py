@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import yaml
 
-from .folders import (
+from .utils.folders import (
     EXPORT_FOLDER_FILES,
     OutputExistsError,
     atomic_write_bytes,
@@ -44,7 +44,7 @@ from .folders import (
     replace_folder,
     staging_folder,
 )
-from .integrity import (
+from .utils.integrity import (
     STATE_SHA256_KEY,
     WEIGHTS_SHA256_KEY,
     WeightsIntegrityError,
@@ -129,7 +129,7 @@ def read_checkpoint(run_or_file: Path, verify: bool = True) -> tuple[dict[str, A
     Args:
         run_or_file: a run folder or a checkpoint file.
         verify: check the weights against their recorded sha256 (see
-            :func:`~timm_ccrop.backbones.verify_checkpoint_state`); False for a checkpoint
+            :func:`~timm_ccrop.models.backbones.verify_checkpoint_state`); False for a checkpoint
             edited on purpose.
 
     Raises FileNotFoundError when there is none, ValueError (WeightsIntegrityError for a

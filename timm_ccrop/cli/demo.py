@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..boxes import Box
+from ..crop.boxes import Box
 from ..data import build_dataset
-from ..viz import crop_views_grid
+from ..pictures.viz import crop_views_grid
 from .options import number
 
 __all__ = ["add_demo_parser", "run_demo"]

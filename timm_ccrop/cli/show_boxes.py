@@ -1,8 +1,8 @@
 """``timm-ccrop show-boxes``: a model's heatmaps, boxes and ContrastiveCrop views as a PNG.
 
 A thin command: the arguments are checked (before any data or weights are read), the
-backbone comes from :mod:`timm_ccrop.backbones`, and the picture and the IoU from
-:func:`timm_ccrop.localize.pictures.localization_picture`.
+backbone comes from :mod:`timm_ccrop.models.backbones`, and the picture and the IoU from
+:func:`timm_ccrop.pictures.localization.localization_picture`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..backbones import create_backbone, load_backbone_weights, probe_model, read_state_dict
 from ..config import TrainConfig
 from ..data import build_dataset, default_train_split, parse_data_spec
 from ..localize import LOCALIZERS, REDUCTIONS, HarvestLocalizer, Localizer, resolve_stage
-from ..localize.pictures import class_labels, localization_picture
+from ..models.backbones import create_backbone, load_backbone_weights, probe_model, read_state_dict
+from ..pictures.localization import class_labels, localization_picture
 from .options import add_verify_weights_argument, number, yaml_mapping
 
 __all__ = ["add_show_boxes_parser", "run_show_boxes"]

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..transforms import to_rgb
+from ..crop.transforms import to_rgb
 from .kinds import dataset_kind
 
 __all__ = [
@@ -71,7 +71,7 @@ def check_split(kind: str, split: str) -> str:
 
 
 def open_rgb(path: Path) -> Image.Image:
-    """Open an image file as 8-bit RGB through :func:`timm_ccrop.transforms.to_rgb`.
+    """Open an image file as 8-bit RGB through :func:`timm_ccrop.crop.transforms.to_rgb`.
 
     ``Image.convert("RGB")`` alone clips 16-bit PNGs to white; ``to_rgb`` rescales them.
     """

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..boxes import BoxTable
-from ..views import apply_transform
+from ..crop.boxes import BoxTable
+from ..crop.views import apply_transform
 
 __all__ = ["BoxedDataset", "EpochPermutationSampler", "sample_seed", "seed_everything",
            "split_sample"]
@@ -112,7 +112,7 @@ class BoxedDataset(Dataset):
         dataset: torchvision CIFAR/STL10/ImageFolder, timm's ImageDataset, a Hugging Face
             ``datasets`` split, or any dataset of ``(image, target)``. Its own transform
             must be None: the wrapper applies ``transform``.
-        transform: a pipeline or :class:`~timm_ccrop.views.MultiViewTransform`. Box-aware
+        transform: a pipeline or :class:`~timm_ccrop.crop.views.MultiViewTransform`. Box-aware
             pipelines (ContrastiveCrop first) get the sample's box.
         boxes: the shared box table (one row per sample), or None for no boxes.
         return_index: ``(out, target, index)`` if True, ``(out, target)`` for timm's

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from ..utils.constants import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["DATASET_KINDS", "DatasetKind", "dataset_kind", "kind_names"]
 

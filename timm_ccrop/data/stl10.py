@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..transforms import to_rgb
+from ..crop.transforms import to_rgb
 from .base import ImageDatasetBase, check_split, require_files, resolve_root
 
 __all__ = ["STL10_URL", "STL10Dataset"]

@@ -1,6 +1,6 @@
 """Tiny-ImageNet-200 (``tiny-imagenet-200``): 64x64 JPEGs, 200 classes, with boxes.
 
-Boxes in ``gt_boxes`` use the project convention of :mod:`timm_ccrop.boxes`: normalised
+Boxes in ``gt_boxes`` use the project convention of :mod:`timm_ccrop.crop.boxes`: normalised
 ``(x0, y0, x1, y1)`` with pixel-edge coordinates (the box files give inclusive pixels).
 """
 
@@ -30,7 +30,7 @@ def _is_image(name: str) -> bool:
 
 
 def _tiny_box(values: Sequence[str], where: str) -> list[float]:
-    """Inclusive pixel box -> normalised pixel-edge box (see timm_ccrop.boxes)."""
+    """Inclusive pixel box -> normalised pixel-edge box (see timm_ccrop.crop.boxes)."""
     try:
         x0, y0, x1, y1 = (int(float(v)) for v in values)
     except ValueError as err:

@@ -13,10 +13,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..backbones import eval_mode, unwrap_model
 from ..data import BoxedDataset
-from ..distributed import gather_rows
-from ..progress import progress_bar
+from ..models.backbones import eval_mode, unwrap_model
+from ..utils.distributed import gather_rows
+from ..utils.progress import progress_bar
 
 __all__ = ["extract_features", "fits_on", "sum_over_processes"]
 

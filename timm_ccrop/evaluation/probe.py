@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..backbones import unwrap_model
 from ..data import BoxedDataset, EpochPermutationSampler, split_sample
-from ..progress import progress_bar
+from ..models.backbones import unwrap_model
+from ..utils.progress import progress_bar
 from .features import fits_on, sum_over_processes
 from .knn import topk_accuracy
 from .recipes import ProbeRecipe, is_augmenting

@@ -3,7 +3,7 @@
 A source is a run folder (its exported ``backbone/`` or its newest checkpoint), an
 exported backbone folder (timm's Hub layout), a checkpoint file, or a timm name. It is
 resolved without loading anything, so bad input fails before any work; building and
-reading weights is :mod:`timm_ccrop.backbones`' job.
+reading weights is :mod:`timm_ccrop.models.backbones`' job.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import timm
 from timm.models import is_model, parse_model_name, split_model_name_tag
 from torch import nn
 
-from ..backbones import (
+from ..config import TrainConfig
+from ..models.backbones import (
     EXPORT_WEIGHT_FILES,
     backbone_state_from_checkpoint,
     create_backbone,
@@ -28,7 +29,6 @@ from ..backbones import (
     state_dict_sha256,
     verify_weights_file,
 )
-from ..config import TrainConfig
 from ..runs import list_checkpoints, read_checkpoint, read_run_config
 
 __all__ = ["BackboneSource", "load_backbone", "resolve_backbone_source"]

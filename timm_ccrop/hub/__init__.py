@@ -13,7 +13,7 @@ Modules, split as timm splits its own hub code:
   (tags in our architectures' ``default_cfgs``; :func:`create_model` for timm's own).
 """
 
-from ..backbones import CONFIG_NAME, WEIGHTS_NAME
+from ..models.backbones import CONFIG_NAME, WEIGHTS_NAME
 from .builder import export_backbone, export_run, release_for_config, write_weights_and_config
 from .card import (
     CARD_NAME,

@@ -32,7 +32,9 @@ import yaml
 from timm.models import save_for_hf
 from torch import nn
 
-from ..backbones import (
+from ..config import TrainConfig
+from ..localize import describe_localizer, localization_defaults
+from ..models.backbones import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     backbone_state_from_checkpoint,
@@ -40,10 +42,8 @@ from ..backbones import (
     read_state_dict,
     sign_weights_file,
 )
-from ..config import TrainConfig
-from ..folders import EXPORT_FOLDER_FILES, replace_folder, staging_folder
-from ..localize import describe_localizer, localization_defaults
 from ..runs import RunFolder, read_checkpoint
+from ..utils.folders import EXPORT_FOLDER_FILES, replace_folder, staging_folder
 from .card import CARD_NAME, CardInfo, render_card
 from .release import METHOD_NAMES, HubExportError, Release, check_tag
 from .reports import export_hashes, matching_eval_reports, measurements_from_eval, monitor_record

@@ -21,8 +21,8 @@ from huggingface_hub import EvalResult, ModelCardData, metadata_load
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 from torch import nn
 
-from .. import models
 from ..data.specs import parse_data_spec
+from ..models import cifar
 from .release import BIBTEX, PAPER_ARXIV, PAPER_NAME, PAPER_URL, Measurement, Release
 
 __all__ = [
@@ -68,7 +68,7 @@ class CardInfo:
     @property
     def ours(self) -> bool:
         """The architecture is registered by timm_ccrop (loading it needs the import)."""
-        return self.release.architecture in models.CIFAR_MODEL_NAMES
+        return self.release.architecture in cifar.CIFAR_MODEL_NAMES
 
 
 def _protocol_name(protocol: str) -> str:

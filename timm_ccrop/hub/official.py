@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..backbones import create_backbone, strip_wrapper_prefixes
-from ..boxes import from_official
+from ..crop.boxes import from_official
 from ..data.kinds import DATASET_KINDS, kind_names
-from ..folders import EXPORT_FOLDER_FILES, replace_folder, staging_folder
+from ..models.backbones import create_backbone, strip_wrapper_prefixes
 from ..runs import write_boxes_csv
+from ..utils.folders import EXPORT_FOLDER_FILES, replace_folder, staging_folder
 from .builder import write_weights_and_config
 from .card import CARD_NAME, CardInfo, render_card
 from .release import OFFICIAL_REPO_URL, HubExportError, Release
@@ -212,7 +212,7 @@ def export_official(checkpoint: str | Path, out: str | Path, *, method: str | No
         crop: ccrop or rcrop; default: ccrop unless every box is still the initial whole
             image (the official rcrop configs never update the boxes).
         boxes: also write the final boxes as ``boxes.csv`` in timm-ccrop's convention
-            (``timm_ccrop.boxes.from_official``) and the one boxes schema.
+            (``timm_ccrop.crop.boxes.from_official``) and the one boxes schema.
     """
     path, out = Path(checkpoint), Path(out)
     if dataset not in OFFICIAL_DATASETS:

@@ -25,7 +25,7 @@ import huggingface_hub
 from huggingface_hub import errors as hub_errors
 from safetensors.torch import load_file
 
-from ..backbones import CONFIG_NAME, WEIGHTS_NAME, WeightsIntegrityError, verify_weights_file
+from ..models.backbones import CONFIG_NAME, WEIGHTS_NAME, WeightsIntegrityError, verify_weights_file
 from .card import CARD_NAME, card_measurements, read_card_metadata
 from .contents import PICKLE_SUFFIXES, file_problems
 from .release import HubExportError, check_repo_id

@@ -5,7 +5,7 @@ there. Two routes, depending on whose architecture it is:
 
 * **Ours** (``resnet_tiny_cifar``, ``resnet18_cifar``, ...: ``models.CIFAR_MODEL_NAMES``):
   the entry's cfg becomes a tag in the architecture's ``default_cfgs``, the way timm
-  declares its own tags (:func:`timm_ccrop.models.register_cifar_models`, i.e.
+  declares its own tags (:func:`timm_ccrop.models.cifar.register_cifar_models`, i.e.
   ``generate_default_cfgs`` + ``register_model``). timm itself then knows the name::
 
       timm.list_pretrained("*_synthetic")
@@ -39,9 +39,9 @@ import timm
 from timm.models import PretrainedCfg, get_pretrained_cfg, is_model, model_entrypoint
 from torch import nn
 
-from .. import models
-from ..backbones import CONFIG_NAME, WEIGHTS_NAME
-from ..integrity import verify_pretrained_file
+from ..models import cifar
+from ..models.backbones import CONFIG_NAME, WEIGHTS_NAME
+from ..utils.integrity import verify_pretrained_file
 from .release import HubExportError, check_repo_id
 from .zoo import INDEX_NAME, ZooEntry, load_zoo, zoo_root
 
@@ -57,7 +57,7 @@ _PRETRAINED_CFG_FIELDS = tuple(f.name for f in dataclasses.fields(PretrainedCfg)
 # Facts of an architecture, not of its weights: an overlay on a timm architecture keeps
 # timm's values unless the entry sets them.
 _ARCHITECTURE_FIELDS = frozenset({"first_conv", "classifier", "fixed_input_size", "pool_size"})
-# name -> the tagged cfg handed to models.register_cifar_models (our architectures).
+# name -> the tagged cfg handed to cifar.register_cifar_models (our architectures).
 _OURS: dict[str, dict[str, Any]] = {}
 # name -> the pretrained_cfg_overlay create_model applies (timm's architectures).
 _OVERLAYS: dict[str, dict[str, Any]] = {}
@@ -118,9 +118,9 @@ def _skip_reason(entry: ZooEntry, root: Path) -> str | None:
             return f"no bundled weights and {err}"
     if not is_model(entry.architecture):
         return f"timm has no architecture {entry.architecture!r}"
-    if entry.architecture in models.CIFAR_MODEL_NAMES:
+    if entry.architecture in cifar.CIFAR_MODEL_NAMES:
         owner = getattr(model_entrypoint(entry.architecture), "__module__", None)
-        if owner != models.__name__:
+        if owner != cifar.__name__:
             return f"timm's {entry.architecture!r} was registered by {owner}, not timm-ccrop"
     elif _timm_owns(entry.name):
         return f"timm already has pretrained weights {entry.name!r}; choose another tag"
@@ -149,7 +149,7 @@ def _declare_ours(names: list[str]) -> list[str]:
     """Hand every tag of our architectures to ``register_cifar_models``; those of ``names``
     that timm does not resolve to their zoo weights (the architecture turned out to be
     someone else's), dropped with a warning."""
-    models.register_cifar_models(_OURS)
+    cifar.register_cifar_models(_OURS)
     dropped = []
     for name in names:
         wanted = _OURS[name]
@@ -202,7 +202,7 @@ def register_zoo(entries: Iterable[ZooEntry] | None = None, root: Path | None = 
         if reason is not None:
             warnings.warn(f"timm-ccrop zoo: not registering {entry.name}: {reason}", stacklevel=2)
             continue
-        if entry.architecture in models.CIFAR_MODEL_NAMES:
+        if entry.architecture in cifar.CIFAR_MODEL_NAMES:
             _OURS[entry.name] = cfg
             ours.append(entry.name)
         else:
@@ -226,8 +226,8 @@ def unregister_zoo(names: Iterable[str]) -> list[str]:
         raise ValueError(f"unregister_zoo takes 'ARCH.TAG' strings, got {bad[0]!r}")
     removed = [name for name in names if _OURS.pop(name, None) is not None
                or _OVERLAYS.pop(name, None) is not None]
-    if any(name.split(".", 1)[0] in models.CIFAR_MODEL_NAMES for name in removed):
-        models.register_cifar_models(_OURS)
+    if any(name.split(".", 1)[0] in cifar.CIFAR_MODEL_NAMES for name in removed):
+        cifar.register_cifar_models(_OURS)
     return removed
 
 
@@ -249,7 +249,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
 
     With ``pretrained``, the weights file (``local-dir:``, a bundled zoo file, a Hub file
     in the local cache) is checked against the sha256 recorded in its metadata when it
-    was exported: a corrupted file raises :class:`~timm_ccrop.integrity.
+    was exported: a corrupted file raises :class:`~timm_ccrop.utils.integrity.
     WeightsIntegrityError` instead of loading.
     """
     if not isinstance(name, str) or not name.strip():
@@ -268,7 +268,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
         model = timm.create_model(name.split(".", 1)[0], pretrained=pretrained,
                                   pretrained_cfg_overlay=dict(overlay), **kwargs)
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    if pretrained and cfg.get("architecture") not in models.CIFAR_MODEL_NAMES:
+    if pretrained and cfg.get("architecture") not in cifar.CIFAR_MODEL_NAMES:
         # our architectures' entrypoint checked the file already; timm's do not
         verify_pretrained_file(cfg)
     return model

@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from ..backbones import WEIGHTS_NAME, sha256_file, state_dict_sha256
+from ..models.backbones import WEIGHTS_NAME, sha256_file, state_dict_sha256
 from ..runs import RunFolder
 from .release import Measurement
 

@@ -22,10 +22,10 @@ from typing import Any
 import yaml
 from timm.models import is_model
 
-from ..backbones import CONFIG_NAME, WEIGHTS_NAME, sha256_file
 from ..config import CROP_MODES, TrainConfig, load_recipe
 from ..data.kinds import DATASET_KINDS
 from ..methods import METHODS
+from ..models.backbones import CONFIG_NAME, WEIGHTS_NAME, sha256_file
 from .release import HubExportError, Measurement, Release, check_repo_id, check_tag
 
 __all__ = [

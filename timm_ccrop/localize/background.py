@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..distributed import first_occurrences, gather_rows
+from ..utils.distributed import first_occurrences, gather_rows
 from .heatmaps import normalise_maps
 
 __all__ = ["BACKGROUNDS", "BACKGROUND_SAMPLE", "median_map", "pop_background",

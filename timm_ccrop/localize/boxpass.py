@@ -22,11 +22,11 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..backbones import eval_mode, unwrap_model
-from ..boxes import box_area, paired_iou, whole_image_iou
+from ..crop.boxes import box_area, paired_iou, whole_image_iou
 from ..data import BoxedDataset
-from ..distributed import gather_rows
-from ..progress import progress_bar
+from ..models.backbones import eval_mode, unwrap_model
+from ..utils.distributed import gather_rows
+from ..utils.progress import progress_bar
 from .heatmaps import localization_defaults
 from .hooks import MIN_MAP_SIZE, warn_if_too_coarse
 from .localizers import Localizer, UnionRule, create_localizer, default_localizer

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import eval_mode
+from ..models.backbones import eval_mode
 from .ddt import hooked_features
 from .heatmaps import normalise_maps
 from .localizers import Localizer, MapSource, component_rule, register_localizer

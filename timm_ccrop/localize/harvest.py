@@ -30,7 +30,7 @@ The update (an exponential moving average over the views that cover each cell)
     covered has ``W = 0`` and reads as 0; an image no view has covered yet has no box.
 
 Correct under any sharding: each step's ``(index, maps, geometry)`` rows are gathered
-across processes (:func:`~timm_ccrop.distributed.gather_rows`) and every process folds
+across processes (:func:`~timm_ccrop.utils.distributed.gather_rows`) and every process folds
 the same rows in the same order, so every bank is identical; rows touch only their own
 image, so the order of the processes does not matter either. The bank lives in shared
 memory like the box table, is saved in checkpoints (:meth:`HeatmapBank.state_dict`), and
@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import first_occurrences, gather_rows
+from ..utils.distributed import first_occurrences, gather_rows
 from .background import median_map, pop_background, subtract_background
 from .boxpass import LocalizationResult
 from .heatmaps import REDUCTIONS, localization_defaults, normalise_maps, reduce_channels

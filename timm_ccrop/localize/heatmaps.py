@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..backbones import eval_mode, unwrap_model
+from ..models.backbones import eval_mode, unwrap_model
 from .hooks import MIN_MAP_SIZE, FeatureHook
 
 __all__ = ["REDUCTIONS", "LocalizationDefaults", "feature_heatmaps", "heatmap_boxes",
@@ -188,7 +188,7 @@ def heatmap_boxes(
     The heatmaps are min-max normalised per image, bilinearly upsampled to ``out_size``
     (``align_corners=False``, as the official code), thresholded (strictly greater), and
     the first/last rows and columns that hold a position above the threshold give the
-    box, in the project's convention (:mod:`timm_ccrop.boxes`). No per-image loop, and
+    box, in the project's convention (:mod:`timm_ccrop.crop.boxes`). No per-image loop, and
     the upsampled maps are never built: only their row and column maxima are computed
     (exact bilinear weights in float64), which is all the box needs. This equals the
     official ``F.interpolate`` result up to float rounding (a value within ~1e-7 of the

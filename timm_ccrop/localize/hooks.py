@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..backbones import eval_mode, unwrap_model
+from ..models.backbones import eval_mode, unwrap_model
 
 __all__ = ["MIN_MAP_SIZE", "FeatureHook", "resolve_stage", "stage_map_size", "to_nchw",
            "warn_if_too_coarse"]

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..losses import normalized_mse
 from .base import SiameseMethod
 from .heads import BYOLPredictionHead, BYOLProjectionHead
+from .losses import normalized_mse
 
 __all__ = ["BYOL"]
 

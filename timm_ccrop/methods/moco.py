@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..distributed import broadcast, gather_sizes, gather_without_grad, rank, world_size
-from ..losses import info_nce
+from ..utils.distributed import broadcast, gather_sizes, gather_without_grad, rank, world_size
 from .base import SiameseMethod
 from .heads import MoCoProjectionHead
+from .losses import info_nce
 
 __all__ = ["MoCo"]
 

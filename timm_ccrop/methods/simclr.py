@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..losses import nt_xent_loss
 from .base import SiameseMethod
 from .heads import SimCLRProjectionHead
+from .losses import nt_xent_loss
 
 __all__ = ["SimCLR"]
 

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..losses import negative_cosine
 from .base import SiameseMethod
 from .heads import SimSiamPredictionHead, SimSiamProjectionHead
+from .losses import negative_cosine
 
 __all__ = ["SimSiam"]
 

@@ -15,8 +15,8 @@ from contextlib import ExitStack, contextmanager
 
 from accelerate import Accelerator
 
-from ..distributed import any_process
 from ..runs import RunFolder, RunFolderError
+from ..utils.distributed import any_process
 
 __all__ = ["claim_folder"]
 

@@ -12,13 +12,13 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from ..augment import BatchedViews
-from ..boxes import BoxTable
 from ..config import TrainConfig
+from ..crop.augment import BatchedViews
+from ..crop.boxes import BoxTable
 from ..data import sample_seed
-from ..distributed import any_process
 from ..localize import Harvester
-from ..progress import progress_bar
+from ..utils.distributed import any_process
+from ..utils.progress import progress_bar
 
 __all__ = ["EpochResult", "device_augmenter", "stop_signals", "train_one_epoch"]
 

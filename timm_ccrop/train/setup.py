@@ -16,10 +16,10 @@ from timm.optim import create_optimizer_v2
 from torch.utils.data import DataLoader
 from torchvision import transforms as tv_transforms
 
-from ..augment import BatchedViews
-from ..backbones import create_backbone
-from ..boxes import BoxTable
 from ..config import TrainConfig
+from ..crop.augment import BatchedViews
+from ..crop.boxes import BoxTable
+from ..crop.views import multi_view_transform
 from ..data import (
     BoxedDataset,
     EpochPermutationSampler,
@@ -30,7 +30,7 @@ from ..data import (
 )
 from ..localize import Harvester, harvester_for, warn_if_too_coarse
 from ..methods import SiameseMethod, build_method
-from ..views import multi_view_transform
+from ..models.backbones import create_backbone
 
 __all__ = ["RunData", "build_data", "build_method_for", "build_optimizer", "build_scheduler",
            "lr_factor", "resolve_augment_on"]
@@ -88,7 +88,7 @@ def _views(config: TrainConfig, accelerator: Accelerator, size: int
         return multi_view_transform(config.views, crop_mode=config.crop, alpha=alpha,
                                     size=size, geometry=config.harvests_boxes()), None
     # Workers only decode and squash to a fixed size; crops and colour run batched on the
-    # training device (timm_ccrop.augment). Boxes are normalised, so squashing keeps them.
+    # training device (timm_ccrop.crop.augment). Boxes are normalised, so squashing keeps them.
     squash = tv_transforms.Compose([tv_transforms.Resize((size, size)),
                                     tv_transforms.PILToTensor()])
     device_views = BatchedViews.from_preset(config.views, config.crop, alpha, size=size)

@@ -20,13 +20,13 @@ from typing import Any
 
 import torch
 
-from ..boxes import Box, BoxTable, whole_image_iou
-from ..charts import Panel, Reference, Series, line_chart_grid
 from ..config import TrainConfig
-from ..pair_quality import false_positive_pair_rate
+from ..crop.boxes import Box, BoxTable, whole_image_iou
+from ..crop.pair_quality import false_positive_pair_rate
+from ..crop.transforms import SIMCCROP_BOX
+from ..crop.views import view_preset
+from ..pictures.charts import Panel, Reference, Series, line_chart_grid
 from ..runs import RunFolder
-from ..transforms import SIMCCROP_BOX
-from ..views import view_preset
 
 __all__ = ["crop_boxes_for", "epoch_line", "format_summary", "gt_boxes_of",
            "measure_baseline", "measure_pair_quality", "plot_run", "report_run",

@@ -31,8 +31,8 @@ from ..config import TrainConfig
 from ..data import sample_seed, seed_everything
 from ..hub import export_backbone
 from ..localize import Localizer, localize_dataset
-from ..localize.pictures import render_box_picture
 from ..methods import SiameseMethod
+from ..pictures.localization import render_box_picture
 from ..runs import RunFolder, write_boxes_csv
 from .claim import claim_folder
 from .epoch import EpochResult, device_augmenter, stop_signals, train_one_epoch

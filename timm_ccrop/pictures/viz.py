@@ -28,8 +28,8 @@ from PIL import Image, ImageDraw
 from torch.nn import functional as nnf
 from torchvision.transforms import functional as F
 
-from .boxes import Box, paired_iou, validate_box
-from .transforms import contrastive_crop_params, to_rgb
+from ..crop.boxes import Box, paired_iou, validate_box
+from ..crop.transforms import contrastive_crop_params, to_rgb
 
 __all__ = ["LOCALIZED_BOX_COLOR", "GT_BOX_COLOR", "arm_boxes_grid", "crop_views_grid",
            "heatmap_boxes_grid", "heatmap_colors"]
@@ -364,7 +364,7 @@ def heatmap_boxes_grid(
         heatmaps: one map per image in ``[0, 1]``: ``(N, h, w)`` or ``(N, 1, h, w)``
             tensor/array, or a sequence of ``(h, w)`` maps. Maps are upsampled bilinearly
             (``align_corners=False``, as the box pass) to the tile size.
-        boxes: localized boxes in the project's convention (:mod:`timm_ccrop.boxes`), a
+        boxes: localized boxes in the project's convention (:mod:`timm_ccrop.crop.boxes`), a
             ``(N, 4)`` tensor/array or a sequence of boxes; ``None`` for an image without
             a box (degenerate heatmap): its views come from RandomResizedCrop, as the
             trainer's fallback.
@@ -428,7 +428,7 @@ def arm_boxes_grid(
     Args:
         images: PIL images (any mode; converted to RGB).
         arm_boxes: arm name -> one box per image, in the project's convention
-            (:mod:`timm_ccrop.boxes`); a ``(N, 4)`` tensor/array or a sequence of boxes.
+            (:mod:`timm_ccrop.crop.boxes`); a ``(N, 4)`` tensor/array or a sequence of boxes.
         gt_boxes: ground-truth boxes (same forms) or None.
         tile: side of each tile in pixels.
         title: optional caption above the grid.

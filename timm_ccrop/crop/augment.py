@@ -1,9 +1,10 @@
 """Batched SSL views on the training device: no per-image Python loop.
 
 :class:`BatchedViews` turns a batch of uint8 images ``[B, 3, H, W]`` (and their object
-boxes) into one normalised float view ``[B, 3, S, S]`` per :class:`~timm_ccrop.views.ViewRecipe`,
-with the same augmentations, in the same order and with the same parameter distributions
-as the per-image PIL pipeline of :func:`timm_ccrop.multi_view_transform`:
+boxes) into one normalised float view ``[B, 3, S, S]`` per
+:class:`~timm_ccrop.crop.views.ViewRecipe`, with the same augmentations, in the same order
+and with the same parameter distributions as the per-image PIL pipeline of
+:func:`timm_ccrop.multi_view_transform`:
 
     crop + resize -> hflip -> colour jitter (p) -> grayscale (p) -> blur (p) -> solarize (p)
     -> normalise
@@ -19,7 +20,7 @@ Crop parameters (:func:`sample_crop_params`)
     fits get timm's central fallback. Sampling is done in float64 like Python's.
     The offset is uniform on ``{0, ..., H - h}`` ('rcrop', and rows without a valid box),
     or ContrastiveCrop's box-guided offset with exactly the formulas of
-    :func:`timm_ccrop.transforms._box_offset` ('ccrop': per-image boxes; 'simccrop': the
+    :func:`timm_ccrop.crop.transforms._box_offset` ('ccrop': per-image boxes; 'simccrop': the
     fixed box (0.25, 0.25, 0.75, 0.75) for every row). Beta(alpha, alpha) is drawn by the
     same inverse-CDF table as the per-image sampler (:func:`beta_quantiles`, linearly
     interpolated, one uniform per draw), not ``torch.distributions.Beta`` (two gamma draws
@@ -48,7 +49,7 @@ Grayscale, blur, solarize
     torchvision's ``GaussianBlur`` as timm configures it (kernel 23, sigma uniform in
     [0.1, 2] per image, reflect padding), run as a separable grouped convolution with one
     kernel per image. Solarize inverts values ``>= 128 / 255`` (``RandomSolarize(128)``
-    on uint8, as in :func:`timm_ccrop.views.view_transform`).
+    on uint8, as in :func:`timm_ccrop.crop.views.view_transform`).
 
 Precision note: the PIL pipeline rounds to uint8 after every step; this pipeline stays in
 float32 from the resize on, so its outputs differ from PIL's by up to about one grey
@@ -113,7 +114,7 @@ def _box_offsets(
     size: torch.Tensor, crop: torch.Tensor, start: torch.Tensor, end: torch.Tensor,
     beta: torch.Tensor,
 ) -> torch.Tensor:
-    """Vectorised :func:`timm_ccrop.transforms._box_offset` (``beta``: the Beta draws)."""
+    """Vectorised :func:`timm_ccrop.crop.transforms._box_offset` (``beta``: the Beta draws)."""
     sizef = size.double()
     first = torch.floor(sizef * start.double() + EDGE_EPS).long()
     last = torch.maximum(first, torch.ceil(sizef * end.double() - EDGE_EPS).long() - 1)
@@ -243,7 +244,7 @@ def crop_geometry(
 ) -> torch.Tensor:
     """``[B, 5]`` float rows ``(x0, y0, x1, y1, flipped)``: each crop as a box in the
     project's convention (normalised by the image size, pixel edges) and its flip (0/1),
-    the same layout as :class:`~timm_ccrop.transforms.ViewGeometry` rows."""
+    the same layout as :class:`~timm_ccrop.crop.transforms.ViewGeometry` rows."""
     boxes = torch.stack([left / width, top / height, (left + crop_w) / width,
                          (top + crop_h) / height], dim=1)
     return torch.cat([boxes.float(), flipped.float()[:, None]], dim=1)

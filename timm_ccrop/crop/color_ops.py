@@ -1,5 +1,5 @@
 """Colour operations on a batch of float images ``[B, 3, H, W]`` in [0, 1], per-image
-factors: torchvision's tensor ops, batched (see :mod:`timm_ccrop.augment`)."""
+factors: torchvision's tensor ops, batched (see :mod:`timm_ccrop.crop.augment`)."""
 
 from __future__ import annotations
 

@@ -264,7 +264,7 @@ class ContrastiveCrop(RandomResizedCropAndInterpolation):
     """RandomResizedCrop whose position is guided by the sample's object box.
 
     Call it with an image, ``(image, box)`` or ``(image, None)``. A box is
-    ``(x0, y0, x1, y1)`` normalised to [0, 1] (see :mod:`timm_ccrop.boxes`); without one
+    ``(x0, y0, x1, y1)`` normalised to [0, 1] (see :mod:`timm_ccrop.crop.boxes`); without one
     the crop is timm's RandomResizedCrop. PIL images of any mode are converted to RGB;
     uint8 and float ``(C, H, W)`` tensors work too.
 
@@ -367,7 +367,7 @@ class ViewGeometry:
     The crop box is ``(x0, y0, x1, y1)`` in the project's box convention (normalised by
     the size of the image the crop was taken from, pixel edges); ``flipped`` says whether
     the view was mirrored after the crop. The recording steps below write into one shared
-    instance per view pipeline; :class:`~timm_ccrop.views.MultiViewTransform` resets it
+    instance per view pipeline; :class:`~timm_ccrop.crop.views.MultiViewTransform` resets it
     before each call and reads it after.
     """
 

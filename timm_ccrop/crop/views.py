@@ -18,7 +18,7 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.data.transforms import MaybePILToTensor, MaybeToTensor
 from torchvision import transforms as tv_transforms
 
-from .constants import CIFAR_MEAN, CIFAR_STD
+from ..utils.constants import CIFAR_MEAN, CIFAR_STD
 from .factory import create_transform, parse_crop_mode
 from .transforms import ContrastiveCrop, ViewGeometry, recording_step
 
@@ -62,7 +62,7 @@ class MultiViewTransform:
 
     Args:
         transforms: one pipeline per view (e.g. two for SimCLR/MoCo/BYOL/SimSiam).
-        geometry: one :class:`~timm_ccrop.transforms.ViewGeometry` per view, which the
+        geometry: one :class:`~timm_ccrop.crop.transforms.ViewGeometry` per view, which the
             pipelines' recording steps write (see :func:`view_transform`); then a call
             returns ``(views, geometry)`` with ``geometry`` a float tensor ``[V, 5]``:
             each view's crop box ``(x0, y0, x1, y1)`` in the image and its flip (0 or 1).

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .distributed import gather_sizes, gather_with_grad, rank
+from ..utils.distributed import gather_sizes, gather_with_grad, rank
 
 __all__ = ["full_precision", "info_nce", "negative_cosine", "normalized_mse", "nt_xent_loss"]
 

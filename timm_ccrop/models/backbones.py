@@ -24,8 +24,7 @@ import torch
 from timm.models import is_model, parse_model_name
 from torch import nn
 
-from . import models  # noqa: F401  (registers the CIFAR-stem architectures with timm)
-from .integrity import (
+from ..utils.integrity import (
     WEIGHTS_SHA256_KEY,
     WeightsIntegrityError,
     checkpoint_weights_digest,
@@ -36,6 +35,7 @@ from .integrity import (
     verify_checkpoint_state,
     verify_weights_file,
 )
+from . import cifar  # noqa: F401  (registers the CIFAR-stem architectures with timm)
 
 __all__ = [
     "CONFIG_NAME",

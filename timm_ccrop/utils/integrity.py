@@ -250,5 +250,5 @@ def verify_pretrained_file(pretrained_cfg: Mapping[str, Any] | None) -> Path | N
     path = pretrained_weights_file(pretrained_cfg)
     if path is not None:
         verify_weights_file(path, opt_out="or, for a file edited on purpose, record its new "
-                            f"sha256 with timm_ccrop.integrity.sign_weights_file('{path}')")
+                            f"sha256 with timm_ccrop.utils.integrity.sign_weights_file('{path}')")
     return path

@@ -4,7 +4,7 @@ A positive pair is a *false positive* when at least one of its two views covers 
 ``threshold`` of the object (coverage = area(view ∩ object box) / area(object box)): the
 two views then need not show the same thing, which is the failure ContrastiveCrop was made
 to avoid. :func:`false_positive_pair_rate` samples view pairs exactly as the training
-crops do (:func:`~timm_ccrop.transforms.contrastive_crop_params`, with each image's crop
+crops do (:func:`~timm_ccrop.crop.transforms.contrastive_crop_params`, with each image's crop
 box, or RandomResizedCrop where it has none) and reports the share of such pairs. No
 network is involved: it scores the boxes, not the model.
 """

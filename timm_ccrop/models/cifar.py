@@ -40,8 +40,8 @@ from timm.models._builder import build_model_with_cfg
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
-from .constants import CIFAR_MEAN, CIFAR_STD
-from .integrity import verify_pretrained_file
+from ..utils.constants import CIFAR_MEAN, CIFAR_STD
+from ..utils.integrity import verify_pretrained_file
 
 __all__ = [
     "CIFAR_MEAN",

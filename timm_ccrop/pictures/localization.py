@@ -2,7 +2,7 @@
 
 :func:`localization_picture` runs a backbone over a few images, localizes a box in each
 heatmap (as the trainer's box pass does), measures the IoU with ground-truth boxes and
-draws :func:`~timm_ccrop.viz.heatmap_boxes_grid`; ``timm-ccrop show-boxes`` is a thin
+draws :func:`~timm_ccrop.pictures.viz.heatmap_boxes_grid`; ``timm-ccrop show-boxes`` is a thin
 command around it. :func:`render_box_picture` is the trainer's picture after a box pass.
 """
 
@@ -19,14 +19,14 @@ from PIL import Image
 from timm.data import resolve_data_config
 from torch import nn
 
-from ..backbones import eval_mode
-from ..boxes import Box, paired_iou, whole_image_iou
-from ..transforms import to_rgb
-from ..viz import heatmap_boxes_grid
-from .boxpass import eval_transform
-from .heatmaps import feature_heatmaps, localization_defaults
-from .hooks import resolve_stage, warn_if_too_coarse
-from .localizers import Localizer, UnionRule, create_localizer
+from ..crop.boxes import Box, paired_iou, whole_image_iou
+from ..crop.transforms import to_rgb
+from ..localize.boxpass import eval_transform
+from ..localize.heatmaps import feature_heatmaps, localization_defaults
+from ..localize.hooks import resolve_stage, warn_if_too_coarse
+from ..localize.localizers import Localizer, UnionRule, create_localizer
+from ..models.backbones import eval_mode
+from .viz import heatmap_boxes_grid
 
 __all__ = ["LocalizationPicture", "class_labels", "localization_picture",
            "render_box_picture"]
@@ -142,7 +142,7 @@ def localization_picture(
         name: the model's name, for the title and errors.
         stage, reduction, threshold: the box rule (None: the model family's default).
         image_size: input resolution (default: the first image's size, at most 224).
-        views, opacity, alpha, tile, seed: as :func:`~timm_ccrop.viz.heatmap_boxes_grid`.
+        views, opacity, alpha, tile, seed: as :func:`~timm_ccrop.pictures.viz.heatmap_boxes_grid`.
         source: what the images are (e.g. ``'synthetic [train]'``), for the title.
         localizer: the box rule instead of ``stage``/``reduction``/``threshold``
             (:func:`~timm_ccrop.localize.create_localizer`); a localizer that fits on a
@@ -205,7 +205,7 @@ def render_box_picture(
     Args:
         backbone: the model being trained (its current weights make the heatmaps).
         dataset: the training dataset (first ``count`` samples are drawn).
-        boxes: the :class:`~timm_ccrop.boxes.BoxTable` just written by the pass; invalid
+        boxes: the :class:`~timm_ccrop.crop.boxes.BoxTable` just written by the pass; invalid
             rows are drawn as "no box" (they are cropped at random).
         path: PNG file to write.
         image_size: the box pass's resolution.
