@@ -11,8 +11,7 @@ config is saved with every run and checkpoint.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from .localize import (
     Localizer,
     create_localizer,
 )
+from .utils.fields import Bounds, Option, field_problems, option, options_of
 
 __all__ = [
     "BOX_SOURCES",
@@ -59,88 +59,8 @@ OPTIMIZERS = ("sgd", "adamw", "lars", "lamb")
 AUGMENT_ON = ("auto", "loader", "device")
 #: The option groups of :class:`TrainConfig`, in the order of the command line's help.
 GROUPS = ("data", "model and method", "ContrastiveCrop", "optimisation", "execution")
-#: Python types of the annotations a TrainConfig field may have.
-_KINDS: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict}
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """A numeric range: ``low``/``high`` (None: unbounded), each inclusive unless open."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        if isinstance(value, float) and not math.isfinite(value):
-            return False
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        return self.high is None or (value < self.high if self.high_open else value <= self.high)
-
-    def describe(self) -> str:
-        """``'>= 1'``, ``'> 0'``, ``'in [0, 1)'``, ... (empty when unbounded)."""
-        if self.low is not None and self.high is not None:
-            return (f"in {'(' if self.low_open else '['}{self.low:g}, "
-                    f"{self.high:g}{')' if self.high_open else ']'}")
-        if self.low is not None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        if self.high is not None:
-            return f"{'<' if self.high_open else '<='} {self.high:g}"
-        return ""
-
-
-@dataclass(frozen=True)
-class Option:
-    """What a config field declares besides its default: the one source of truth for the
-    command line (help, group, type, choices) and for :meth:`TrainConfig.validate`."""
-
-    name: str
-    kind: type
-    optional: bool
-    help: str
-    group: str
-    choices: tuple[str, ...] | None = None
-    bounds: Bounds | None = None
-
-    def problem(self, value: Any) -> str | None:
-        """Why ``value`` is not valid for this option (None if it is)."""
-        if value is None:
-            return None if self.optional else f"{self.name} must be set, got None"
-        numeric = self.kind in (int, float)
-        ok_type = (isinstance(value, self.kind) and not (numeric and isinstance(value, bool))
-                   or self.kind is float and isinstance(value, int) and not isinstance(value,
-                                                                                         bool))
-        if not ok_type:
-            return (f"{self.name} must be {_KIND_NAMES[self.kind]}, got "
-                    f"{type(value).__name__} {value!r}")
-        if self.choices is not None and value not in self.choices:
-            return f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}"
-        if self.bounds is not None and value not in self.bounds:
-            return f"{self.name} must be {self.bounds.describe()}, got {value}"
-        return None
-
-
-_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-               dict: "a mapping"}
-
-
-def _option(default: Any = None, help: str = "", *, group: str, factory: Any = None,
-            choices: Any = None, low: float | None = None, high: float | None = None,
-            low_open: bool = False, high_open: bool = False) -> Any:
-    """A dataclass field carrying its :class:`Option` parts in ``metadata``."""
-    bounds = (Bounds(low, high, low_open, high_open)
-              if low is not None or high is not None else None)
-    metadata = {"help": help, "group": group, "bounds": bounds,
-                "choices": tuple(choices) if choices is not None else None}
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
 def _positive(default: Any, help: str, group: str, **extra: Any) -> Any:
-    return _option(default, help, group=group, low=0, low_open=True, **extra)
+    return option(default, help, group=group, low=0, low_open=True, **extra)
 
 
 _DATA, _MODEL, _CROP, _OPTIM, _EXEC = GROUPS
@@ -157,113 +77,113 @@ class TrainConfig:
     # The main job's data: small off-centre objects on one shared background, a colour per
     # class, the built-in setting that SimCLR learns within minutes on a CPU and where
     # random crops often miss the object (docs/synthetic.md, "Self-supervised learnability").
-    data: str = _option(MAIN_JOB_DATA,
+    data: str = option(MAIN_JOB_DATA,
                         "dataset spec, e.g. cifar10:PATH, folder:PATH, synthetic:...",
                         group=_DATA)
-    eval_data: str | None = _option(None, "kNN monitor split (default: the dataset's eval "
+    eval_data: str | None = option(None, "kNN monitor split (default: the dataset's eval "
                                     "split)", group=_DATA)
-    views: str = _option("cifar", "view preset of timm_ccrop.crop.views", group=_DATA,
+    views: str = option("cifar", "view preset of timm_ccrop.crop.views", group=_DATA,
                          choices=VIEW_PRESETS)
     # 8 px, as eval: smaller inputs leave no feature map for the crops and the heatmaps
-    image_size: int | None = _option(None, "input size of the views in pixels (default: the "
+    image_size: int | None = option(None, "input size of the views in pixels (default: the "
                                      "preset's size)", group=_DATA, low=MIN_IMAGE_SIZE)
-    num_workers: int = _option(2, "data loader processes per training process", group=_DATA,
+    num_workers: int = option(2, "data loader processes per training process", group=_DATA,
                                low=0)
-    augment_on: str = _option("auto", "where views are made: 'loader' (PIL, per image), "
+    augment_on: str = option("auto", "where views are made: 'loader' (PIL, per image), "
                               "'device' (batched tensors) or 'auto' (the device for data "
                               "stored at a fixed size no larger than the views, e.g. CIFAR "
                               "and the built-in data; else the loader)", group=_DATA,
                               choices=AUGMENT_ON)
     # model and method
-    model: str = _option("resnet_mini_cifar", "any timm model name (also hf-hub:ORG/NAME, "
+    model: str = option("resnet_mini_cifar", "any timm model name (also hf-hub:ORG/NAME, "
                          "local-dir:PATH: their architecture only, from random weights)",
                          group=_MODEL)
-    model_kwargs: dict[str, Any] = _option(help="further timm.create_model arguments, as a "
+    model_kwargs: dict[str, Any] = option(help="further timm.create_model arguments, as a "
                                            "YAML mapping, e.g. '{drop_path_rate: 0.1}'",
                                            group=_MODEL, factory=dict)
-    method: str = _option("simclr", "Siamese method: simclr, moco, byol, simsiam",
+    method: str = option("simclr", "Siamese method: simclr, moco, byol, simsiam",
                           group=_MODEL)
-    method_kwargs: dict[str, Any] = _option(help="method arguments, as a YAML mapping, e.g. "
+    method_kwargs: dict[str, Any] = option(help="method arguments, as a YAML mapping, e.g. "
                                             "'{queue_size: 4096}'", group=_MODEL,
                                             factory=dict)
     # ContrastiveCrop
-    crop: str = _option("ccrop", "crop mode: random crop, ContrastiveCrop or SimCCrop",
+    crop: str = option("ccrop", "crop mode: random crop, ContrastiveCrop or SimCCrop",
                         group=_CROP, choices=CROP_MODES)
     alpha: float | None = _positive(None, "Beta(alpha, alpha) of the crop centre (default: "
                                     "the crop's own: ccrop 0.6, simccrop 0.1)", _CROP)
-    localizer: str = _option(DEFAULT_LOCALIZER, "how feature maps become boxes: paper (the "
+    localizer: str = option(DEFAULT_LOCALIZER, "how feature maps become boxes: paper (the "
                              "official rule), union, component, peak, ddt, ccam (see "
                              "docs/localization.md), or harvest (maps of the training "
                              "forward, no box pass; docs/harvest.md)", group=_CROP)
-    localizer_kwargs: dict[str, Any] | None = _option(
+    localizer_kwargs: dict[str, Any] | None = option(
         None, "options of the localizer, e.g. {rule: mean, level: 2, pick: peak, dilate: "
         "true}; given options replace the defaults (default: the default localizer's, "
         "{background: median}; none for the others)", group=_CROP)
-    threshold: float | None = _option(None, "box threshold k of the union rule (default: per "
+    threshold: float | None = option(None, "box threshold k of the union rule (default: per "
                                       "backbone family)", group=_CROP, low=0, high=1)
-    reduction: str | None = _option(None, "channel reduction of the heatmap (default: per "
+    reduction: str | None = option(None, "channel reduction of the heatmap (default: per "
                                     "backbone family)", group=_CROP, choices=REDUCTIONS)
-    stage: int = _option(-1, "feature stage of the heatmap: -1 last, -2 the one before, ...",
+    stage: int = option(-1, "feature stage of the heatmap: -1 last, -2 the one before, ...",
                          group=_CROP)
-    warmup_epochs: int | None = _option(None, "epochs of random crops before the first box "
+    warmup_epochs: int | None = option(None, "epochs of random crops before the first box "
                                         "pass (default: 20% of training)", group=_CROP,
                                         low=0)
-    loc_interval: int | None = _option(None, "epochs between box passes (default: 20% of "
+    loc_interval: int | None = option(None, "epochs between box passes (default: 20% of "
                                        "training; every epoch with --localizer harvest)",
                                        group=_CROP, low=1)
-    box_source: str = _option("model", "'model' (the heatmaps) or 'ground-truth' (the "
+    box_source: str = option("model", "'model' (the heatmaps) or 'ground-truth' (the "
                               "oracle, where the data has boxes)", group=_CROP,
                               choices=BOX_SOURCES)
     # optimisation
-    epochs: int = _option(20, "training epochs", group=_OPTIM, low=1)
-    batch_size: int = _option(128, "global batch size, over all processes", group=_OPTIM,
+    epochs: int = option(20, "training epochs", group=_OPTIM, low=1)
+    batch_size: int = option(128, "global batch size, over all processes", group=_OPTIM,
                               low=2)
-    optimizer: str = _option("sgd", "optimizer", group=_OPTIM, choices=OPTIMIZERS)
+    optimizer: str = option("sgd", "optimizer", group=_OPTIM, choices=OPTIMIZERS)
     # 0.3 with a 2-epoch warm-up, not the recipes' 0.5: at batch 128 on the main job's data
     # 0.5 gave 55-65% validation kNN (split of the training images), 0.3 + warm-up 70-71%
     # (docs/first-run.md); recipes set their own lr.
     lr: float = _positive(0.3, "peak learning rate", _OPTIM)
-    lr_base_batch: int | None = _option(None, "scale lr by batch_size / lr_base_batch when "
+    lr_base_batch: int | None = option(None, "scale lr by batch_size / lr_base_batch when "
                                         "set", group=_OPTIM, low=1)
-    min_lr_ratio: float = _option(0.0, "final lr of the cosine schedule, as a fraction of "
+    min_lr_ratio: float = option(0.0, "final lr of the cosine schedule, as a fraction of "
                                   "the peak", group=_OPTIM, low=0, high=1)
-    lr_warmup_epochs: float = _option(2.0, "linear lr warm-up, in epochs", group=_OPTIM,
+    lr_warmup_epochs: float = option(2.0, "linear lr warm-up, in epochs", group=_OPTIM,
                                       low=0)
-    momentum: float = _option(0.9, "SGD momentum (AdamW: beta1)", group=_OPTIM, low=0, high=1,
+    momentum: float = option(0.9, "SGD momentum (AdamW: beta1)", group=_OPTIM, low=0, high=1,
                               high_open=True)
-    weight_decay: float = _option(1e-4, "weight decay", group=_OPTIM, low=0)
-    exclude_norm_bias: bool = _option(True, "no weight decay on norm layers and biases",
+    weight_decay: float = option(1e-4, "weight decay", group=_OPTIM, low=0)
+    exclude_norm_bias: bool = option(True, "no weight decay on norm layers and biases",
                                       group=_OPTIM)
     grad_clip: float | None = _positive(None, "clip the gradient norm to this (default: no "
                                         "clipping)", _OPTIM)
     # execution
-    mixed_precision: str = _option("no", "autocast dtype", group=_EXEC,
+    mixed_precision: str = option("no", "autocast dtype", group=_EXEC,
                                    choices=MIXED_PRECISION)
-    channels_last: bool = _option(False, "channels-last memory format", group=_EXEC)
-    compile: bool = _option(False, "torch.compile the model", group=_EXEC)
-    sync_bn: bool | None = _option(None, "SyncBatchNorm (default: the method's choice, on "
+    channels_last: bool = option(False, "channels-last memory format", group=_EXEC)
+    compile: bool = option(False, "torch.compile the model", group=_EXEC)
+    sync_bn: bool | None = option(None, "SyncBatchNorm (default: the method's choice, on "
                                    "CUDA with >1 process only)", group=_EXEC)
-    seed: int = _option(0, "random seed", group=_EXEC)
-    output: str = _option("runs/pretrain", "run folder (config, checkpoints, metrics, "
+    seed: int = option(0, "random seed", group=_EXEC)
+    output: str = option("runs/pretrain", "run folder (config, checkpoints, metrics, "
                           "backbone export)", group=_EXEC)
-    save_every: int = _option(1, "checkpoint every N epochs", group=_EXEC, low=1)
-    keep_checkpoints: int = _option(2, "epoch checkpoints kept", group=_EXEC, low=1)
-    snapshots: str = _option("none", "also keep the method's weights for localization "
+    save_every: int = option(1, "checkpoint every N epochs", group=_EXEC, low=1)
+    keep_checkpoints: int = option(2, "epoch checkpoints kept", group=_EXEC, low=1)
+    snapshots: str = option("none", "also keep the method's weights for localization "
                              "studies: 'passes' (at every box pass) or 'epochs' (every "
                              "epoch), in RUN/snapshots/", group=_EXEC,
                              choices=("none", "passes", "epochs"))
-    knn_every: int = _option(1, "kNN monitor every N epochs (0 disables it)", group=_EXEC,
+    knn_every: int = option(1, "kNN monitor every N epochs (0 disables it)", group=_EXEC,
                              low=0)
-    knn_k: int = _option(200, "neighbours of the kNN monitor", group=_EXEC, low=1)
+    knn_k: int = option(200, "neighbours of the kNN monitor", group=_EXEC, low=1)
     knn_temperature: float = _positive(0.1, "temperature of the kNN monitor's vote weights",
                                        _EXEC)
-    knn_max_train: int | None = _option(10000, "at most this many train images in the kNN "
+    knn_max_train: int | None = option(10000, "at most this many train images in the kNN "
                                         "bank (null: all)", group=_EXEC, low=1)
-    pictures: int = _option(8, "images in the box picture after each box pass (0: none)",
+    pictures: int = option(8, "images in the box picture after each box pass (0: none)",
                             group=_EXEC, low=0)
-    log_with: str | None = _option(None, "Accelerate tracker, e.g. 'tensorboard'",
+    log_with: str | None = option(None, "Accelerate tracker, e.g. 'tensorboard'",
                                    group=_EXEC)
-    progress: bool = _option(True, "progress bars (shown on a terminal only; logs get one "
+    progress: bool = option(True, "progress bars (shown on a terminal only; logs get one "
                              "line per epoch)", group=_EXEC)
 
     def resolved_alpha(self) -> float | None:
@@ -333,8 +253,7 @@ class TrainConfig:
     def problems(self) -> list[str]:
         """Every field that breaks its declared type, choices or bounds, one line each
         (and a localizer that cannot be built with its options)."""
-        problems = [problem for option in config_options()
-                    if (problem := option.problem(getattr(self, option.name))) is not None]
+        problems = field_problems(self)
         if not problems and self.crop == "ccrop" and self.box_source == "model":
             try:
                 self.build_localizer()
@@ -373,7 +292,7 @@ class TrainConfig:
 
         A number that YAML 1.1 leaves a string (``5e-4``) is read as the float it means.
         """
-        options = {option.name: option for option in config_options()}
+        options = {item.name: item for item in config_options()}
         unknown = sorted(set(values) - set(options))
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(options)}")
@@ -395,19 +314,7 @@ def _yaml_number(option: Option, value: Any) -> Any:
 
 def config_options() -> tuple[Option, ...]:
     """The declared :class:`Option` of every :class:`TrainConfig` field, in field order."""
-    return _OPTIONS
-
-
-def _field_option(item: Any) -> Option:
-    annotation = str(item.type).replace(" ", "")
-    optional = annotation.endswith("|None")
-    base = annotation.removesuffix("|None").split("[", 1)[0]
-    return Option(name=item.name, kind=_KINDS[base], optional=optional,
-                  help=item.metadata["help"], group=item.metadata["group"],
-                  choices=item.metadata["choices"], bounds=item.metadata["bounds"])
-
-
-_OPTIONS = tuple(_field_option(item) for item in fields(TrainConfig))
+    return options_of(TrainConfig)
 
 
 def list_recipes() -> list[str]:

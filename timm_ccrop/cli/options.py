@@ -1,4 +1,8 @@
-"""Argument types of the command line: numbers with bounds, YAML mappings, booleans.
+"""Argument types of the command line, and parsers generated from typed config fields.
+
+:func:`add_config_arguments` turns every field of a config dataclass (declared with
+:func:`timm_ccrop.utils.fields.option`) into one ``--field-name`` option, so each command's
+options, their types, choices, bounds and help live in one place: its config class.
 
 One helper, :func:`number`, replaces a validator per range: ``number(int, low=1)``,
 ``number(float, low=0, high=1, high_open=True)``; its errors read like the config's
@@ -9,14 +13,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from dataclasses import MISSING, fields
 from typing import Any, NoReturn
 
 import yaml
 
-from ..config import Bounds
+from ..utils.fields import Bounds, Option, options_of
 
-__all__ = ["BooleanFlag", "HelpFormatter", "OneLineErrorParser", "number", "parse_bool",
-           "yaml_mapping"]
+__all__ = ["BooleanFlag", "HelpFormatter", "OneLineErrorParser", "add_config_arguments",
+           "config_values", "number", "optional_text", "parse_bool", "yaml_mapping"]
 
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
@@ -130,3 +135,72 @@ def add_verify_weights_argument(parser: argparse.ArgumentParser, what: str) -> N
     parser.add_argument("--verify-weights", action=BooleanFlag, default=True,
                         help=f"check {what} against the sha256 recorded when it was written "
                              "(--no-verify-weights: for a file edited on purpose)")
+
+
+def optional_text(text: str) -> str | None:
+    """A string option that may be reset to None with ``none``/``null``."""
+    return None if text.strip().lower() in ("none", "null") else text
+
+
+def _typed_keywords(option: Option) -> dict[str, Any]:
+    if option.kind is bool:
+        return {"action": BooleanFlag}
+    if option.kind is dict:
+        return {"type": yaml_mapping, "metavar": "YAML"}
+    if option.kind is tuple:
+        return {"type": number(float), "nargs": option.length or "+", "metavar": "FLOAT"}
+    if option.kind is str:
+        keywords: dict[str, Any] = {"type": optional_text if option.optional else str}
+        if option.choices is not None:
+            keywords["choices"] = (*option.choices, None) if option.optional else option.choices
+            keywords["metavar"] = "{" + ",".join(option.choices) + "}"
+        return keywords
+    return {"type": number(option.kind, none=option.optional),
+            "metavar": option.kind.__name__.upper()}
+
+
+def config_argument(option: Option, default: Any) -> dict[str, Any]:
+    """``add_argument`` keywords of one config field. Its default is only shown: the
+    parser leaves unset options out (``SUPPRESS``), so the config's own default applies."""
+    shown = "none" if default is None else default
+    help_text = option.help if "default:" in option.help else f"{option.help} (default: {shown})"
+    if option.required:
+        help_text = option.help
+    if option.bounds is not None:
+        help_text += f"; {option.bounds.describe()}"
+    if option.optional and option.kind not in (bool, tuple):
+        help_text += "; null: unset"
+    keywords = {"help": help_text.replace("%", "%%"), **_typed_keywords(option)}
+    if not option.required:
+        keywords.update(dest=option.name, default=argparse.SUPPRESS)
+    return keywords
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_class: type,
+                         groups: Sequence[str] = (), skip: Sequence[str] = ()) -> None:
+    """One argument per field of ``config_class``: ``--field-name`` (a field without a
+    default: positional), in an argument group per field group when ``groups`` names them.
+
+    Args:
+        parser: the command's parser.
+        config_class: a dataclass whose fields were made with ``fields.option``.
+        groups: the field groups, in help order (empty: no groups).
+        skip: fields the command declares itself.
+    """
+    sections = {name: parser.add_argument_group(name) for name in groups}
+    defaults = {item.name: item.default if item.default is not MISSING
+                else item.default_factory() if item.default_factory is not MISSING else None
+                for item in fields(config_class)}
+    for item in options_of(config_class):
+        if item.name in skip:
+            continue
+        target = sections.get(item.group, parser)
+        flag = item.name if item.required else f"--{item.name.replace('_', '-')}"
+        target.add_argument(flag, **config_argument(item, defaults[item.name]))
+
+
+def config_values(args: argparse.Namespace, config_class: type) -> dict[str, Any]:
+    """The fields of ``config_class`` given on the command line (tuples as tuples)."""
+    given = vars(args)
+    return {item.name: tuple(given[item.name]) if item.kind is tuple else given[item.name]
+            for item in options_of(config_class) if item.name in given}

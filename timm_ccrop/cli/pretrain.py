@@ -17,50 +17,18 @@ import yaml
 
 from ..config import (
     GROUPS,
-    Option,
     TrainConfig,
-    config_options,
     list_recipes,
     load_config_file,
     load_recipe,
 )
 from ..train import TrainingStopped, train
-from .options import BooleanFlag, HelpFormatter, number, yaml_mapping
+from .options import HelpFormatter, add_config_arguments, config_values
 
 __all__ = ["add_pretrain_parser", "resolve_config", "run_pretrain"]
 
 USAGE = ("timm-ccrop pretrain [-h] [--recipe NAME] [-c FILE.yaml] [--print-config] "
          "[--resume PATH|auto] [--FIELD VALUE ...]")
-
-
-def _optional_text(text: str) -> str | None:
-    """A string option that may be reset to None with ``none``/``null``."""
-    return None if text.strip().lower() in ("none", "null") else text
-
-
-def _argument(option: Option, default: Any) -> dict[str, Any]:
-    """``add_argument`` keywords of one config field (its default is only shown)."""
-    shown = "none" if default is None else default
-    help_text = option.help if "default:" in option.help else f"{option.help} (default: {shown})"
-    if option.bounds is not None:
-        help_text += f"; {option.bounds.describe()}"
-    if option.optional and option.kind is not bool:
-        help_text += "; null: unset"
-    keywords: dict[str, Any] = {"dest": option.name, "default": argparse.SUPPRESS,
-                                "help": help_text.replace("%", "%%")}
-    if option.kind is bool:
-        keywords["action"] = BooleanFlag
-    elif option.kind is dict:
-        keywords.update(type=yaml_mapping, metavar="YAML")
-    elif option.kind is str:
-        keywords["type"] = _optional_text if option.optional else str
-        if option.choices is not None:
-            keywords["choices"] = (*option.choices, None) if option.optional else option.choices
-            keywords["metavar"] = "{" + ",".join(option.choices) + "}"
-    else:
-        keywords.update(type=number(option.kind, none=option.optional),
-                        metavar=option.kind.__name__.upper())
-    return keywords
 
 
 def add_pretrain_parser(commands: Any) -> argparse.ArgumentParser:
@@ -88,11 +56,7 @@ def add_pretrain_parser(commands: Any) -> argparse.ArgumentParser:
     setup.add_argument("--overwrite", action="store_true",
                        help="a fresh run may replace the run already in --output (without "
                             "it, a folder that holds a run is refused)")
-    groups = {name: pretrain.add_argument_group(name) for name in GROUPS}
-    defaults = TrainConfig()
-    for option in config_options():
-        groups[option.group].add_argument(f"--{option.name.replace('_', '-')}",
-                                          **_argument(option, getattr(defaults, option.name)))
+    add_config_arguments(pretrain, TrainConfig, groups=GROUPS)
     pretrain.set_defaults(handler=run_pretrain)
     return pretrain
 
@@ -104,9 +68,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         values.update(load_recipe(args.recipe))
     if args.config:
         values.update(load_config_file(args.config))
-    given = vars(args)
-    values.update({option.name: given[option.name] for option in config_options()
-                   if option.name in given})
+    values.update(config_values(args, TrainConfig))
     config = TrainConfig.from_dict(values)
     config.validate()
     return config
