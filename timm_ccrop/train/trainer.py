@@ -420,7 +420,10 @@ def _finish(run: _Run, epoch: int, last_checkpoint: Path | None,
     """Export the backbone of a finished run, close the trackers, report the outputs."""
     export = None
     if stopped is None and epoch == run.config.epochs and run.is_main:
-        export = export_backbone(run.inner.backbone, run.folder.backbone_dir, run.config)
+        # safetensors refuses the non-contiguous weights of a channels_last model; the
+        # run is over, so the model's memory format no longer matters
+        backbone = run.inner.backbone.to(memory_format=torch.contiguous_format)
+        export = export_backbone(backbone, run.folder.backbone_dir, run.config)
     run.accelerator.wait_for_everyone()
     if run.config.log_with:
         run.accelerator.end_training()
