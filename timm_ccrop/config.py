@@ -11,6 +11,7 @@ config is saved with every run and checkpoint.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -23,7 +24,6 @@ from .crop.views import VIEW_PRESETS, view_preset
 from .localize import (
     DEFAULT_LOCALIZER,
     DEFAULT_LOCALIZER_OPTIONS,
-    REDUCTIONS,
     Localizer,
     create_localizer,
 )
@@ -45,6 +45,7 @@ __all__ = [
     "list_recipes",
     "load_config_file",
     "load_recipe",
+    "upgrade_config_values",
 ]
 
 RECIPE_DIR = Path(str(resources.files("timm_ccrop.zoo") / "recipes"))
@@ -116,15 +117,10 @@ class TrainConfig:
                              "docs/localization.md), or harvest (maps of the training "
                              "forward, no box pass; docs/harvest.md)", group=_CROP)
     localizer_kwargs: dict[str, Any] | None = option(
-        None, "options of the localizer, e.g. {rule: mean, level: 2, pick: peak, dilate: "
-        "true}; given options replace the defaults (default: the default localizer's, "
-        "{background: median}; none for the others)", group=_CROP)
-    threshold: float | None = option(None, "box threshold k of the union rule (default: per "
-                                      "backbone family)", group=_CROP, low=0, high=1)
-    reduction: str | None = option(None, "channel reduction of the heatmap (default: per "
-                                    "backbone family)", group=_CROP, choices=REDUCTIONS)
-    stage: int = option(-1, "feature stage of the heatmap: -1 last, -2 the one before, ...",
-                         group=_CROP)
+        None, "options of the localizer, e.g. {stage: -2, reduction: l2, level: 2, pick: "
+        "peak, dilate: true} (threshold: the union rule's k); given options replace the "
+        "defaults (default: the default localizer's, {background: median}; none for the "
+        "others)", group=_CROP)
     warmup_epochs: int | None = option(None, "epochs of random crops before the first box "
                                         "pass (default: 20% of training)", group=_CROP,
                                         low=0)
@@ -262,15 +258,9 @@ class TrainConfig:
         return problems
 
     def build_localizer(self) -> Localizer:
-        """The box pass's localizer: ``localizer`` with ``localizer_kwargs``, plus
-        ``threshold``, ``reduction`` and ``stage`` where they are set."""
-        options = self.resolved_localizer_kwargs()
-        for key in ("threshold", "reduction"):
-            if getattr(self, key) is not None:
-                options.setdefault(key, getattr(self, key))
-        if self.stage != -1:
-            options.setdefault("stage", self.stage)
-        return create_localizer(self.localizer, **options)
+        """The run's localizer: ``localizer`` with :meth:`resolved_localizer_kwargs`. It
+        owns every setting of the maps and boxes (stage, reduction, threshold, ...)."""
+        return create_localizer(self.localizer, **self.resolved_localizer_kwargs())
 
     def validate(self) -> None:
         """Reject invalid settings up front, naming each bad value and its valid range.
@@ -290,8 +280,10 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a dict, rejecting unknown keys with the list of known ones.
 
-        A number that YAML 1.1 leaves a string (``5e-4``) is read as the float it means.
+        A number that YAML 1.1 leaves a string (``5e-4``) is read as the float it means;
+        the keys of older versions are read as they meant (:func:`upgrade_config_values`).
         """
+        values = upgrade_config_values(values)
         options = {item.name: item for item in config_options()}
         unknown = sorted(set(values) - set(options))
         if unknown:
@@ -322,10 +314,38 @@ def list_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
 
 
+#: Keys of configs written before 2026-12 and their defaults: the localizer's settings
+#: now live in ``localizer_kwargs`` only.
+LEGACY_LOCALIZER_KEYS: dict[str, Any] = {"threshold": None, "reduction": None, "stage": -1}
+
+
+def upgrade_config_values(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the keys of older versions read as they meant: ``threshold``,
+    ``reduction`` and ``stage`` beside the localizer (an old run's config.yaml or
+    checkpoint) become ``localizer_kwargs`` entries, as the old config built its
+    localizer (given ``localizer_kwargs`` win), with a FutureWarning; at their defaults
+    they are dropped silently."""
+    legacy = {key: values[key] for key in LEGACY_LOCALIZER_KEYS if key in values}
+    if not legacy:
+        return values
+    upgraded = {key: value for key, value in values.items() if key not in legacy}
+    moved = {key: value for key, value in legacy.items()
+             if value != LEGACY_LOCALIZER_KEYS[key]}
+    if moved:
+        current = TrainConfig(localizer=upgraded.get("localizer", DEFAULT_LOCALIZER),
+                              localizer_kwargs=upgraded.get("localizer_kwargs"))
+        upgraded["localizer_kwargs"] = {**moved, **current.resolved_localizer_kwargs()}
+        warnings.warn(f"config keys {', '.join(sorted(moved))} are read as localizer_kwargs "
+                      f"{upgraded['localizer_kwargs']} (they are localizer options since "
+                      "2026-12: write --localizer-kwargs)", FutureWarning, stacklevel=3)
+    return upgraded
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """The settings of a YAML config file (a recipe, or ``--print-config``'s output).
 
-    A ``description`` key is dropped; unknown keys are a ValueError naming the file.
+    A ``description`` key is dropped; unknown keys are a ValueError naming the file; keys
+    of older versions come back upgraded (:func:`upgrade_config_values`).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -340,6 +360,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
                          f"{type(values).__name__}")
     values.pop("description", None)
     try:
+        values = upgrade_config_values(values)
         TrainConfig.from_dict(values)  # unknown keys fail here, naming the file's mistakes
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err

@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..config import TrainConfig
 from ..data import build_dataset, default_train_split, parse_data_spec
-from ..localize import LOCALIZERS, REDUCTIONS, HarvestLocalizer, Localizer, resolve_stage
+from ..localize import LOCALIZERS, HarvestLocalizer, Localizer
 from ..models.backbones import create_backbone, load_backbone_weights, probe_model, read_state_dict
 from ..pictures.localization import class_labels, localization_picture
 from .options import add_verify_weights_argument, number, yaml_mapping
@@ -22,8 +24,8 @@ from .options import add_verify_weights_argument, number, yaml_mapping
 __all__ = ["add_show_boxes_parser", "run_show_boxes"]
 
 
-def _checked_inputs(args: argparse.Namespace) -> tuple[Path, Path | None, Any, str,
-                                                        dict[str, Any]]:
+def _checked_inputs(args: argparse.Namespace, localizer: Localizer
+                    ) -> tuple[Path, Path | None, Any, str, dict[str, Any]]:
     """Everything that can be checked without data or weights, first.
 
     Returns the output path, the checkpoint (or None), the data spec, its split and the
@@ -41,15 +43,19 @@ def _checked_inputs(args: argparse.Namespace) -> tuple[Path, Path | None, Any, s
     split = args.split or default_train_split(spec)
     probe, model_kwargs = probe_model(args.model)
     if probe is not None:
-        resolve_stage(probe, args.stage)  # ValueError for a stage it does not have
+        localizer.check(probe)  # ValueError for a stage it does not have
     return out, checkpoint, spec, split, model_kwargs
 
 
 def _localizer(args: argparse.Namespace) -> Localizer:
-    """The localizer of the flags, built exactly as the trainer builds it."""
-    localizer = TrainConfig(localizer=args.localizer, localizer_kwargs=args.localizer_kwargs,
-                       threshold=args.threshold, reduction=args.reduction,
-                       stage=args.stage).build_localizer()
+    """The localizer of the flags, built exactly as the trainer builds it (the old
+    ``--stage/--reduction/--threshold`` are read as localizer options, with a warning, as
+    an old config.yaml's keys are)."""
+    legacy = {key: getattr(args, key) for key in ("threshold", "reduction", "stage")
+              if getattr(args, key) is not None}
+    localizer = TrainConfig.from_dict({"localizer": args.localizer,
+                                       "localizer_kwargs": args.localizer_kwargs,
+                                       **legacy}).build_localizer()
     if isinstance(localizer, HarvestLocalizer):
         # its maps come from many training steps; a single pass over a few images has none
         raise ValueError("--localizer harvest reads the maps of the training forward and "
@@ -60,7 +66,8 @@ def _localizer(args: argparse.Namespace) -> Localizer:
 
 def run_show_boxes(args: argparse.Namespace) -> int:
     """Write the picture of ``args`` and print what it shows; the exit code."""
-    out, checkpoint, spec, split, model_kwargs = _checked_inputs(args)
+    localizer = _localizer(args)
+    out, checkpoint, spec, split, model_kwargs = _checked_inputs(args, localizer)
     dataset = build_dataset(spec, split=split)
     count = min(args.num_images, len(dataset))
     images = [dataset[i][0] for i in range(count)]
@@ -81,7 +88,7 @@ def run_show_boxes(args: argparse.Namespace) -> int:
     model.eval()
     picture = localization_picture(
         model, images, gt_all[:count].float() if gt_all is not None else None,
-        name=args.model, localizer=_localizer(args), image_size=args.image_size,
+        name=args.model, localizer=localizer, image_size=args.image_size,
         views=args.num_views, opacity=args.opacity,
         alpha=args.alpha, tile=args.tile, seed=args.seed, source=f"{args.data} [{split}]",
         labels=class_labels(dataset, count),
@@ -92,7 +99,7 @@ def run_show_boxes(args: argparse.Namespace) -> int:
     picture.grid.save(out, format="PNG")
     print(f"wrote {out.resolve()} ({picture.grid.width}x{picture.grid.height}, {count} "
           f"images, {args.num_views} ContrastiveCrop views each)")
-    print(picture.summary(args.model, args.stage))
+    print(picture.summary(args.model))
     if picture.mean_iou is not None:
         print(f"mean IoU with ground truth over the {count} shown images: "
               f"{picture.mean_iou:.3f} (whole-image box: {picture.whole_image_iou:.3f})")
@@ -106,11 +113,11 @@ def add_show_boxes_parser(commands: Any) -> argparse.ArgumentParser:
     show = commands.add_parser(
         "show-boxes", help="render a model's heatmaps, boxes and ContrastiveCrop views to a PNG",
         description="Run a timm backbone over a few images and draw what ContrastiveCrop's "
-                    "localization sees: the heatmap (channel reduction of one stage's feature "
-                    "map) overlaid on each image, the box around everything above the "
-                    "threshold (white), the ground-truth box (green) where the dataset has "
-                    "one, and ContrastiveCrop views sampled from the box. Prints the mean IoU "
-                    "with the ground truth.",
+                    "localization sees: the map the localizer's rule reads (as the trainer's "
+                    "box pass reads it) overlaid on each image, the localizer's box (white), "
+                    "the ground-truth box (green) where the dataset has one, and "
+                    "ContrastiveCrop views sampled from the box. Prints the mean IoU with the "
+                    "ground truth.",
     )
     show.add_argument("--data", default="synthetic",
                       help="dataset spec, e.g. synthetic, cifar10:PATH, folder:PATH "
@@ -132,13 +139,12 @@ def add_show_boxes_parser(commands: Any) -> argparse.ArgumentParser:
     show.add_argument("--localizer", default=TrainConfig.localizer, choices=list(LOCALIZERS),
                       help="how heatmaps become boxes (default: the trainer's)")
     show.add_argument("--localizer-kwargs", type=yaml_mapping, default=None,
-                      metavar="{key: value}", help="options of the localizer")
-    show.add_argument("--stage", type=int, default=-1,
-                      help="feature stage of the heatmap: -1 last, -2 the one before, ...")
-    show.add_argument("--reduction", choices=REDUCTIONS, default=None,
-                      help="channel reduction (default: per model family)")
-    show.add_argument("--threshold", type=number(float, low=0, high=1), default=None,
-                      help="box threshold k in [0, 1] (default: per model family; paper 0.1)")
+                      metavar="{key: value}",
+                      help="options of the localizer, as the trainer's, e.g. '{stage: -2, "
+                           "reduction: l2}' (threshold: the union rule's k); given options "
+                           "replace the localizer's defaults")
+    for legacy in ("--stage", "--reduction", "--threshold"):  # before 2026-12; deprecated
+        show.add_argument(legacy, default=None, type=yaml.safe_load, help=argparse.SUPPRESS)
     show.add_argument("--alpha", type=number(float, low=0, low_open=True), default=0.6,
                       help="Beta(alpha, alpha) of ContrastiveCrop's views (paper: 0.6)")
     show.add_argument("--opacity", type=number(float, low=0, high=1), default=0.5,

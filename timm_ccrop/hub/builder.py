@@ -33,7 +33,6 @@ from timm.models import save_for_hf
 from torch import nn
 
 from ..config import TrainConfig
-from ..localize import describe_localizer, localization_defaults
 from ..models.backbones import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -146,26 +145,17 @@ def export_backbone(backbone: nn.Module, folder: str | Path, config: TrainConfig
 
 
 def _crop_params(config: TrainConfig, backbone: nn.Module) -> dict[str, Any]:
-    """The crop mode's parameters as the card lists them (family defaults named)."""
+    """The crop mode's parameters as the card lists them: with model boxes, the run's
+    localizer and its settings resolved on ``backbone`` (family defaults named)."""
     if config.crop == "rcrop":
         return {}
     params: dict[str, Any] = {"alpha": config.resolved_alpha()}
     if config.crop == "ccrop":
-        defaults = localization_defaults(backbone)
         warmup, interval = config.resolved_schedule()
-        params.update({
-            "box_source": config.box_source,
-            "threshold": config.threshold if config.threshold is not None
-            else f"{defaults.threshold} (family default)",
-            "reduction": config.reduction if config.reduction is not None
-            else f"{defaults.reduction} (family default)",
-            "stage": config.stage,
-            "warmup_epochs": warmup,
-            "loc_interval": interval,
-        })
-        if config.box_source == "model":  # with its options, e.g. peak(background=median)
-            params["localizer"] = describe_localizer(config.localizer,
-                                                     config.resolved_localizer_kwargs())
+        params.update({"box_source": config.box_source, "warmup_epochs": warmup,
+                       "loc_interval": interval})
+        if config.box_source == "model":  # e.g. peak(background=median), stage -1, ...
+            params.update(config.build_localizer().resolve(backbone).card_params())
     return params
 
 

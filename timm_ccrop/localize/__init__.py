@@ -3,6 +3,8 @@
 - :mod:`.hooks`: forward hooks on a stage and the NCHW conversion of every family;
 - :mod:`.heatmaps`: channel reductions, per-family defaults, heatmaps and the box rule;
 - :mod:`.localizers`: pluggable localizers (map source + box rule) and their registry;
+  a localizer owns which map makes the box, its settings on a model
+  (:mod:`.resolved`) and its map size;
 - :mod:`.boxpass`: the sharded pass over a dataset that gives every image its box;
 - :mod:`.harvest`: boxes from maps harvested in the training forward (no extra pass).
 """
@@ -16,7 +18,6 @@ from .harvest import (
     HarvestLocalizer,
     HeatmapBank,
     MapCapture,
-    harvested_boxes,
     harvester_for,
     paste_maps,
 )
@@ -28,7 +29,7 @@ from .heatmaps import (
     localization_defaults,
     reduce_channels,
 )
-from .hooks import FeatureHook, resolve_stage, to_nchw, warn_if_too_coarse
+from .hooks import FeatureHook, resolve_stage, to_nchw
 from .localizers import (
     DEFAULT_LOCALIZER,
     DEFAULT_LOCALIZER_OPTIONS,
@@ -42,6 +43,7 @@ from .localizers import (
     describe_localizer,
     register_localizer,
 )
+from .resolved import ResolvedLocalizer
 
 __all__ = [
     "HARVEST_RATE",
@@ -50,7 +52,6 @@ __all__ = [
     "Harvester",
     "HeatmapBank",
     "MapCapture",
-    "harvested_boxes",
     "harvester_for",
     "paste_maps",
     "DEFAULT_LOCALIZER",
@@ -59,6 +60,7 @@ __all__ = [
     "REDUCTIONS",
     "ComponentRule",
     "Localizer",
+    "ResolvedLocalizer",
     "MapSource",
     "UnionRule",
     "create_localizer",
@@ -77,5 +79,4 @@ __all__ = [
     "reduce_channels",
     "resolve_stage",
     "to_nchw",
-    "warn_if_too_coarse",
 ]

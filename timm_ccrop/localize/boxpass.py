@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,9 +26,8 @@ from ..data import BoxedDataset
 from ..models.backbones import eval_mode, unwrap_model
 from ..utils.distributed import gather_rows
 from ..utils.progress import progress_bar
-from .heatmaps import localization_defaults
-from .hooks import MIN_MAP_SIZE, warn_if_too_coarse
-from .localizers import Localizer, UnionRule, create_localizer, default_localizer
+from .localizers import Localizer, default_localizer
+from .resolved import ResolvedLocalizer
 
 __all__ = ["LocalizationResult", "eval_transform", "localize_dataset", "localize_loader"]
 
@@ -43,11 +41,13 @@ class LocalizationResult:
     boxes: torch.Tensor  # (N, 4), the project's convention
     degenerate: torch.Tensor  # (N,) bool: whole-image fallback (use random crop there)
     seconds: float
-    threshold: float | None  # the union rule's k (None for other rules)
-    reduction: str
-    stage: int
+    settings: ResolvedLocalizer  # the localizer's settings on the model (Localizer.resolve)
     stats: dict[str, float] = field(default_factory=dict)
-    localizer: str = "union"  # Localizer.describe() of the pass
+
+    @property
+    def localizer(self) -> str:
+        """The localizer as given (:meth:`~timm_ccrop.localize.Localizer.describe`)."""
+        return self.settings.description
 
     @property
     def degenerate_share(self) -> float:
@@ -102,16 +102,13 @@ def localize_dataset(
     model: nn.Module,
     dataset: Any,
     image_size: int | tuple[int, int],
-    threshold: float | None = None,
-    stage: int = -1,
-    reduction: str | None = None,
+    localizer: Localizer | None = None,
     batch_size: int = 256,
     num_workers: int = 0,
     accelerator: Any = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     progress: bool = True,
-    localizer: Localizer | None = None,
 ) -> LocalizationResult:
     """Run the localization pass over a whole dataset; boxes by sample index.
 
@@ -124,13 +121,12 @@ def localize_dataset(
         dataset: a map-style dataset of ``(image, target)`` (or anything
             :class:`~timm_ccrop.data.BoxedDataset` accepts), without a transform.
         image_size: training resolution ``H`` or ``(H, W)``.
-        threshold, reduction: ``k`` and the channel reduction; default per family.
-        stage: feature stage (``-1`` last).
+        localizer: which maps and which boxes, with every setting (stage, reduction,
+            threshold, ...: :func:`~timm_ccrop.localize.create_localizer`); default
+            :func:`~timm_ccrop.localize.default_localizer`. One that holds its boxes
+            (``harvest`` with a bank) gives them without a pass.
         accelerator: an ``accelerate.Accelerator`` for multi-process passes.
         mean, std: normalisation of the model's inputs.
-        localizer: how maps become boxes (:func:`~timm_ccrop.localize.create_localizer`);
-            default: the ``union`` rule when ``threshold``, ``stage`` or ``reduction`` is
-            given, else :func:`~timm_ccrop.localize.default_localizer`.
     """
 
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
@@ -139,52 +135,10 @@ def localize_dataset(
     if accelerator is not None:
         loader = accelerator.prepare_data_loader(loader, device_placement=True)
     return localize_loader(
-        model, loader, len(indexed), size, threshold=threshold, stage=stage,
-        reduction=reduction, accelerator=accelerator, progress=progress,
-        ground_truth=getattr(dataset, "gt_boxes", None), substituted=indexed.substituted,
-        localizer=localizer,
+        model, loader, len(indexed), size, localizer=localizer, accelerator=accelerator,
+        progress=progress, ground_truth=getattr(dataset, "gt_boxes", None),
+        substituted=indexed.substituted,
     )
-
-
-def _pass_localizer(network: nn.Module, localizer: Localizer | None, threshold: float | None,
-                    stage: int, reduction: str | None) -> Localizer:
-    """The pass's localizer: the given one; the union rule when ``threshold``, ``stage`` or
-    ``reduction`` are given (the settings of the paper's rule); else the default."""
-    if localizer is None and threshold is None and reduction is None and stage == -1:
-        localizer = default_localizer()
-    elif localizer is None:
-        localizer = create_localizer("union", threshold=threshold, stage=stage,
-                                     reduction=reduction)
-    elif threshold is not None or reduction is not None:
-        raise ValueError("pass threshold/reduction inside the localizer, not beside it")
-    localizer.check(network)
-    return localizer
-
-
-def _probe_map_size(network: nn.Module, localizer: Localizer, image_size: tuple[int, int]
-                    ) -> tuple[int, int]:
-    """The ``(h, w)`` of the localizer's source maps, measured with one blank image."""
-    device = next(network.parameters()).device
-    with eval_mode(network), torch.no_grad():
-        maps, _ = localizer.source.maps(network, torch.zeros(1, 3, *image_size, device=device))
-    return int(maps.shape[-2]), int(maps.shape[-1])
-
-
-def _too_coarse(network: nn.Module, localizer: Localizer, image_size: tuple[int, int],
-                map_size: tuple[int, int] | None) -> bool:
-    """Warn and say so when the localizer's map is smaller than 3x3 (no usable box).
-    ``map_size``: the probed map (needed for a finer map: stride removed, fused stages)."""
-    source = localizer.source
-    if not source.dilate and len(source.stages()) == 1:
-        return warn_if_too_coarse(network, image_size, localizer.stage)
-    assert map_size is not None, "a finer map's size must be probed"
-    height, width = map_size
-    if min(height, width) >= MIN_MAP_SIZE:
-        return False
-    warnings.warn(f"{localizer.describe()} gives {height}x{width} maps at "
-                  f"{image_size[0]}x{image_size[1]} px: too coarse to localize (every box is "
-                  "the whole image); use a larger image size", stacklevel=3)
-    return True
 
 
 def _batch_boxes(network: nn.Module, images: torch.Tensor, too_coarse: bool, autocast: Any,
@@ -280,19 +234,26 @@ def _mark_substituted(
     return batch_boxes, batch_bad.bool() | flags
 
 
+def _result(localizer: Localizer, network: nn.Module, boxes: torch.Tensor,
+            degenerate: torch.Tensor, start: float, ground_truth: torch.Tensor | None
+            ) -> LocalizationResult:
+    """The pass's result with the localizer's resolved settings and its statistics."""
+    result = LocalizationResult(boxes, degenerate, time.perf_counter() - start,
+                                localizer.resolve(network))
+    result.stats = result.summary(ground_truth)
+    return result
+
+
 def localize_loader(
     model: nn.Module,
     loader: Any,
     num_samples: int,
     image_size: tuple[int, int],
-    threshold: float | None = None,
-    stage: int = -1,
-    reduction: str | None = None,
+    localizer: Localizer | None = None,
     accelerator: Any = None,
     progress: bool = True,
     ground_truth: torch.Tensor | None = None,
     substituted: torch.Tensor | None = None,
-    localizer: Localizer | None = None,
 ) -> LocalizationResult:
     """The localization pass over a loader of ``(images, target, index)`` batches.
 
@@ -306,17 +267,23 @@ def localize_loader(
     :attr:`~timm_ccrop.data.BoxedDataset.substituted`, written by the loader's workers)
     marks samples whose unreadable image was replaced by another: their rows are
     degenerate whole-image boxes.
+
+    ``localizer`` (default :func:`~timm_ccrop.localize.default_localizer`) decides every
+    setting; one that holds its boxes (:meth:`~timm_ccrop.localize.Localizer.held_boxes`,
+    ``harvest`` with a bank) gives them without reading the loader.
     """
     network = unwrap_model(accelerator.unwrap_model(model) if accelerator else model)
-    localizer = _pass_localizer(network, localizer, threshold, stage, reduction)
-    source = localizer.source
-    probe = source.dilate or len(source.stages()) > 1 or localizer.fits_from_maps
-    map_size = _probe_map_size(network, localizer, image_size) if probe else None
-    too_coarse = _too_coarse(network, localizer, image_size, map_size)
+    localizer = localizer if localizer is not None else default_localizer()
+    localizer.check(network)
+    start = time.perf_counter()
+    held = localizer.held_boxes(network)
+    if held is not None:
+        return _result(localizer, network, *held, start, ground_truth)
+    map_size = localizer.map_size(network, image_size)
+    too_coarse = localizer.too_coarse(network, image_size, map_size)
     device = accelerator.device if accelerator else next(network.parameters()).device
     autocast = accelerator.autocast if accelerator else contextlib.nullcontext
     is_main = accelerator is None or accelerator.is_main_process
-    start = time.perf_counter()
     batches = progress_bar(loader, "box pass", progress and is_main)
     one_forward = (localizer.fits_from_maps and not too_coarse
                    and _map_cache_fits(map_size, num_samples, accelerator))
@@ -344,15 +311,7 @@ def localize_loader(
         accelerator, local[0].long(), local[1].float().reshape(-1, 4), local[2].long()
     )
     result_boxes, result_bad = _scatter_by_index(num_samples, all_indices, all_boxes, all_bad)
-    rule_threshold = getattr(localizer.rule, "threshold", None)
-    if isinstance(localizer.rule, UnionRule) and rule_threshold is None:
-        rule_threshold = localization_defaults(network).threshold
-    result = LocalizationResult(
-        result_boxes, result_bad, time.perf_counter() - start, rule_threshold,
-        localizer.source.reduction or localization_defaults(network).reduction,
-        localizer.stage, localizer=localizer.describe(),
-    )
-    result.stats = result.summary(ground_truth)
+    result = _result(localizer, network, result_boxes, result_bad, start, ground_truth)
     if is_main:
         _LOG.info(
             "box pass: %d images in %.1f s, degenerate %.1f%%, mean area %.3f%s",

@@ -127,6 +127,7 @@ class ContrastiveCAMLocalizer(Localizer):
     bank: torch.Tensor | None = None  # (K, D) float32 L2-normalised negatives, set by fit
 
     needs_fit = True
+    uses_reduction = False
 
     def _head(self, channels: int) -> nn.Module | None:
         return self.head if _takes(self.head, channels) else None
@@ -152,11 +153,10 @@ class ContrastiveCAMLocalizer(Localizer):
             raise RuntimeError("the ccam localizer's fit saw no batch: the loader is empty")
         self.bank = _gather_bank(bank, self.bank_size, accelerator)
 
-    def boxes(self, network: nn.Module, images: torch.Tensor, image_size: tuple[int, int]
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(boxes (B, 4), degenerate (B,))``: degenerate rows (constant or non-finite
-        CAM, nothing kept, no negative in the bank but the image itself) get the whole
-        image."""
+    def maps(self, network: nn.Module, images: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The normalised contrastive CAMs the rule reads and the degenerate mask
+        (constant or non-finite CAM, no negative in the bank but the image itself)."""
         if self.bank is None:
             raise RuntimeError("the ccam localizer is not fitted: call fit(network, batches) "
                                "over the dataset before boxes (the box pass does this)")
@@ -165,8 +165,7 @@ class ContrastiveCAMLocalizer(Localizer):
         # Batch statistics of one box batch are not the projector's training statistics.
         with eval_mode(head) if head is not None else contextlib.nullcontext():
             cams = contrastive_cam(features, head, self.bank, self.temperature)
-        maps, bad = normalise_maps(cams)
-        return self.boxes_from_maps(maps, bad, image_size, network)
+        return normalise_maps(cams)
 
 
 def _ccam(options: dict[str, Any]) -> Localizer:

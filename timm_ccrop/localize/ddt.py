@@ -26,7 +26,8 @@ from torch import nn
 
 from .components import component_mask, mask_boxes
 from .hooks import FeatureHook
-from .localizers import Localizer, MapSource, register_localizer, stride_removed
+from .localizers import Localizer, register_localizer
+from .sources import MapSource, stride_removed
 
 __all__ = ["DDTLocalizer", "PositiveRule", "hooked_features"]
 
@@ -82,6 +83,7 @@ class DDTLocalizer(Localizer):
     direction: torch.Tensor | None = None  # (C,) oriented: the object side is positive
 
     needs_fit = True
+    uses_reduction = False
 
     def fit(self, network: nn.Module, batches: Callable[[], Iterator[torch.Tensor]],
             accelerator: Any = None) -> None:
@@ -139,14 +141,13 @@ class DDTLocalizer(Localizer):
         direction = self.direction.to(features.device)
         return torch.einsum("bchw,c->bhw", features - mean[:, None, None], direction)
 
-    def boxes(self, network: nn.Module, images: torch.Tensor, image_size: tuple[int, int]
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(boxes (B, 4), degenerate (B,))``: degenerate rows (non-finite map, no
-        positive cell) get the whole image."""
+    def maps(self, network: nn.Module, images: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The signed projections the rule reads (non-finite cells zeroed) and the
+        degenerate mask (a non-finite map); :meth:`boxes` boxes their positive region."""
         maps = self.projection(network, images)
         bad = ~torch.isfinite(maps).flatten(1).all(dim=1)
-        maps = torch.where(torch.isfinite(maps), maps, torch.zeros_like(maps))
-        return self.boxes_from_maps(maps, bad, image_size, network)
+        return torch.where(torch.isfinite(maps), maps, torch.zeros_like(maps)), bad
 
 
 def _bottom_k(sample: torch.Tensor | None, keys: torch.Tensor | None,

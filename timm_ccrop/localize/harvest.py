@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,7 +50,6 @@ from torch import nn
 
 from ..utils.distributed import first_occurrences, gather_rows
 from .background import median_map, pop_background, subtract_background
-from .boxpass import LocalizationResult
 from .heatmaps import REDUCTIONS, localization_defaults, normalise_maps, reduce_channels
 from .hooks import FeatureHook, to_nchw
 from .localizers import (
@@ -64,7 +62,7 @@ from .localizers import (
 )
 
 __all__ = ["HARVEST_NORM", "HARVEST_RATE", "HARVEST_RESOLUTION", "NORMS", "HarvestLocalizer",
-           "Harvester", "HeatmapBank", "MapCapture", "harvested_boxes", "harvester_for",
+           "Harvester", "HeatmapBank", "MapCapture", "harvester_for",
            "paste_maps"]
 
 #: Cells per side of the running heatmap (16: about what the smallest crops resolve).
@@ -224,21 +222,31 @@ class HeatmapBank:
         no view has covered yet."""
         return self.mean.float(), self.weight.flatten(1).amax(dim=1) <= 0
 
+    def rule_maps(self, rows: Any, background: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The maps a rule reads for the images ``rows`` (indices or a slice): min-max
+        normalised, less ``background`` when given; and their degenerate mask (unseen,
+        constant, nothing left above the background)."""
+        normalised, bad = normalise_maps(self.mean[rows].float())
+        unseen = self.weight[rows].flatten(1).amax(dim=1) <= 0
+        if background is not None:
+            normalised, empty = subtract_background(normalised, background)
+            bad = bad | empty
+        return normalised, bad | unseen
+
     def boxes(self, localizer: Localizer, network: nn.Module | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(boxes [N, 4], degenerate [N])`` from the running maps with ``localizer``'s
-        rule (:meth:`Localizer.boxes_from_maps`), the maps min-max normalised first as the
-        rule expects; unseen or constant maps are degenerate (whole image)."""
+        rule (:meth:`Localizer.boxes_from_maps`) on :meth:`rule_maps`; unseen or constant
+        maps are degenerate (whole image). A subtracted background is kept as
+        ``localizer.background_map`` (what later pictures of these boxes subtract)."""
         maps, unseen = self.heatmaps()
         background = self._background(maps, unseen) if localizer.background else None
+        localizer.background_map = background
         boxes, degenerate = [], []
         for start in range(0, len(self), _CHUNK):
-            chunk = slice(start, start + _CHUNK)
-            normalised, bad = normalise_maps(maps[chunk])
-            if background is not None:
-                normalised, empty = subtract_background(normalised, background)
-                bad = bad | empty
-            found = localizer.boxes_from_maps(normalised, bad | unseen[chunk],
+            normalised, bad = self.rule_maps(slice(start, start + _CHUNK), background)
+            found = localizer.boxes_from_maps(normalised, bad,
                                               (self.resolution, self.resolution), network)
             boxes.append(found[0])
             degenerate.append(found[1])
@@ -354,13 +362,6 @@ class Harvester:
         per_view = maps.view(views, batch, *maps.shape[1:]).transpose(0, 1)
         self.bank.accumulate(per_view, indices, geometry[:, :views], self.accelerator)
 
-    def boxes(self, network: nn.Module, dataset: Any = None,
-              substituted: torch.Tensor | None = None) -> LocalizationResult:
-        """The bank's boxes with the localizer's rule, scored against ``dataset.gt_boxes``
-        when it has them (see :func:`harvested_boxes`)."""
-        return harvested_boxes(self.bank, self.localizer, network,
-                               getattr(dataset, "gt_boxes", None), substituted)
-
     def load_checkpoint_state(self, state: dict[str, Any] | None, source: Any) -> None:
         """Restore the bank from a checkpoint's ``harvest`` entry (one-line error when the
         checkpoint was not trained with harvesting)."""
@@ -371,36 +372,17 @@ class Harvester:
         self.bank.load_state_dict(state)
 
 
-def harvester_for(localizer: Localizer | None, num_samples: int, accelerator: Any = None
-                  ) -> Harvester | None:
+def harvester_for(localizer: Localizer | None, num_samples: int, accelerator: Any = None,
+                  substituted: torch.Tensor | None = None) -> Harvester | None:
     """A harvester with an empty bank when ``localizer`` is a :class:`HarvestLocalizer`,
-    else None (the boxes then come from a separate box pass)."""
+    else None (the boxes then come from a separate box pass). The bank becomes the
+    localizer's (:meth:`HarvestLocalizer.held_boxes`); ``substituted`` (``[N]`` bool, the
+    training loader's flags of unreadable images replaced by another) marks images whose
+    maps are a stand-in's: they get no box."""
     if not isinstance(localizer, HarvestLocalizer):
         return None
+    localizer.substituted = substituted
     return Harvester(localizer.make_bank(num_samples), localizer, accelerator)
-
-
-def harvested_boxes(bank: HeatmapBank, localizer: Localizer, network: nn.Module | None = None,
-                    ground_truth: torch.Tensor | None = None,
-                    substituted: torch.Tensor | None = None) -> LocalizationResult:
-    """The bank's boxes as a :class:`LocalizationResult` (the box pass's result type, so
-    its statistics, e.g. mean IoU with ``ground_truth``, are computed the same way).
-
-    ``substituted`` marks images whose unreadable file was replaced by another in the
-    loader: their maps are the stand-in's, so they get no box (random crops).
-    """
-    started = time.perf_counter()
-    boxes, degenerate = bank.boxes(localizer, network)
-    if substituted is not None and bool(substituted.any()):
-        degenerate = degenerate | substituted.cpu().bool()
-        boxes[degenerate] = torch.tensor(_WHOLE_IMAGE)
-    source = localizer.source
-    reduction = source.reduction or (localization_defaults(network).reduction
-                                     if network is not None else "sum")
-    result = LocalizationResult(boxes, degenerate, time.perf_counter() - started, None,
-                                reduction, source.stage, localizer=localizer.describe())
-    result.stats = result.summary(ground_truth)
-    return result
 
 
 @dataclasses.dataclass
@@ -417,10 +399,45 @@ class HarvestLocalizer(Localizer):
     resolution: int = HARVEST_RESOLUTION
     rate: float = HARVEST_RATE
     norm: str = HARVEST_NORM
+    bank: HeatmapBank | None = dataclasses.field(default=None, repr=False, compare=False)
+    #: [N] bool: images the training loader replaced by another (their maps are not theirs)
+    substituted: torch.Tensor | None = dataclasses.field(default=None, repr=False,
+                                                         compare=False)
 
     def make_bank(self, num_samples: int) -> HeatmapBank:
-        """An empty bank for a training set of ``num_samples`` images."""
-        return HeatmapBank(num_samples, self.resolution, self.rate, self.norm)
+        """An empty bank for a training set of ``num_samples`` images; it becomes this
+        localizer's (its boxes and maps are read from it from then on)."""
+        self.bank = HeatmapBank(num_samples, self.resolution, self.rate, self.norm)
+        return self.bank
+
+    def map_size(self, network: nn.Module, image_size: tuple[int, int]) -> tuple[int, int]:
+        """With a bank, its ``resolution x resolution``: the rule reads the running maps,
+        finer than any single crop's map; without one, the plain map's."""
+        if self.bank is None:
+            return super().map_size(network, image_size)
+        return self.resolution, self.resolution
+
+    def held_boxes(self, network: nn.Module | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The bank's boxes (no pass over the data); images the training loader replaced
+        are degenerate. None without a bank."""
+        if self.bank is None:
+            return None
+        boxes, degenerate = self.bank.boxes(self, network)
+        if self.substituted is not None and bool(self.substituted.any()):
+            degenerate = degenerate | self.substituted.cpu().bool()
+            boxes[degenerate] = torch.tensor(_WHOLE_IMAGE)
+        return boxes, degenerate
+
+    def sample_maps(self, network: nn.Module, images: torch.Tensor, indices: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bank's running maps of ``indices``, as the rule read them at the last
+        :meth:`held_boxes` (the same background subtracted); without a bank, the plain
+        map of ``images``."""
+        if self.bank is None:
+            return super().sample_maps(network, images, indices)
+        background = self.background_map if self.background else None
+        return self.bank.rule_maps(indices.cpu(), background)
 
 
 def _default_rule_options() -> dict[str, Any]:

@@ -10,16 +10,14 @@ give tokens without prefix.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..models.backbones import eval_mode, unwrap_model
+from ..models.backbones import unwrap_model
 
-__all__ = ["MIN_MAP_SIZE", "FeatureHook", "resolve_stage", "stage_map_size", "to_nchw",
-           "warn_if_too_coarse"]
+__all__ = ["MIN_MAP_SIZE", "FeatureHook", "resolve_stage", "to_nchw"]
 
 #: Maps smaller than this (per side) give no usable box: one cell is a third of the image.
 MIN_MAP_SIZE = 3
@@ -159,42 +157,3 @@ class FeatureHook:
             int(self.info["reduction"]),
             self.num_prefix_tokens,
         )
-
-
-def stage_map_size(model: nn.Module, image_size: tuple[int, int], stage: int) -> tuple[int, int]:
-    """The stage's real map size at ``image_size`` (one eval forward of a blank image)."""
-    network = unwrap_model(model)
-    parameter = next(network.parameters(), None)
-    blank = torch.zeros(
-        1, int(getattr(network, "in_chans", 3)), *image_size,
-        device=None if parameter is None else parameter.device,
-        dtype=None if parameter is None else parameter.dtype,
-    )
-    with eval_mode(network), torch.no_grad(), FeatureHook(network, stage) as hook:
-        network(blank)
-        height, width = hook.feature_map.shape[-2:]
-    return int(height), int(width)
-
-
-def warn_if_too_coarse(model: nn.Module, image_size: tuple[int, int], stage: int = -1) -> bool:
-    """Warn (once per call site) when the stage's map at ``image_size`` is below 3x3.
-
-    Returns True if the map is too coarse to localize anything.
-    """
-    info = resolve_stage(model, stage)
-    try:  # measured: stride arithmetic misses patchify stems (ConvNeXt: 2x2 at 72-95 px)
-        map_h, map_w = stage_map_size(model, image_size, stage)
-    except Exception:  # a model that cannot run at this size: the stride estimate
-        map_h = math.ceil(image_size[0] / info["reduction"])
-        map_w = math.ceil(image_size[1] / info["reduction"])
-    if min(map_h, map_w) >= MIN_MAP_SIZE:
-        return False
-    warnings.warn(
-        f"{type(unwrap_model(model)).__name__} stage {stage} ({info['module']}, stride "
-        f"{info['reduction']}) gives a {map_h}x{map_w} map at {image_size[0]}x{image_size[1]}: "
-        "too coarse to localize, so every box is the whole image. Use an earlier stage "
-        "(stage=-2), larger images, or a small-image stem (e.g. resnet18_cifar: 3x3 "
-        "stride-1 stem, no max-pool).",
-        stacklevel=2,
-    )
-    return True

@@ -26,8 +26,7 @@ Names (options in brackets):
 
 from __future__ import annotations
 
-import contextlib
-import warnings
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,114 +35,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.backbones import eval_mode, unwrap_model
 from .background import median_map, pop_background, subtract_background
 from .components import THRESHOLD_RULES, component_mask, mask_boxes, threshold_maps
 from .heatmaps import (
     REDUCTIONS,
     heatmap_boxes,
     localization_defaults,
-    normalise_maps,
-    reduce_channels,
 )
-from .hooks import FeatureHook, resolve_stage
+from .hooks import resolve_stage
+from .resolved import ResolvedLocalizer, warn_too_coarse
+from .sources import MapSource, stride_removed
 
 __all__ = ["DEFAULT_LOCALIZER", "DEFAULT_LOCALIZER_OPTIONS", "LOCALIZERS", "ComponentRule",
            "Localizer", "MapSource", "UnionRule", "component_rule", "create_localizer",
-           "default_localizer",
-           "describe_localizer", "register_localizer", "stride_removed"]
-
-
-# --------------------------------------------------------------------------------------
-# Map sources
-# --------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def stride_removed(model: nn.Module, stage: int) -> Iterator[None]:
-    """Remove, for the block, the stride of the last downsampling stage up to ``stage``
-    (ContraCAM's ``expand_res``): the same weights give a map twice as fine.
-
-    The stride-2 convolutions and pooling layers of that stage's module get stride 1;
-    everything is restored afterwards.
-    """
-    entries = model.feature_info if isinstance(model.feature_info, list) \
-        else model.feature_info.get_dicts()
-    position = stage % len(entries)
-    while position > 0 and entries[position]["reduction"] <= entries[position - 1]["reduction"]:
-        position -= 1  # a dilated stage keeps its input's resolution: look further back
-    module = model.get_submodule(entries[position]["module"])
-    changed: list[tuple[nn.Module, Any, Any]] = []
-    for layer in module.modules():
-        stride = getattr(layer, "stride", None)
-        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)) and stride in (2, (2, 2)):
-            kernel = getattr(layer, "kernel_size", None)
-            changed.append((layer, stride, kernel))
-            layer.stride = (1, 1) if isinstance(stride, tuple) else 1
-            if not isinstance(layer, nn.Conv2d) and kernel in (2, (2, 2)):
-                # a 2x2/2 pooling shortcut (ResNet-D) would lose a row at stride 1: the
-                # main path keeps the size, so the shortcut becomes the identity
-                layer.kernel_size = (1, 1) if isinstance(kernel, tuple) else 1
-    try:
-        yield
-    finally:
-        for layer, stride, kernel in changed:
-            layer.stride = stride
-            if kernel is not None:
-                layer.kernel_size = kernel
-
-
-@dataclass
-class MapSource:
-    """Which heatmap a model gives: stage(s), reduction, and an optional finer map.
-
-    ``fuse`` (stages) averages the normalised maps of several stages, upsampled to the
-    finest; ``dilate`` removes the last downsampling stride at inference.
-    """
-
-    stage: int = -1
-    reduction: str | None = None  # None: the family default
-    dilate: bool = False
-    fuse: tuple[int, ...] = ()
-
-    def stages(self) -> tuple[int, ...]:
-        return tuple(self.fuse) or (self.stage,)
-
-    def _raw_maps(self, network: nn.Module, images: torch.Tensor,
-                  reduction: str) -> list[torch.Tensor]:
-        """Channel-reduced maps of every stage, from one forward."""
-        with contextlib.ExitStack() as stack:
-            if self.dilate:
-                stack.enter_context(stride_removed(network, self.stage))
-            hooks = [stack.enter_context(FeatureHook(network, s)) for s in self.stages()]
-            network(images)
-            return [reduce_channels(hook.feature_map, reduction) for hook in hooks]
-
-    def maps(self, network: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor,
-                                                                      torch.Tensor]:
-        """Normalised heatmaps ``(B, h, w)`` and the degenerate mask (eval mode and
-        no_grad are the caller's)."""
-        reduction = self.reduction or localization_defaults(network).reduction
-        try:
-            raw = self._raw_maps(network, images, reduction)
-        except (RuntimeError, AssertionError) as err:
-            if not self.dilate:
-                raise
-            # Some families cannot run without their stride (Swin's attention windows):
-            # say so once and use the plain map from then on.
-            warnings.warn(f"cannot remove the last downsampling stride of "
-                          f"{type(network).__name__} ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0][:120]}); using the plain map",
-                          stacklevel=2)
-            self.dilate = False
-            raw = self._raw_maps(network, images, reduction)
-        normalised = [normalise_maps(m) for m in raw]
-        if len(normalised) == 1:
-            return normalised[0]
-        size = max((m.shape[1:] for m, _ in normalised), key=lambda s: s[0] * s[1])
-        fused = torch.stack([F.interpolate(m[:, None], size=tuple(size), mode="bilinear",
-                                           align_corners=False)[:, 0] for m, _ in normalised])
-        bad = torch.stack([b for _, b in normalised]).any(dim=0)
-        return normalise_maps(fused.mean(dim=0))[0], bad
+           "default_localizer", "describe_localizer", "register_localizer", "stride_removed"]
 
 
 # --------------------------------------------------------------------------------------
@@ -158,11 +64,15 @@ class UnionRule:
 
     threshold: float | None = None
 
+    def resolved_threshold(self, network: nn.Module) -> float:
+        """``threshold``, or the model family's default k."""
+        return localization_defaults(network).threshold if self.threshold is None \
+            else self.threshold
+
     def boxes(self, maps: torch.Tensor, image_size: tuple[int, int], network: nn.Module
               ) -> tuple[torch.Tensor, torch.Tensor]:
-        threshold = localization_defaults(network).threshold if self.threshold is None \
-            else self.threshold
-        return heatmap_boxes(maps, threshold, image_size, return_degenerate=True)
+        return heatmap_boxes(maps, self.resolved_threshold(network), image_size,
+                             return_degenerate=True)
 
 
 @dataclass
@@ -194,7 +104,13 @@ class ComponentRule:
 
 @dataclass
 class Localizer:
-    """A map source and a box rule; :meth:`boxes` localizes a batch of images."""
+    """A map source and a box rule; :meth:`boxes` localizes a batch of images.
+
+    The localizer owns which map makes the box: :meth:`maps` (and, per dataset sample,
+    :meth:`sample_maps`) is the map its rule reads, :meth:`resolve` its settings on a
+    model and :meth:`map_size` the map's size there; pictures, cards and the box pass ask
+    it, never a stage or reduction of their own.
+    """
 
     name: str
     source: MapSource = field(default_factory=MapSource)
@@ -205,6 +121,9 @@ class Localizer:
     #: (:mod:`timm_ccrop.localize.background`); None: the maps as they are.
     background: str | None = None
     background_map: torch.Tensor | None = None  # set by fit
+
+    #: Whether the map is a channel reduction (``ddt`` and ``ccam`` read raw features).
+    uses_reduction = True
 
     @property
     def needs_fit(self) -> bool:
@@ -220,6 +139,50 @@ class Localizer:
         """Fail early on a stage the model does not have."""
         for stage in self.source.stages():
             resolve_stage(network, stage)
+
+    def resolve(self, network: nn.Module) -> ResolvedLocalizer:
+        """Every setting of this localizer on ``network``, family defaults filled in."""
+        network = unwrap_model(network)
+        source, defaults = self.source, localization_defaults(network)
+        finest = min(source.stages(),
+                     key=lambda s: resolve_stage(network, s)["reduction"])
+        threshold = self.rule.resolved_threshold(network) \
+            if isinstance(self.rule, UnionRule) else None
+        family = (("reduction",) if self.uses_reduction and source.reduction is None else ()) \
+            + (("threshold",) if threshold is not None and self.rule.threshold is None else ())
+        return ResolvedLocalizer(
+            description=self.describe(), stage=source.stage,
+            module=str(resolve_stage(network, finest)["module"]),
+            reduction=(source.reduction or defaults.reduction) if self.uses_reduction
+            else None,
+            threshold=threshold, finer=source.dilate, fuse=tuple(source.fuse),
+            background=self.background, family_defaults=family)
+
+    def map_size(self, network: nn.Module, image_size: tuple[int, int]) -> tuple[int, int]:
+        """The ``(h, w)`` of the maps the rule reads at ``image_size``: measured with one
+        blank image (stride removed, stages fused, as the pass runs); the stride estimate
+        where the model cannot run at that size."""
+        network = unwrap_model(network)
+        parameter = next(network.parameters(), None)
+        blank = torch.zeros(1, int(getattr(network, "in_chans", 3)), *image_size,
+                            device=None if parameter is None else parameter.device,
+                            dtype=None if parameter is None else parameter.dtype)
+        try:
+            with eval_mode(network), torch.no_grad():
+                maps, _ = self.source.maps(network, blank)
+            return int(maps.shape[-2]), int(maps.shape[-1])
+        except Exception:  # a fixed-size model at another size: the stride estimate
+            stride = min(resolve_stage(network, s)["reduction"] for s in self.source.stages())
+            stride = max(1, stride // 2) if self.source.dilate else stride
+            return math.ceil(image_size[0] / stride), math.ceil(image_size[1] / stride)
+
+    def too_coarse(self, network: nn.Module, image_size: tuple[int, int],
+                   map_size: tuple[int, int] | None = None) -> bool:
+        """Warn and return True when the map at ``image_size`` (:meth:`map_size`, or the
+        ``map_size`` already measured) is below 3x3: every box would be the whole image."""
+        size = map_size or self.map_size(network, image_size)
+        return warn_too_coarse(self.describe(), type(unwrap_model(network)).__name__, size,
+                               image_size)
 
     @property
     def fits_by_index(self) -> bool:
@@ -264,6 +227,21 @@ class Localizer:
         less the background when one is subtracted (a map with nothing left above it is
         degenerate)."""
         return self.residual(*self.source.maps(network, images))
+
+    def held_boxes(self, network: nn.Module | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(boxes, degenerate)`` of every dataset sample when the localizer already
+        holds them (``harvest``: read from its bank, no pass over the data); None: they
+        come from a box pass (:func:`~timm_ccrop.localize.localize_loader` asks this
+        first)."""
+        return None
+
+    def sample_maps(self, network: nn.Module, images: torch.Tensor, indices: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The maps the rule reads (or read) for the dataset samples ``indices``, whose
+        eval-transformed ``images`` are given: what made their boxes. A box-pass localizer
+        computes them (:meth:`maps`); ``harvest`` reads its bank."""
+        return self.maps(network, images)
 
     def residual(self, maps: torch.Tensor, bad: torch.Tensor) -> tuple[torch.Tensor,
                                                                        torch.Tensor]:

@@ -28,7 +28,7 @@ from ..data import (
     parse_data_spec,
     stored_image_size,
 )
-from ..localize import Harvester, harvester_for, warn_if_too_coarse
+from ..localize import Harvester, Localizer, harvester_for
 from ..methods import SiameseMethod, build_method
 from ..models.backbones import create_backbone
 
@@ -54,6 +54,9 @@ class RunData:
     device_views: BatchedViews | None  # views made on the device (--augment-on device)
     steps_per_epoch: int  # optimiser steps per epoch (global batches, the last one dropped)
     harvest: Harvester | None = None  # --localizer harvest: the bank of training-time maps
+    #: the run's one localizer (None when the boxes do not come from the model): the box
+    #: pass, the harvest bank, the too-coarse check and the box picture all ask it
+    localizer: Localizer | None = None
 
 
 def _check_batch(config: TrainConfig, accelerator: Accelerator, num_samples: int) -> None:
@@ -107,8 +110,8 @@ def _box_table(config: TrainConfig, dataset: Any) -> BoxTable:
 
 
 def build_data(config: TrainConfig, accelerator: Accelerator) -> RunData:
-    """The training split, its views, its box table and a loader over it (and the bank
-    of harvested heatmaps with ``--localizer harvest``)."""
+    """The training split, its views, its box table and a loader over it, the run's
+    localizer (and the bank of harvested heatmaps with ``--localizer harvest``)."""
     spec = parse_data_spec(config.data)
     dataset = build_dataset(spec, split=default_train_split(spec))
     _check_batch(config, accelerator, len(dataset))
@@ -122,18 +125,20 @@ def build_data(config: TrainConfig, accelerator: Accelerator) -> RunData:
         num_workers=config.num_workers, drop_last=True,
         persistent_workers=config.num_workers > 0, pin_memory=accelerator.device.type == "cuda",
     )
-    harvest = (harvester_for(config.build_localizer(), len(dataset), accelerator)
-               if config.harvests_boxes() else None)
+    model_boxes = config.crop == "ccrop" and config.box_source == "model"
+    localizer = config.build_localizer() if model_boxes else None
+    harvest = harvester_for(localizer, len(dataset), accelerator, train_set.substituted)
     return RunData(dataset, train_set, sampler, loader, boxes, size, device_views,
-                   steps_per_epoch=len(train_set) // config.batch_size, harvest=harvest)
+                   steps_per_epoch=len(train_set) // config.batch_size, harvest=harvest,
+                   localizer=localizer)
 
 
 def build_method_for(config: TrainConfig, accelerator: Accelerator, data: RunData
                      ) -> SiameseMethod:
     """The backbone wrapped in the Siamese method, on the run's memory format."""
     backbone = create_backbone(config.model, **config.model_kwargs)
-    if config.crop == "ccrop" and config.box_source == "model":
-        warn_if_too_coarse(backbone, (data.image_size, data.image_size), config.stage)
+    if data.localizer is not None:  # the localizer's own map (stride removed, a bank...)
+        data.localizer.too_coarse(backbone, (data.image_size, data.image_size))
     method = build_method(config.method, backbone, **config.method_kwargs)
     method.check_dataset(len(data.dataset))
     use_sync_bn = config.sync_bn if config.sync_bn is not None else method.sync_batchnorm

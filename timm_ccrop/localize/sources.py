@@ -1,0 +1,107 @@
+"""Map sources: which heatmap a model gives (stage(s), channel reduction, a finer map by
+removing the last downsampling stride at inference, or a fusion of stages)."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .heatmaps import localization_defaults, normalise_maps, reduce_channels
+from .hooks import FeatureHook
+
+__all__ = ["MapSource", "stride_removed"]
+
+
+@contextlib.contextmanager
+def stride_removed(model: nn.Module, stage: int) -> Iterator[None]:
+    """Remove, for the block, the stride of the last downsampling stage up to ``stage``
+    (ContraCAM's ``expand_res``): the same weights give a map twice as fine.
+
+    The stride-2 convolutions and pooling layers of that stage's module get stride 1;
+    everything is restored afterwards.
+    """
+    entries = model.feature_info if isinstance(model.feature_info, list) \
+        else model.feature_info.get_dicts()
+    position = stage % len(entries)
+    while position > 0 and entries[position]["reduction"] <= entries[position - 1]["reduction"]:
+        position -= 1  # a dilated stage keeps its input's resolution: look further back
+    module = model.get_submodule(entries[position]["module"])
+    changed: list[tuple[nn.Module, Any, Any]] = []
+    for layer in module.modules():
+        stride = getattr(layer, "stride", None)
+        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)) and stride in (2, (2, 2)):
+            kernel = getattr(layer, "kernel_size", None)
+            changed.append((layer, stride, kernel))
+            layer.stride = (1, 1) if isinstance(stride, tuple) else 1
+            if not isinstance(layer, nn.Conv2d) and kernel in (2, (2, 2)):
+                # a 2x2/2 pooling shortcut (ResNet-D) would lose a row at stride 1: the
+                # main path keeps the size, so the shortcut becomes the identity
+                layer.kernel_size = (1, 1) if isinstance(kernel, tuple) else 1
+    try:
+        yield
+    finally:
+        for layer, stride, kernel in changed:
+            layer.stride = stride
+            if kernel is not None:
+                layer.kernel_size = kernel
+
+
+@dataclass
+class MapSource:
+    """Which heatmap a model gives: stage(s), reduction, and an optional finer map.
+
+    ``fuse`` (stages) averages the normalised maps of several stages, upsampled to the
+    finest; ``dilate`` removes the last downsampling stride at inference.
+    """
+
+    stage: int = -1
+    reduction: str | None = None  # None: the family default
+    dilate: bool = False
+    fuse: tuple[int, ...] = ()
+
+    def stages(self) -> tuple[int, ...]:
+        return tuple(self.fuse) or (self.stage,)
+
+    def _raw_maps(self, network: nn.Module, images: torch.Tensor,
+                  reduction: str) -> list[torch.Tensor]:
+        """Channel-reduced maps of every stage, from one forward."""
+        with contextlib.ExitStack() as stack:
+            if self.dilate:
+                stack.enter_context(stride_removed(network, self.stage))
+            hooks = [stack.enter_context(FeatureHook(network, s)) for s in self.stages()]
+            network(images)
+            return [reduce_channels(hook.feature_map, reduction) for hook in hooks]
+
+    def maps(self, network: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor,
+                                                                      torch.Tensor]:
+        """Normalised heatmaps ``(B, h, w)`` and the degenerate mask (eval mode and
+        no_grad are the caller's)."""
+        reduction = self.reduction or localization_defaults(network).reduction
+        try:
+            raw = self._raw_maps(network, images, reduction)
+        except (RuntimeError, AssertionError) as err:
+            if not self.dilate:
+                raise
+            # Some families cannot run without their stride (Swin's attention windows):
+            # say so once and use the plain map from then on.
+            warnings.warn(f"cannot remove the last downsampling stride of "
+                          f"{type(network).__name__} ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:120]}); using the plain map",
+                          stacklevel=2)
+            self.dilate = False
+            raw = self._raw_maps(network, images, reduction)
+        normalised = [normalise_maps(m) for m in raw]
+        if len(normalised) == 1:
+            return normalised[0]
+        size = max((m.shape[1:] for m, _ in normalised), key=lambda s: s[0] * s[1])
+        fused = torch.stack([F.interpolate(m[:, None], size=tuple(size), mode="bilinear",
+                                           align_corners=False)[:, 0] for m, _ in normalised])
+        bad = torch.stack([b for _, b in normalised]).any(dim=0)
+        return normalise_maps(fused.mean(dim=0))[0], bad
