@@ -157,7 +157,7 @@ def _build_run(config: TrainConfig, accelerator: Accelerator, folder: RunFolder)
         method = torch.compile(method)
     knn_data = knn_datasets(config) if config.knn_every else None
     return _Run(config, accelerator, folder, data, method, inner, optimizer, scheduler,
-                knn_data, config.build_localizer() if _model_boxes(config) else None)
+                knn_data, data.localizer)
 
 
 def _model_boxes(config: TrainConfig) -> bool:
@@ -347,15 +347,13 @@ def _update_boxes(run: _Run, epoch: int) -> dict[str, Any]:
     config, data, accelerator = run.config, run.data, run.accelerator
     mean, std = config.normalisation()
     run.localizer.attach(getattr(run.inner, "projector", None))
-    if data.harvest is not None:  # read from the bank (the same on every process): no pass
-        result = data.harvest.boxes(run.inner.backbone, data.dataset, data.train_set.substituted)
-    else:
-        result = localize_dataset(
-            run.inner.backbone, data.dataset, data.image_size,
-            batch_size=max(1, config.batch_size // accelerator.num_processes),
-            num_workers=config.num_workers, accelerator=accelerator, mean=mean, std=std,
-            progress=config.progress, localizer=run.localizer,
-        )
+    # harvest reads its bank (the same on every process) and runs no pass
+    result = localize_dataset(
+        run.inner.backbone, data.dataset, data.image_size, localizer=run.localizer,
+        batch_size=max(1, config.batch_size // accelerator.num_processes),
+        num_workers=config.num_workers, accelerator=accelerator, mean=mean, std=std,
+        progress=config.progress,
+    )
     data.boxes.update(result.boxes, valid=~result.degenerate)
     if run.is_main:
         sample_id = getattr(data.dataset, "sample_id", str)
@@ -371,9 +369,9 @@ def _box_picture(run: _Run, path: Path) -> None:
     config = run.config
     try:
         render_box_picture(run.inner.backbone, run.data.dataset, run.data.boxes, path,
-                           image_size=run.data.image_size, count=config.pictures,
-                           stage=config.stage, reduction=config.reduction,
-                           alpha=config.resolved_alpha(), mean_std=config.normalisation())
+                           image_size=run.data.image_size, localizer=run.localizer,
+                           count=config.pictures, alpha=config.resolved_alpha(),
+                           mean_std=config.normalisation())
     except Exception as err:  # a picture must never kill a training run
         _LOG.warning("could not draw the box picture %s: %s", path, err)
 
