@@ -334,7 +334,9 @@ def upgrade_config_values(values: dict[str, Any]) -> dict[str, Any]:
     if moved:
         current = TrainConfig(localizer=upgraded.get("localizer", DEFAULT_LOCALIZER),
                               localizer_kwargs=upgraded.get("localizer_kwargs"))
-        upgraded["localizer_kwargs"] = {**moved, **current.resolved_localizer_kwargs()}
+        given = current.resolved_localizer_kwargs()  # they win, as in the old config
+        upgraded["localizer_kwargs"] = {**given, **{key: value for key, value in moved.items()
+                                                    if key not in given}}
         warnings.warn(f"config keys {', '.join(sorted(moved))} are read as localizer_kwargs "
                       f"{upgraded['localizer_kwargs']} (they are localizer options since "
                       "2026-12: write --localizer-kwargs)", FutureWarning, stacklevel=3)
