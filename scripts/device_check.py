@@ -64,6 +64,7 @@ from timm_ccrop.crop.views import view_preset
 from timm_ccrop.data import SyntheticObjects
 from timm_ccrop.localize import (
     DEFAULT_LOCALIZER,
+    DEFAULT_LOCALIZER_OPTIONS,
     create_localizer,
     eval_transform,
     localize_loader,
@@ -222,7 +223,8 @@ def train_config(settings: Settings, method: str, precision: str, output: Path,
     """A short run: 3 epochs, box passes after epochs 1 and 2 (the default localizer)."""
     return TrainConfig(
         model=settings.train_model, data=settings.train_data, image_size=32,
-        stage=settings.train_stage, batch_size=settings.train_batch, epochs=3,
+        localizer_kwargs={**DEFAULT_LOCALIZER_OPTIONS, "stage": settings.train_stage},
+        batch_size=settings.train_batch, epochs=3,
         warmup_epochs=1, loc_interval=1, num_workers=0 if settings.tiny else 2,
         method=method, mixed_precision=MIXED[precision], knn_every=0, pictures=0,
         progress=False, keep_checkpoints=3, output=str(output), **changes)
