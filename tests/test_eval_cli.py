@@ -12,7 +12,10 @@ import pytest
 import torch
 
 from timm_ccrop.cli import build_parser, main
+from timm_ccrop.cli.options import config_values
+from timm_ccrop.evaluation import EvalConfig
 from timm_ccrop.evaluation import run as evaluation_run  # where run_evaluation looks them up
+from timm_ccrop.utils.constants import KNN_TEMPERATURE
 
 from .fixtures import write_image_folder, write_stl10
 
@@ -172,8 +175,8 @@ def test_bad_input_fails_before_any_work(
         error = capsys.readouterr().err
         assert "timm-ccrop eval: error:" in error and message in error, (args, error)
     assert not out.exists()
-    with pytest.raises(SystemExit):
-        main(["eval", "--backbone", "test_resnet", "--val-fraction", "1.0"])
+    assert main(["eval", "--backbone", "test_resnet", "--val-fraction", "1.0"]) == 2
+    assert "val_fraction must be in [0, 1), got 1.0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["eval", "--backbone", "test_resnet", "--protocol", "svm"])
 
@@ -183,6 +186,8 @@ def test_knn_temperature_flag_and_its_old_alias() -> None:
     for flag in ("--knn-temperature", "--knn-t"):
         args = parser.parse_args(["eval", "--backbone", "test_resnet", flag, "0.2"])
         assert args.knn_temperature == 0.2
-    assert parser.parse_args(["eval", "--backbone", "test_resnet"]).knn_temperature == 0.1
-    with pytest.raises(SystemExit):
-        parser.parse_args(["eval", "--backbone", "test_resnet", "--knn-t", "0"])
+    unset = parser.parse_args(["eval", "--backbone", "test_resnet"])
+    assert EvalConfig(**config_values(unset, EvalConfig)).knn_temperature == KNN_TEMPERATURE
+    zero = parser.parse_args(["eval", "--backbone", "test_resnet", "--knn-t", "0"])
+    with pytest.raises(ValueError, match="knn_temperature must be > 0, got 0"):
+        EvalConfig(**config_values(zero, EvalConfig)).validate()

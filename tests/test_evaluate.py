@@ -314,7 +314,7 @@ def test_resolve_inputs_checks_before_loading(tmp_path) -> None:
     assert resolve_inputs(EvalConfig(**base, probe_recipe="small")).recipe.name == "small"
     assert resolve_inputs(EvalConfig(**base, protocol="knn", probe_recipe="small")).recipe \
         is None
-    with pytest.raises(ValueError, match="knn temperature"):
+    with pytest.raises(ValueError, match="knn_temperature must be > 0"):
         resolve_inputs(EvalConfig(**base, knn_temperature=0))
     with pytest.raises(FileNotFoundError, match="shipped"):
         resolve_inputs(EvalConfig(**base, probe_recipe="no-such-recipe"))

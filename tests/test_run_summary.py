@@ -7,6 +7,7 @@ import logging
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from PIL import Image
@@ -17,14 +18,15 @@ from timm_ccrop.config import MAIN_JOB_DATA, TrainConfig
 from timm_ccrop.crop.boxes import Box
 from timm_ccrop.crop.pair_quality import coverage, false_positive_pair_rate
 from timm_ccrop.data import SyntheticObjects
-from timm_ccrop.pictures.charts import Panel, Reference, Series, line_chart_grid
+from timm_ccrop.pictures.charts import Panel, Reference, Series, chart_figure, line_chart_grid
 from timm_ccrop.pictures.localization import class_labels
 from timm_ccrop.train.summary import epoch_line, format_summary
 from timm_ccrop.utils.progress import progress_bar
 
 SMALL = "synthetic:num_samples=96,image_size=32,object_scale=0.2:0.35,center_bias=-0.5"
-RUN = ["--model", "test_resnet", "--data", SMALL, "--image-size", "32", "--stage", "-3",
-       "--batch-size", "32", "--num-workers", "0", "--knn-max-train", "64",
+RUN = ["--model", "test_resnet", "--data", SMALL, "--image-size", "32",
+       "--localizer-kwargs", "{stage: -3}", "--batch-size", "32", "--num-workers", "0",
+       "--knn-max-train", "64",
        "--progress", "false", "--epochs", "3"]
 
 
@@ -68,10 +70,30 @@ def test_line_chart_grid_draws_every_panel_and_rejects_nothing_to_draw() -> None
               Panel("kNN", [Series("kNN", [1, 2], [10.0, 20.0])], [Reference("init", 5.0)]),
               Panel("empty", [Series("none", [], [])])]
     image = line_chart_grid(panels, title="t", columns=2, panel_size=(200, 100))
-    assert image.size == (400, 218)
+    assert image.size == (400, 200)
     assert len(image.getcolors(maxcolors=1 << 16)) > 3  # lines, text and the reference were drawn
+    figure = chart_figure(panels, columns=2)
+    try:
+        axes = [a for a in figure.axes if a.get_visible()]
+        assert [a.get_title() for a in axes] == ["loss", "kNN", "empty"]
+        assert [len(a.lines) for a in axes] == [1, 2, 0]  # kNN: its line and the reference
+        assert axes[0].lines[0].get_ydata().tolist() == [3.0, 2.0]  # NaN left out
+    finally:
+        plt.close(figure)
     with pytest.raises(ValueError, match="at least one panel"):
         line_chart_grid([])
+
+
+def test_chart_of_non_negative_values_never_shows_a_negative_axis() -> None:
+    # the lr of a warm-up starts at 0: the axis used to start at -0.024
+    lr = Panel("lr", [Series("lr", [0, 1, 2, 3], [0.0, 0.25, 0.5, 0.4])])
+    signed = Panel("delta", [Series("d", [0, 1], [-1.0, 1.0])])
+    figure = chart_figure([lr, signed])
+    try:
+        assert figure.axes[0].get_ylim()[0] == 0
+        assert figure.axes[1].get_ylim()[0] < -1
+    finally:
+        plt.close(figure)
 
 
 def test_epoch_line_names_every_measured_value() -> None:

@@ -27,6 +27,7 @@ from .localize import (
     Localizer,
     create_localizer,
 )
+from .utils.constants import KNN_K, KNN_TEMPERATURE
 from .utils.fields import Bounds, Option, field_problems, option, options_of
 
 __all__ = [
@@ -170,9 +171,9 @@ class TrainConfig:
                              choices=("none", "passes", "epochs"))
     knn_every: int = option(1, "kNN monitor every N epochs (0 disables it)", group=_EXEC,
                              low=0)
-    knn_k: int = option(200, "neighbours of the kNN monitor", group=_EXEC, low=1)
-    knn_temperature: float = _positive(0.1, "temperature of the kNN monitor's vote weights",
-                                       _EXEC)
+    knn_k: int = option(KNN_K, "neighbours of the kNN monitor", group=_EXEC, low=1)
+    knn_temperature: float = _positive(KNN_TEMPERATURE,
+                                       "temperature of the kNN monitor's vote weights", _EXEC)
     knn_max_train: int | None = option(10000, "at most this many train images in the kNN "
                                         "bank (null: all)", group=_EXEC, low=1)
     pictures: int = option(8, "images in the box picture after each box pass (0: none)",

@@ -155,6 +155,7 @@ def _typed_keywords(option: Option) -> dict[str, Any]:
             keywords["choices"] = (*option.choices, None) if option.optional else option.choices
             keywords["metavar"] = "{" + ",".join(option.choices) + "}"
         return keywords
+    # bounds are checked by the config's validation, which lists every problem at once
     return {"type": number(option.kind, none=option.optional),
             "metavar": option.kind.__name__.upper()}
 
@@ -170,16 +171,19 @@ def config_argument(option: Option, default: Any) -> dict[str, Any]:
         help_text += f"; {option.bounds.describe()}"
     if option.optional and option.kind not in (bool, tuple):
         help_text += "; null: unset"
-    keywords = {"help": help_text.replace("%", "%%"), **_typed_keywords(option)}
-    if not option.required:
-        keywords.update(dest=option.name, default=argparse.SUPPRESS)
+    keywords = {"help": help_text.replace("%", "%%"), "dest": option.name,
+                **_typed_keywords(option)}
+    if option.required:
+        keywords["required"] = True
+    else:
+        keywords["default"] = argparse.SUPPRESS
     return keywords
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_class: type,
                          groups: Sequence[str] = (), skip: Sequence[str] = ()) -> None:
-    """One argument per field of ``config_class``: ``--field-name`` (a field without a
-    default: positional), in an argument group per field group when ``groups`` names them.
+    """One ``--field-name`` argument per field of ``config_class`` (required where the
+    field has no default), in an argument group per field group when ``groups`` names them.
 
     Args:
         parser: the command's parser.
@@ -195,8 +199,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type,
         if item.name in skip:
             continue
         target = sections.get(item.group, parser)
-        flag = item.name if item.required else f"--{item.name.replace('_', '-')}"
-        target.add_argument(flag, **config_argument(item, defaults[item.name]))
+        target.add_argument(f"--{item.name.replace('_', '-')}",
+                            **config_argument(item, defaults[item.name]))
 
 
 def config_values(args: argparse.Namespace, config_class: type) -> dict[str, Any]:

@@ -41,9 +41,10 @@ from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchvision import transforms as tv_transforms
 from torchvision.transforms import functional as F
 
-from .boxes import Box, validate_box
+from .boxes import FULL_BOX, Box, validate_box
 
 __all__ = [
+    "CCROP_ALPHA",
     "ContrastiveCrop",
     "RecordingHorizontalFlip",
     "RecordingResizedCrop",
@@ -58,9 +59,11 @@ __all__ = [
 SIMCCROP_BOX = Box(0.25, 0.25, 0.75, 0.75)
 #: The crop modes of a Siamese run: timm's RandomResizedCrop, ContrastiveCrop, SimCCrop.
 CROP_MODES = ("rcrop", "ccrop", "simccrop")
-#: Beta(alpha, alpha) defaults: the paper's 0.6 for ContrastiveCrop, the official README's
-#: 0.1 for SimCCrop; rcrop has no alpha.
-DEFAULT_ALPHA = {"ccrop": 0.6, "simccrop": 0.1}
+#: ContrastiveCrop's Beta(alpha, alpha) of the crop centre: the paper's 0.6.
+CCROP_ALPHA = 0.6
+#: Beta(alpha, alpha) defaults per crop mode: the paper's 0.6 for ContrastiveCrop, the
+#: official README's 0.1 for SimCCrop; rcrop has no alpha.
+DEFAULT_ALPHA = {"ccrop": CCROP_ALPHA, "simccrop": 0.1}
 
 
 def default_alpha(crop_mode: str) -> float | None:
@@ -209,7 +212,7 @@ def contrastive_crop_params(
     box: Box | None,
     scale: tuple[float, float] = (0.2, 1.0),
     ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
-    alpha: float = 0.6,
+    alpha: float = CCROP_ALPHA,
     rng: Any = None,
 ) -> tuple[int, int, int, int]:
     """Sample ``(top, left, crop_h, crop_w)`` of one ContrastiveCrop.
@@ -283,7 +286,7 @@ class ContrastiveCrop(RandomResizedCropAndInterpolation):
         size: int | Sequence[int],
         scale: Sequence[float] = (0.2, 1.0),
         ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
-        alpha: float = 0.6,
+        alpha: float = CCROP_ALPHA,
         interpolation: str = "bilinear",
     ) -> None:
         sizes = (size, size) if isinstance(size, int) else tuple(size)
@@ -374,12 +377,12 @@ class ViewGeometry:
     __slots__ = ("box", "flipped")
 
     def __init__(self) -> None:
-        self.box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+        self.box: tuple[float, float, float, float] = tuple(FULL_BOX)
         self.flipped = False
 
     def reset(self) -> None:
         """Forget the last view (whole image, not flipped: a pipeline without a crop)."""
-        self.box, self.flipped = (0.0, 0.0, 1.0, 1.0), False
+        self.box, self.flipped = tuple(FULL_BOX), False
 
     def set_crop(self, top: int, left: int, crop_h: int, crop_w: int, height: int,
                  width: int) -> None:

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..utils.constants import KNN_K, KNN_TEMPERATURE
+
 __all__ = ["knn_accuracy", "knn_predict", "topk_accuracy"]
 
 
@@ -44,8 +46,8 @@ def knn_predict(
     train_labels: torch.Tensor,
     test_features: torch.Tensor,
     num_classes: int,
-    k: int = 200,
-    knn_temperature: float = 0.1,
+    k: int = KNN_K,
+    knn_temperature: float = KNN_TEMPERATURE,
     chunk_size: int = 1024,
     train_chunk_size: int = 65536,
 ) -> torch.Tensor:
@@ -89,8 +91,8 @@ def knn_accuracy(
     test_features: torch.Tensor,
     test_labels: torch.Tensor,
     num_classes: int,
-    k: int = 200,
-    knn_temperature: float = 0.1,
+    k: int = KNN_K,
+    knn_temperature: float = KNN_TEMPERATURE,
     topk: Sequence[int] = (1, 5),
 ) -> dict[str, float]:
     """Top-1/top-5 accuracy (%) of :func:`knn_predict`."""

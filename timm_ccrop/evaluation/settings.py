@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import MIN_IMAGE_SIZE
+from ..config import MIN_IMAGE_SIZE, MIXED_PRECISION
+from ..utils.constants import KNN_K, KNN_TEMPERATURE
+from ..utils.fields import field_problems, option
 
-__all__ = ["LINEAR_MODES", "PROTOCOLS", "EvalConfig"]
+__all__ = ["EVAL_GROUPS", "LINEAR_MODES", "PROTOCOLS", "EvalConfig"]
 
 #: Values of ``--protocol``.
 PROTOCOLS = ("knn", "linear", "both")
 #: Values of ``--linear-mode``.
 LINEAR_MODES = ("fast", "paper")
+#: The option groups of ``timm-ccrop eval``, in help order.
+EVAL_GROUPS = ("input", "protocol")
+
+
+_INPUT, _PROBE = EVAL_GROUPS
 
 
 @dataclass
 class EvalConfig:
-    """Settings of :func:`~timm_ccrop.evaluation.run_evaluation`.
+    """Settings of :func:`~timm_ccrop.evaluation.run_evaluation` (and the options of
+    ``timm-ccrop eval``, generated from these fields).
 
     ``None`` means: from the probe recipe (``batch_size``, ``epochs``, ``lr``), from the
     model's pretrained_cfg (``image_size``, ``mean``, ``std``), ``train`` and the
@@ -28,61 +36,65 @@ class EvalConfig:
     were written (False for weights edited on purpose).
     """
 
-    backbone: str
-    data: str | None = None
-    protocol: str = "both"
-    output: str | None = None
-    image_size: int | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    batch_size: int | None = None
-    num_workers: int = 2
-    knn_k: int = 200
-    knn_temperature: float = 0.1
-    linear_mode: str = "fast"
-    probe_recipe: str = "auto"
-    epochs: int | None = None
-    lr: float | None = None
-    augment: bool = True
-    val_fraction: float = 0.0
-    seed: int = 0
-    train_split: str | None = None
-    test_split: str | None = None
-    mixed_precision: str = "no"
-    progress: bool = True
-    verify_weights: bool = True
+    backbone: str = option(
+        help="a run folder (its backbone/ export, else its newest checkpoint), an exported "
+             "folder (config.json + model.safetensors), a checkpoint-epoch*.pt, or a timm "
+             "name: hf-hub:ORG/NAME, local-dir:PATH, ARCH.TAG (pretrained) or ARCH (random "
+             "init, a baseline)", group=_INPUT)
+    data: str | None = option(None, "dataset spec, e.g. cifar10:PATH, folder:PATH, "
+                              "synthetic:num_samples=2000 (default: a run folder's own)",
+                              group=_INPUT)
+    protocol: str = option("both", "kNN, linear probe or both", group=_PROBE,
+                           choices=PROTOCOLS)
+    output: str | None = option(None, "folder for eval.json, or a .json file (default: next "
+                                "to the backbone: the run or export folder)", group=_INPUT)
+    image_size: int | None = option(None, "input size in pixels (default: the model's "
+                                    "pretrained_cfg)", group=_INPUT, low=MIN_IMAGE_SIZE)
+    mean: tuple[float, ...] | None = option(None, "normalisation mean R G B (default: the "
+                                            "model's pretrained_cfg)", group=_INPUT, length=3)
+    std: tuple[float, ...] | None = option(None, "normalisation std R G B (default: the "
+                                           "model's pretrained_cfg)", group=_INPUT, length=3,
+                                           low=0, low_open=True)
+    batch_size: int | None = option(None, "global batch of the probe and of feature "
+                                    "extraction (default: the probe recipe's, 512)",
+                                    group=_PROBE, low=1)
+    num_workers: int = option(2, "data loader processes", group=_PROBE, low=0)
+    knn_k: int = option(KNN_K, "neighbours (clipped to the train set size)", group=_PROBE,
+                        low=1)
+    knn_temperature: float = option(KNN_TEMPERATURE, "temperature T of the vote weights "
+                                    "exp(sim / T)", group=_PROBE, low=0, low_open=True)
+    linear_mode: str = option("fast", "fast: the recipe's SGD on features cached once "
+                              "without augmentation; paper: images through the frozen "
+                              "backbone every epoch with RandomResizedCrop + flip",
+                              group=_PROBE, choices=LINEAR_MODES)
+    probe_recipe: str = option("auto", "probe recipe name or YAML path; auto: imagenet for "
+                               "inputs >= 128 px, else small", group=_PROBE)
+    epochs: int | None = option(None, "probe epochs (default: the recipe's, 100; the lr "
+                                "decays at 60% and 80%)", group=_PROBE, low=1)
+    lr: float | None = option(None, "probe lr (default: the recipe's: 10 small, 30 imagenet)",
+                              group=_PROBE, low=0, low_open=True)
+    augment: bool = option(True, "paper mode: train augmentation (--no-augment: eval "
+                           "transform)", group=_PROBE)
+    val_fraction: float = option(0.0, "carve this seeded fraction of the train split out as "
+                                 "a validation split for choosing hyper-parameters; reported "
+                                 "too (0: none)", group=_INPUT, low=0, high=1, high_open=True)
+    seed: int = option(0, "seed of the validation split, probe init and order, and of a "
+                       "randomly initialised backbone", group=_PROBE)
+    train_split: str | None = option(None, "labelled split the kNN bank / probe trains on "
+                                     "(default: train)", group=_INPUT)
+    test_split: str | None = option(None, "labelled split to report (default: the dataset's "
+                                    "eval split)", group=_INPUT)
+    mixed_precision: str = option("no", "autocast of the backbone's forward passes",
+                                  group=_PROBE, choices=MIXED_PRECISION)
+    progress: bool = option(True, "progress bars (shown on a terminal only)", group=_PROBE)
+    verify_weights: bool = option(True, "check the weights against the sha256 recorded when "
+                                  "they were written (--no-verify-weights: for weights edited "
+                                  "on purpose)", group=_INPUT)
 
     def validate(self) -> None:
-        """Raise one ValueError that lists every invalid setting."""
-        problems = []
-        if self.protocol not in PROTOCOLS:
-            problems.append(f"protocol must be one of {', '.join(PROTOCOLS)}, got "
-                            f"{self.protocol!r}")
-        if self.linear_mode not in LINEAR_MODES:
-            problems.append(f"linear mode must be one of {', '.join(LINEAR_MODES)}, got "
-                            f"{self.linear_mode!r}")
-        if self.knn_k < 1:
-            problems.append(f"knn k must be >= 1, got {self.knn_k}")
-        if not self.knn_temperature > 0:
-            problems.append(f"knn temperature must be > 0, got {self.knn_temperature}")
-        if not 0 <= self.val_fraction < 1:
-            problems.append(f"val fraction must be in [0, 1), got {self.val_fraction}")
-        for name in ("batch_size", "epochs"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                problems.append(f"{name} must be >= 1, got {value}")
-        if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
-            problems.append(f"image_size must be >= {MIN_IMAGE_SIZE}, got {self.image_size}")
-        if self.lr is not None and not self.lr > 0:
-            problems.append(f"lr must be > 0, got {self.lr}")
-        if self.num_workers < 0:
-            problems.append(f"num_workers must be >= 0, got {self.num_workers}")
-        for name in ("mean", "std"):
-            value = getattr(self, name)
-            if value is not None and len(value) != 3:
-                problems.append(f"{name} needs 3 values (R G B), got {list(value)}")
-        if self.std is not None and any(s <= 0 for s in self.std):
-            problems.append(f"std values must be > 0, got {list(self.std)}")
+        """Raise one ValueError that lists every invalid setting (the fields' declared
+        types, choices and bounds, the same ones the command line is built from)."""
+        problems = field_problems(self)
         if problems:
             raise ValueError("invalid evaluation settings: " + "; ".join(problems))
 

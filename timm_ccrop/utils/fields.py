@@ -63,7 +63,7 @@ class Option:
     command line (help, group, type, choices) and for the config's validation.
 
     ``length`` is the number of values of a ``tuple`` field (numbers, each within
-    ``bounds``); ``required`` marks a field without a default (a positional argument).
+    ``bounds``); ``required`` marks a field without a default (a required option).
     """
 
     name: str
@@ -110,8 +110,7 @@ def option(default: Any = MISSING, help: str = "", *, group: str = "options",
            length: int | None = None) -> Any:
     """A dataclass field carrying its :class:`Option` parts in ``metadata``.
 
-    Without ``default`` (and ``factory``) the field is required: the command line makes
-    it a positional argument.
+    Without ``default`` (and ``factory``) the field is required, on the command line too.
     """
     bounds = (Bounds(low, high, low_open, high_open)
               if low is not None or high is not None else None)
