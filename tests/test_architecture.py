@@ -49,3 +49,33 @@ def test_the_command_exits_nonzero_only_on_problems() -> None:
     assert result.returncode == 0, result.stdout
     assert result.stdout.strip().endswith("0 problem(s) in " + str(SCRIPT.parent.parent /
                                                                    "timm_ccrop"))
+
+
+def test_the_module_map_in_the_docs_names_every_module() -> None:
+    result = subprocess.run([sys.executable, str(SCRIPTS / "module_map.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = (SCRIPTS.parent / "docs" / "architecture.md").read_text()
+    package = SCRIPTS.parent / "timm_ccrop"
+    for path in package.rglob("*.py"):
+        if path.name != "__main__.py":
+            assert f"`{path.relative_to(package)}`" in text, path
+
+
+def test_a_new_module_makes_the_module_map_stale(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    mapper = load_script("module_map")
+    package = tmp_path / "timm_ccrop"
+    (package / "crop").mkdir(parents=True)
+    (package / "crop" / "boxes.py").write_text('"""Boxes. More words."""\n')
+    (package / "cli.py").write_text('"""The command line."""\n')
+    monkeypatch.setattr(mapper, "ROOT", package)
+    doc = f"# A\n\n{mapper.BEGIN}\n{mapper.END}\n\ntail\n"
+    current = mapper.updated(doc)
+    assert "| primitives | `crop/boxes.py` | Boxes |" in current
+    assert "| command line | `cli.py` | The command line |" in current
+    assert current.endswith("\n\ntail\n") and mapper.updated(current) == current
+    (package / "crop" / "views.py").write_text('"""Views."""\n')
+    assert mapper.updated(current) != current
+    with pytest.raises(ValueError, match="no module map markers"):
+        mapper.updated("# no markers\n")
