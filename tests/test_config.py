@@ -53,7 +53,8 @@ def test_no_box_passes_without_model_localization(crop: str, box_source: str) ->
     [
         ({"lr": -0.1}, "lr must be > 0"),
         ({"alpha": 0.0}, "alpha must be > 0"),
-        ({"threshold": 1.5}, "threshold must be in"),
+        ({"localizer": "union", "localizer_kwargs": {"threshold": 1.5}},
+         "threshold must be in"),
         ({"crop": "random"}, "crop must be one of"),
         ({"epochs": 0}, "epochs must be >= 1"),
         ({"mixed_precision": "fp8"}, "mixed_precision"),
@@ -116,7 +117,7 @@ def test_every_field_declares_its_option() -> None:
         ({"progress": "no"}, "progress must be true or false"),
         ({"method_kwargs": [1]}, "method_kwargs must be a mapping"),
         ({"lr": float("inf")}, "lr must be > 0, got inf"),
-        ({"reduction": "max"}, "reduction must be one of"),
+        ({"localizer_kwargs": {"reduction": "max"}}, "reduction must be one of"),
         ({"views": "huge"}, "views must be one of"),
         ({"data": None}, "data must be set"),
     ],

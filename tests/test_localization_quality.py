@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from timm_ccrop.crop.boxes import paired_iou
 from timm_ccrop.data.synthetic import SyntheticObjects
-from timm_ccrop.localize import localization_defaults, localize_dataset
+from timm_ccrop.localize import create_localizer, localization_defaults, localize_dataset
 
 SIZE = 64
 STAGE = -2  # layer3 of test_resnet: 4x4 at 64 px (the last stage is 2x2: too coarse)
@@ -62,9 +62,10 @@ def _measure():
     whole_iou = float(paired_iou(torch.tensor([[0.0, 0.0, 1.0, 1.0]]).expand_as(gt), gt).mean())
     model = timm.create_model("test_resnet", num_classes=10)
     # threshold and reduction left to the family defaults
-    untrained = localize_dataset(model, test_set, SIZE, stage=STAGE, progress=False)
+    union = create_localizer("union", stage=STAGE)
+    untrained = localize_dataset(model, test_set, SIZE, localizer=union, progress=False)
     _train(model, train_set)
-    trained = localize_dataset(model, test_set, SIZE, stage=STAGE, progress=False)
+    trained = localize_dataset(model, test_set, SIZE, localizer=union, progress=False)
     return whole_iou, untrained.mean_iou(gt), trained.mean_iou(gt), trained
 
 
@@ -72,7 +73,8 @@ def _measure():
 def test_trained_boxes_beat_whole_image_and_random_init_does_not():
     whole_iou, untrained_iou, trained_iou, result = _measure()  # 1 thread: conftest.py
     defaults = localization_defaults(timm.create_model("test_resnet"))
-    assert (result.reduction, result.threshold) == (defaults.reduction, defaults.threshold)
+    assert (result.settings.reduction, result.settings.threshold) == (
+        defaults.reduction, defaults.threshold)
     report = (
         f"whole image {whole_iou:.3f}, random init {untrained_iou:.3f}, "
         f"trained {trained_iou:.3f} ({defaults.reduction}, k={defaults.threshold})"

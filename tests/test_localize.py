@@ -1,4 +1,5 @@
-"""Tests of :mod:`timm_ccrop.localize`: hooked feature maps, heatmaps and boxes.
+"""Tests of :mod:`timm_ccrop.localize.hooks` and :mod:`timm_ccrop.localize.heatmaps`: hooked
+feature maps, heatmaps and the paper's boxes (the box pass: tests/test_boxpass.py).
 
 The hooked maps are checked against timm's own ``forward_intermediates`` (the oracle) for
 every layout family; the boxes against an independent re-implementation of the official
@@ -8,36 +9,25 @@ ContrastiveCrop per-image algorithm (written here from its description).
 from __future__ import annotations
 
 import functools
-import warnings
 
-import numpy as np
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from timm.models.levit import Levit
 from timm.models.mlp_mixer import MlpMixer
 from torch import nn
 
 from timm_ccrop.crop.boxes import from_official, validate_boxes
-from timm_ccrop.data import FolderDataset
-from timm_ccrop.data.synthetic import SyntheticObjects
 from timm_ccrop.localize import (
     REDUCTIONS,
     FeatureHook,
-    LocalizationResult,
-    create_localizer,
-    default_localizer,
-    eval_transform,
     feature_heatmaps,
     heatmap_boxes,
     localization_defaults,
-    localize_dataset,
     reduce_channels,
     resolve_stage,
     to_nchw,
-    warn_if_too_coarse,
 )
 from timm_ccrop.models.backbones import unwrap_model
 
@@ -124,7 +114,7 @@ def oracle(model: nn.Module, x: torch.Tensor, index: int | None = None) -> torch
 def hooked(model: nn.Module, x: torch.Tensor, stage: int = -1) -> tuple[torch.Tensor, object]:
     with torch.no_grad(), FeatureHook(model, stage) as hook:
         model(x)
-        return hook.feature_map, hook._output
+        return hook.feature_map, hook.output
 
 
 # --------------------------------------------------------------------------- 1. oracle
@@ -552,47 +542,7 @@ def test_heatmap_boxes_argument_errors_and_empty_batch():
     assert boxes.shape == (0, 4) and degenerate.shape == (0,)
 
 
-# --------------------------------------------------------------------------- 6. coarse maps
-
-
-def test_warn_if_too_coarse():
-    model = family_model("resnet")
-    with pytest.warns(UserWarning, match="too coarse") as record:
-        assert warn_if_too_coarse(model, (32, 32)) is True
-    message = str(record[0].message)
-    assert "1x1" in message and "stage=-2" in message
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert warn_if_too_coarse(model, (128, 128)) is False
-        assert warn_if_too_coarse(model, (96, 96)) is False  # 3x3 is enough
-        assert warn_if_too_coarse(model, (32, 32), stage=-3) is False  # layer2: 4x4
-    with pytest.warns(UserWarning, match="2x4"):
-        assert warn_if_too_coarse(model, (64, 128)) is True
-
-
-@pytest.mark.parametrize("size", [72, 80, 95])
-def test_warn_if_too_coarse_uses_the_real_map_size(size):
-    # ConvNeXt's patchify stem floors: 2x2 at 72-95 px, where ceil(size / 32) says 3.
-    torch.manual_seed(0)
-    model = timm.create_model("test_convnext").train()
-    assert hooked(model.eval(), images((1, 3, size, size)))[0].shape[-2:] == (2, 2)
-    model.train()
-    with pytest.warns(UserWarning, match="2x2"):
-        assert warn_if_too_coarse(model, (size, size)) is True
-    assert model.training  # the probe forward ran in eval mode and restored the mode
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert warn_if_too_coarse(model, (96, 96)) is False
-
-
-def test_warn_if_too_coarse_falls_back_for_fixed_size_models():
-    # A Mixer cannot run at another size: the stride estimate decides (4x4 here).
-    model = family_model("mixer")  # built for 64 px
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert warn_if_too_coarse(model, (48, 48)) is False
-    with pytest.warns(UserWarning, match="2x2"):
-        assert warn_if_too_coarse(model, (32, 32)) is True
+# --------------------------------------------------------------------------- 6. stages
 
 
 def test_resolve_stage_errors():
@@ -607,130 +557,3 @@ def test_resolve_stage_errors():
             FeatureHook(model, stage)
     with pytest.raises(ValueError, match="feature_info"):
         resolve_stage(nn.Sequential(nn.Conv2d(3, 4, 3)))
-
-
-# --------------------------------------------------------------------------- 7. dataset pass
-
-
-@pytest.fixture(scope="module")
-def synthetic() -> SyntheticObjects:
-    return SyntheticObjects(num_samples=20, image_size=64)
-
-
-def test_localize_dataset_single_process(synthetic):
-    model = family_model("resnet")
-    result = localize_dataset(model, synthetic, 96, batch_size=8, progress=False,
-                              localizer=create_localizer("union"))
-    assert isinstance(result, LocalizationResult)
-    assert result.boxes.shape == (20, 4) and result.degenerate.shape == (20,)
-    assert result.degenerate.dtype == torch.bool
-    validate_boxes(result.boxes)
-    defaults = localization_defaults(model)
-    assert (result.threshold, result.reduction, result.stage) == (
-        defaults.threshold, defaults.reduction, -1)
-    # No rule settings given: the default localizer (a component rule: no threshold k);
-    # a k given: the union rule.
-    plain = localize_dataset(model, synthetic, 96, batch_size=8, progress=False)
-    assert (plain.threshold, plain.stage, plain.localizer) == (
-        None, -1, default_localizer().describe())
-    union = localize_dataset(model, synthetic, 96, batch_size=8, progress=False,
-                             threshold=defaults.threshold)
-    assert torch.equal(union.boxes, result.boxes)
-    assert {
-        "box_pass_seconds", "box_mean_area", "box_degenerate_share", "box_mean_iou",
-        "whole_image_mean_iou",
-    } <= set(result.stats)  # fmt: skip
-    assert 0.0 <= result.stats["box_mean_area"] <= 1.0
-    assert result.stats["box_degenerate_share"] == result.degenerate_share
-    # Same as the pieces by hand, in sample order.
-    transform = eval_transform(96)
-    batch = torch.stack([transform(synthetic[i][0]) for i in range(20)])
-    maps = feature_heatmaps(model, batch, reduction=defaults.reduction)
-    expected, bad = heatmap_boxes(maps, defaults.threshold, (96, 96), return_degenerate=True)
-    torch.testing.assert_close(result.boxes, expected, atol=1e-6, rtol=0)
-    assert torch.equal(result.degenerate, bad)
-    # The batch split does not matter.
-    again = localize_dataset(model, synthetic, 96, batch_size=20, progress=False,
-                             localizer=create_localizer("union"))
-    torch.testing.assert_close(again.boxes, result.boxes, atol=1e-6, rtol=0)
-    plain_again = localize_dataset(model, synthetic, 96, batch_size=20, progress=False)
-    assert torch.equal(plain_again.boxes, plain.boxes)
-
-
-def test_localize_dataset_list_of_pil_images():
-    rng = np.random.default_rng(0)
-    dataset = []
-    for label in range(5):
-        pixels = rng.integers(0, 40, size=(40, 56, 3), dtype=np.uint8)
-        pixels[10:25, 20:40] = 230  # a bright object
-        dataset.append((Image.fromarray(pixels), label))
-    model = vit()
-    result = localize_dataset(
-        model, dataset, (48, 80), threshold=0.5, reduction="relu-sum", batch_size=2,
-        progress=False,
-    )
-    assert result.boxes.shape == (5, 4) and result.degenerate.shape == (5,)
-    validate_boxes(result.boxes)
-    assert (result.threshold, result.reduction) == (0.5, "relu-sum")
-    assert "box_mean_iou" not in result.stats and "box_mean_area" in result.stats
-
-
-def test_localize_dataset_too_coarse_gives_whole_boxes(synthetic):
-    union = create_localizer("union")
-    with pytest.warns(UserWarning, match="too coarse"):
-        result = localize_dataset(family_model("resnet"), synthetic, 32, progress=False,
-                                  localizer=union)
-    assert result.degenerate.all() and result.degenerate_share == 1.0
-    assert torch.equal(result.boxes, WHOLE.expand(20, 4))
-    assert result.mean_area == 1.0
-    # A ConvNeXt at 80 px (2x2 map, stride arithmetic says 3x3) warns too.
-    with pytest.warns(UserWarning, match="2x2"):
-        result = localize_dataset(family_model("convnext"), synthetic, 80, progress=False,
-                                  localizer=union)
-    assert result.degenerate.all()
-    assert torch.equal(result.boxes, WHOLE.expand(20, 4))
-    # The default localizer removes the last stride: the same ConvNeXt gives 4x4 maps.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        result = localize_dataset(family_model("convnext"), synthetic, 80, progress=False)
-    assert not result.degenerate.all()
-    # ... and a map still below 3x3 after that warns with the localizer's own size.
-    with pytest.warns(UserWarning, match=r"peak\(background=median\) gives 2x2 maps"):
-        localize_dataset(family_model("resnet"), synthetic, 32, progress=False)
-
-
-def test_localize_dataset_argument_errors(synthetic):
-    model = family_model("resnet")
-    with pytest.raises(ValueError, match="threshold"):
-        localize_dataset(model, synthetic, 96, threshold=2.0, progress=False)
-    with pytest.raises(ValueError, match="reduction"):
-        localize_dataset(model, synthetic, 96, reduction="max", progress=False)
-
-
-@pytest.mark.parametrize("num_workers", [0, 1])
-def test_localize_dataset_marks_an_unreadable_image_degenerate(synthetic, tmp_path,
-                                                               num_workers):
-    """The loader hands the next readable image in place of an unreadable one; its row
-    must not carry that stand-in's box as valid (the flags reach us from the workers)."""
-    folder = tmp_path / "images" / "only"
-    folder.mkdir(parents=True)
-    for i in range(6):
-        synthetic[i][0].save(folder / f"{i:02d}.png")
-    data = (folder / "02.png").read_bytes()
-    (folder / "02.png").write_bytes(data[: len(data) // 2])  # truncated
-    model = family_model("resnet")
-    with warnings.catch_warnings():  # the warning is test_data's (workers keep theirs)
-        warnings.simplefilter("ignore")
-        result = localize_dataset(model, FolderDataset(tmp_path / "images"), 96,
-                                  batch_size=4, num_workers=num_workers, progress=False,
-                                  localizer=create_localizer("union"))
-    defaults = localization_defaults(model)
-    transform = eval_transform(96)
-    batch = torch.stack([transform(synthetic[i][0]) for i in range(6)])
-    expected, bad = heatmap_boxes(feature_heatmaps(model, batch, reduction=defaults.reduction),
-                                  defaults.threshold, (96, 96), return_degenerate=True)
-    assert not bad[3] and not torch.equal(expected[3], WHOLE)  # the stand-in has a real box
-    assert result.degenerate[2] and torch.equal(result.boxes[2], WHOLE)
-    keep = [0, 1, 3, 4, 5]
-    torch.testing.assert_close(result.boxes[keep], expected[keep], atol=1e-5, rtol=0)
-    assert torch.equal(result.degenerate[keep], bad[keep])

@@ -1,18 +1,23 @@
-"""Pluggable localizers: registry, component rules, finer maps, config and CLI wiring."""
+"""Tests of :mod:`timm_ccrop.localize.localizers`: registry, component rules, finer maps,
+what a localizer resolves on a model (settings, map size, the too-coarse warning), config
+wiring and the configs of older versions."""
 
 from __future__ import annotations
+
+import warnings
+from types import SimpleNamespace
 
 import pytest
 import timm
 import torch
+import yaml
+from timm.models.mlp_mixer import MlpMixer
 
-from timm_ccrop.config import TrainConfig
-from timm_ccrop.data import SyntheticObjects
+from timm_ccrop.config import TrainConfig, load_config_file
 from timm_ccrop.localize import (
     FeatureHook,
     create_localizer,
     heatmap_boxes,
-    localize_dataset,
     reduce_channels,
 )
 from timm_ccrop.localize.components import (
@@ -23,6 +28,8 @@ from timm_ccrop.localize.components import (
 )
 from timm_ccrop.localize.localizers import stride_removed
 from timm_ccrop.models.backbones import create_backbone
+from timm_ccrop.train.resume import setting_changes
+from timm_ccrop.train.setup import build_method_for
 
 
 def test_labels_split_4_connected_components_and_boxes_are_tight() -> None:
@@ -130,24 +137,17 @@ def test_degenerate_maps_give_the_whole_image() -> None:
 
 
 def test_config_builds_the_localizer_and_rejects_bad_options() -> None:
-    config = TrainConfig(localizer="component", localizer_kwargs={"pick": "largest"}, stage=-2)
+    config = TrainConfig(localizer="component",
+                         localizer_kwargs={"pick": "largest", "stage": -2})
     localizer = config.build_localizer()
     assert localizer.describe() == "component(pick=largest, stage=-2)"
     with pytest.raises(ValueError, match="'paper' does not take threshold"):
-        TrainConfig(localizer="paper", threshold=0.3).validate()
-    TrainConfig(crop="rcrop", localizer="paper", threshold=0.3).validate()  # no box pass
-
-
-def test_localize_dataset_with_a_localizer_reports_it() -> None:
-    dataset = SyntheticObjects(num_samples=12, image_size=32)
-    result = localize_dataset(create_backbone("resnet_mini_cifar", seed=0), dataset, 32,
-                              batch_size=5, progress=False,
-                              localizer=create_localizer("component", dilate=True))
-    assert result.boxes.shape == (12, 4) and result.localizer == "component(dilate=True)"
-    assert "box_mean_iou" in result.stats
-    with pytest.raises(ValueError, match="inside the localizer"):
-        localize_dataset(create_backbone("resnet_mini_cifar"), dataset, 32, threshold=0.2,
-                         progress=False, localizer=create_localizer("component"))
+        TrainConfig(localizer="paper", localizer_kwargs={"threshold": 0.3}).validate()
+    TrainConfig(crop="rcrop", localizer="paper",
+                localizer_kwargs={"threshold": 0.3}).validate()  # no box pass
+    for key in ("threshold", "reduction", "stage"):  # localizer options only
+        with pytest.raises(TypeError):
+            TrainConfig(**{key: None})
 
 
 def test_keep_widens_the_box_over_comparable_peaks() -> None:
@@ -168,3 +168,146 @@ def test_keep_widens_the_box_over_comparable_peaks() -> None:
         create_localizer("peak", keep=0.0)
     with pytest.raises(ValueError, match="keep must be in"):
         create_localizer("component", pick="largest", keep=0.5)
+
+
+# ------------------------------------------------------------ what a localizer resolves
+
+
+def test_resolve_names_every_setting_on_the_model() -> None:
+    model = timm.create_model("test_resnet").eval()
+    union = create_localizer("union").resolve(model)
+    assert (union.stage, union.reduction, union.threshold) == (-1, "sum", 0.4)
+    assert set(union.family_defaults) == {"reduction", "threshold"}
+    assert union.module == model.feature_info[-1]["module"]
+    assert union.card_params() == {"localizer": "union", "stage": -1,
+                                   "reduction": "sum (family default)",
+                                   "threshold": "0.4 (family default)"}
+    paper = create_localizer("paper").resolve(model)
+    assert (paper.reduction, paper.threshold, paper.family_defaults) == ("sum", 0.1, ())
+    peak = create_localizer("peak", background="median", stage=-2).resolve(model)
+    assert peak.threshold is None and peak.finer and peak.background == "median"
+    assert peak.module == model.feature_info[-2]["module"]
+    assert "threshold" not in peak.card_params() and "stage -2" in peak.text()
+    assert create_localizer("ddt").resolve(model).reduction is None  # raw features
+    fused = create_localizer("component", fuse=[-1, -2]).resolve(model)
+    assert fused.fuse == (-1, -2) and fused.module == model.feature_info[-2]["module"]
+
+
+def test_map_size_is_the_map_the_rule_reads() -> None:
+    model = create_backbone("resnet_mini_cifar", seed=0)
+    assert create_localizer("union").map_size(model, (32, 32)) == (4, 4)
+    assert create_localizer("peak").map_size(model, (32, 32)) == (8, 8)  # stride removed
+    resnet = timm.create_model("test_resnet").eval()  # stages -1 and -2: 2x2 and 4x4
+    assert create_localizer("component", fuse=[-1, -2]).map_size(resnet, (64, 64)) == (4, 4)
+    harvest = create_localizer("harvest", resolution=12)
+    assert harvest.map_size(model, (32, 32)) == (4, 4)  # no bank yet: the plain map
+    harvest.make_bank(2)
+    assert harvest.map_size(model, (32, 32)) == (12, 12)  # the bank's running maps
+
+
+def test_too_coarse_asks_the_localizer_not_the_stage() -> None:
+    model = timm.create_model("test_resnet").eval()
+    union = create_localizer("union")
+    with pytest.warns(UserWarning, match="too coarse") as record:
+        assert union.too_coarse(model, (32, 32)) is True
+    message = str(record[0].message)
+    assert "union gives 1x1 maps" in message and "{stage: -2}" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert union.too_coarse(model, (128, 128)) is False
+        assert union.too_coarse(model, (96, 96)) is False  # 3x3 is enough
+        assert create_localizer("union", stage=-3).too_coarse(model, (32, 32)) is False
+        assert create_localizer("peak").too_coarse(model, (64, 64)) is False  # 4x4
+    with pytest.warns(UserWarning, match="2x4"):
+        assert union.too_coarse(model, (64, 128)) is True
+
+
+@pytest.mark.parametrize("size", [72, 80, 95])
+def test_too_coarse_uses_the_real_map_size(size) -> None:
+    # ConvNeXt's patchify stem floors: 2x2 at 72-95 px, where ceil(size / 32) says 3.
+    torch.manual_seed(0)
+    model = timm.create_model("test_convnext").train()
+    union = create_localizer("union")
+    assert union.map_size(model, (size, size)) == (2, 2)
+    with pytest.warns(UserWarning, match="2x2"):
+        assert union.too_coarse(model, (size, size)) is True
+    assert model.training  # the probe forward ran in eval mode and restored the mode
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert union.too_coarse(model, (96, 96)) is False
+
+
+def test_too_coarse_falls_back_for_fixed_size_models() -> None:
+    # A Mixer cannot run at another size: the stride estimate decides (4x4 here).
+    model = MlpMixer(img_size=64, patch_size=16, num_blocks=2, embed_dim=32).eval()
+    union = create_localizer("union")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert union.too_coarse(model, (48, 48)) is False
+    with pytest.warns(UserWarning, match="2x2"):
+        assert union.too_coarse(model, (32, 32)) is True
+
+
+def _build_method(localizer_name: str, **kwargs) -> list[str]:
+    """The messages of the too-coarse warning when the trainer builds resnet18 for 64 px
+    views with this localizer."""
+    config = TrainConfig(model="resnet18", localizer=localizer_name, **kwargs)
+    data = SimpleNamespace(localizer=config.build_localizer(), image_size=64,
+                           dataset=range(512))
+    accelerator = SimpleNamespace(device=torch.device("cpu"), num_processes=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_method_for(config, accelerator, data)
+    return [str(item.message) for item in caught if "too coarse" in str(item.message)]
+
+
+def test_the_trainers_too_coarse_warning_follows_the_localizer() -> None:
+    """resnet18 at 64 px has a 2x2 last map, but the default localizer removes its stride
+    (4x4, boxes of about 30% of the image): no warning. A localizer that keeps the 2x2
+    map is warned about, naming itself."""
+    assert _build_method("peak") == []
+    warned = _build_method("peak", localizer_kwargs={"dilate": False})
+    assert len(warned) == 1 and "peak(dilate=False) gives 2x2 maps on ResNet" in warned[0]
+
+
+# ------------------------------------------------------------ configs of older versions
+
+
+def test_an_old_config_with_threshold_stage_reduction_loads(tmp_path) -> None:
+    """Before 2026-12 TrainConfig had threshold/reduction/stage beside the localizer; an
+    old config.yaml or checkpoint still loads: at their defaults they are dropped, else
+    they become localizer_kwargs as the old config built its localizer."""
+    old = {k: v for k, v in TrainConfig().to_dict().items()}
+    old.update(threshold=None, reduction=None, stage=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the defaults: silently dropped
+        assert TrainConfig.from_dict(old) == TrainConfig()
+    old.update(stage=-2, reduction="l2")
+    with pytest.warns(FutureWarning, match="localizer_kwargs"):
+        upgraded = TrainConfig.from_dict(old)
+    assert upgraded.localizer_kwargs == {"background": "median", "stage": -2,
+                                         "reduction": "l2"}
+    assert upgraded.build_localizer().describe() == \
+        "peak(background=median, reduction=l2, stage=-2)"
+    union = {**old, "localizer": "union", "localizer_kwargs": {"stage": -3},
+             "threshold": 0.3}
+    with pytest.warns(FutureWarning):
+        assert TrainConfig.from_dict(union).localizer_kwargs == {
+            "stage": -3, "reduction": "l2", "threshold": 0.3}  # given kwargs win
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(old))
+    with pytest.warns(FutureWarning):
+        values = load_config_file(path)
+    assert "stage" not in values and values["localizer_kwargs"]["stage"] == -2
+
+
+def test_an_old_checkpoint_resumes_with_its_localizer_as_kwargs() -> None:
+    """A resume compares the checkpoint's config (old keys read as localizer_kwargs) with
+    the run's: the same localizer written the new way is the same run."""
+    saved = {**TrainConfig().to_dict(), "threshold": None, "reduction": None, "stage": -2}
+    same = TrainConfig(localizer_kwargs={"background": "median", "stage": -2})
+    with pytest.warns(FutureWarning):
+        assert setting_changes(saved, same) == []
+    with pytest.warns(FutureWarning):
+        changes = setting_changes(saved, TrainConfig())
+    assert [key for key, _, _ in changes] == ["localizer_kwargs"]

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.slow
 
 TINY = [
     "--model", "test_resnet", "--data", "synthetic:num_samples=96,image_size=32",
-    "--image-size", "32", "--stage", "-3", "--batch-size", "16", "--num-workers", "0",
+    "--image-size", "32", "--localizer-kwargs", "{stage: -3}",
+    "--batch-size", "16", "--num-workers", "0",
     "--knn-every", "0", "--pictures", "0", "--no-progress", "--method", "moco",
     "--method-kwargs", "{queue_size: 64}", "--epochs", "4",
 ]

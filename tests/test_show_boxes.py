@@ -12,8 +12,6 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from timm_ccrop.cli import main
-from timm_ccrop.data import build_dataset
-from timm_ccrop.pictures.localization import localization_picture
 from timm_ccrop.pictures.viz import (
     GT_BOX_COLOR,
     LOCALIZED_BOX_COLOR,
@@ -22,7 +20,8 @@ from timm_ccrop.pictures.viz import (
 )
 
 DATA = "synthetic:num_samples=8,image_size=64"
-BASE = ["show-boxes", "--data", DATA, "--model", "test_resnet", "--stage", "-2"]
+BASE = ["show-boxes", "--data", DATA, "--model", "test_resnet",
+        "--localizer-kwargs", "{background: median, stage: -2}"]
 
 
 def color_count(pixels: np.ndarray, color) -> int:
@@ -137,9 +136,9 @@ def test_checkpoint_round_trip(tmp_path, capsys: pytest.CaptureFixture) -> None:
 
 def test_bad_arguments_fail_early(tmp_path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "never.png"
-    for bad in (["--threshold", "1.5"], ["--num-images", "0"], ["--reduction", "max"],
+    for bad in (["--localizer-kwargs", "[1, 2]"], ["--num-images", "0"],
                 ["--opacity", "2"], ["--tile", "8"], ["--image-size", "4"], ["--alpha", "0"],
-                ["--num-views", "-1"], ["--stage", "last"]):
+                ["--num-views", "-1"], ["--localizer", "nope"]):
         with pytest.raises(SystemExit):
             main([*BASE, "--out", str(out), *bad])
     capsys.readouterr()
@@ -147,7 +146,11 @@ def test_bad_arguments_fail_early(tmp_path, capsys: pytest.CaptureFixture) -> No
     missing_data = ["show-boxes", "--data", f"cifar10:{tmp_path / 'missing'}", "--out", str(out)]
     cases = [
         (["--model", "resnet18x"], "unknown timm model 'resnet18x'; did you mean resnet18"),
-        (["--stage", "9"], "stage 9 does not exist"),
+        (["--localizer-kwargs", "{stage: 9}"], "stage 9 does not exist"),
+        (["--localizer-kwargs", "{reduction: max}"], "reduction must be one of"),
+        (["--localizer", "union", "--localizer-kwargs", "{threshold: 1.5}"],
+         "threshold must be in [0, 1]"),
+        (["--stage", "9"], "stage 9 does not exist"),  # the old flag: a localizer option
         (["--checkpoint", str(tmp_path / "nope.pth")], "does not exist"),
         (["--checkpoint", str(tmp_path / "nope.pth"), "--pretrained"], "not both"),
     ]
@@ -171,26 +174,26 @@ def test_pretrained_offline_is_a_clear_error(tmp_path, monkeypatch, capsys) -> N
     assert "cannot build 'test_resnet' with pretrained weights" in err and "--checkpoint" in err
 
 
-def test_localization_picture_measures_and_draws() -> None:
-    """The library function behind show-boxes, without the command line."""
-    dataset = build_dataset(DATA, split="train")
-    images = [dataset[i][0] for i in range(3)]
-    model = timm.create_model("test_resnet", num_classes=0).eval()
-    picture = localization_picture(model, images, dataset.gt_boxes[:3].float(),
-                                   name="test_resnet", stage=-2, views=1, tile=32,
-                                   source="synthetic [train]")
-    assert picture.boxes.shape == (3, 4) and picture.degenerate.shape == (3,)
-    assert 0.0 <= picture.mean_iou <= 1.0 and 0.0 <= picture.whole_image_iou <= 1.0
-    assert picture.image_size == 64 and picture.grid.width > 3 * 32
-    assert picture.summary("test_resnet", -2).startswith("test_resnet stage -2 (")
-    without_gt = localization_picture(model, images, None, stage=-2, views=0, tile=32)
-    assert without_gt.mean_iou is None
-    torch.testing.assert_close(without_gt.boxes, picture.boxes)
-
-
 def test_harvest_localizer_is_refused_with_the_fix(tmp_path, capsys) -> None:
     code = main(["show-boxes", "--localizer", "harvest", "--out", str(tmp_path / "x.png")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "needs a training run" in err and "use peak" in err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_localizer_kwargs_change_the_drawn_map(tmp_path, capsys) -> None:
+    """The picture is the localizer's map: the default removes the last stride (8x8 at
+    32 px on resnet_mini_cifar), ``{dilate: false}`` keeps the plain 4x4 map."""
+    common = ["show-boxes", "--data", "synthetic:num_samples=4,image_size=32", "--model",
+              "resnet_mini_cifar", "--num-images", "2", "--num-views", "0", "--tile", "32"]
+    assert main([*common, "--out", str(tmp_path / "default.png")]) == 0
+    default = capsys.readouterr().out
+    assert main([*common, "--localizer-kwargs", "{dilate: false}",
+                 "--out", str(tmp_path / "plain.png")]) == 0
+    plain = capsys.readouterr().out
+    assert "peak(background=median), stage -1 (layer4)" in default
+    assert "stride removed" in default and "; 8x8 maps at 32px" in default
+    assert "peak(dilate=False), stage -1 (layer4)" in plain and "; 4x4 maps at 32px" in plain
+    assert not np.array_equal(read_rgb(tmp_path / "default.png"),
+                              read_rgb(tmp_path / "plain.png"))

@@ -27,7 +27,8 @@ from timm_ccrop.train.setup import build_optimizer
 
 TINY = [
     "--model", "test_resnet", "--data", "synthetic:num_samples=96,image_size=32",
-    "--image-size", "32", "--stage", "-3", "--batch-size", "32", "--num-workers", "0",
+    "--image-size", "32", "--localizer-kwargs", "{stage: -3}",
+    "--batch-size", "32", "--num-workers", "0",
     "--knn-max-train", "64", "--progress", "false",
 ]
 

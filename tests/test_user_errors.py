@@ -443,7 +443,7 @@ def test_single_class_labels_are_flagged_by_eval_and_pretrain(
     assert any("single class" in line and "mean nothing" in line for line in lines), lines
     code, _, lines = run_cli(["pretrain", "--data", data, "--epochs", "1", "--batch-size", "4",
                               "--num-workers", "0", "--no-progress", "--image-size", "32",
-                              "--model", "test_resnet", "--stage", "-3",
+                              "--model", "test_resnet", "--localizer-kwargs", "{stage: -3}",
                               "--output", str(tmp_path / "run")], capsys, caplog)
     assert code == 0, lines
     assert any("single class" in line and "mean nothing" in line for line in lines), lines

@@ -143,6 +143,12 @@ class FeatureHook:
         self._handles = []
 
     @property
+    def output(self) -> Any:
+        """The stage module's last output as it came (before the NCHW conversion of
+        :attr:`feature_map`); None before the hook fired."""
+        return self._output
+
+    @property
     def feature_map(self) -> torch.Tensor:
         """The last captured map as NCHW."""
         if self._output is None or self._image_size is None:
