@@ -122,7 +122,8 @@ def localizer_pass_with_cache(model: torch.nn.Module, dataset, image_size: int, 
 
 def localization_pass(model: torch.nn.Module, dataset, image_size: int, stage: int,
                       batch_size: int, num_workers: int) -> int:
-    result = localize_dataset(model, dataset, image_size, threshold=THRESHOLD, stage=stage,
+    union = create_localizer("union", threshold=THRESHOLD, stage=stage)
+    result = localize_dataset(model, dataset, image_size, localizer=union,
                               batch_size=batch_size, num_workers=num_workers, progress=False)
     return len(result.boxes)
 
