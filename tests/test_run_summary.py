@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -121,10 +122,22 @@ def test_class_labels_name_each_sample_class() -> None:
     assert class_labels(data, 3) == [data.classes[data[i][1]] for i in range(3)]
 
 
-def test_progress_bars_stay_off_when_stderr_is_not_a_terminal() -> None:
-    # pytest captures stderr: not a terminal, so even an enabled bar is disabled
-    assert progress_bar(range(3), "x", enabled=True).disable
-    assert progress_bar(range(3), "x", enabled=False).disable
+class _Stream(io.StringIO):
+    def __init__(self, terminal: bool) -> None:
+        super().__init__()
+        self.terminal = terminal
+
+    def isatty(self) -> bool:
+        return self.terminal
+
+
+def test_progress_bars_show_only_when_enabled_on_a_terminal() -> None:
+    assert not progress_bar(range(3), "x", enabled=True, file=_Stream(True)).disable
+    assert progress_bar(range(3), "x", enabled=False, file=_Stream(True)).disable
+    assert progress_bar(range(3), "x", enabled=True, file=_Stream(False)).disable  # a log file
+    shown = _Stream(True)
+    assert list(progress_bar(range(3), "counting", file=shown)) == [0, 1, 2]
+    assert "counting" in shown.getvalue()
 
 
 def test_main_job_defaults_are_the_learnable_setting() -> None:
