@@ -24,8 +24,9 @@ TOP = "timm_ccrop"
 MAX_LINES = 500
 #: The bottom layer: small, self-contained building blocks.
 PRIMITIVES = {"crop", "models", "utils", "version"}
-#: The top layers: the trainer (the pretrain command's engine) and the command line.
-COMMANDS = {"train", "cli"}
+#: The top layers: the trainer (the pretrain command's engine), the studies built on it
+#: (timm-ccrop compare) and the command line.
+COMMANDS = {"train", "studies", "cli"}
 
 
 def module_name(path: Path) -> str:
