@@ -9,6 +9,7 @@ Subcommands, one module each (thin: they parse, call the library, print):
     push        validate an exported folder and upload it to the Hugging Face Hub
     zoo         list the model zoo (zoo/models.yaml)
     report      redraw a run's metrics plot and print its summary
+    compare     does ContrastiveCrop help on my data? paired-seed rcrop vs ccrop grid
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 import sys
 from collections.abc import Sequence
 
+from .compare import add_compare_parser
 from .demo import add_demo_parser
 from .evaluate import add_eval_parser
 from .hub import add_hub_parsers
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(commands)
     add_hub_parsers(commands)
     add_report_parser(commands)
+    add_compare_parser(commands)
     return parser
 
 
