@@ -24,7 +24,7 @@ import torch
 from ..crop.boxes import validate_box
 from ..crop.transforms import CROP_MODES, DEFAULT_ALPHA, SIMCCROP_BOX
 from ..localize import create_localizer
-from ..runs import BOXES_FILE
+from ..runs import RunFolder
 
 __all__ = ["ARMS", "BASELINE", "MODEL_BOX_ARMS", "ORACLE", "RANDOM_INIT", "Arm",
            "arm_boxes", "arm_variant", "describe_localizer", "localizer_for",
@@ -103,7 +103,7 @@ def read_final_boxes(run: Path, count: int) -> list[Any]:
     """Crop boxes of a run's final box table (``boxes.csv``); invalid rows and a missing
     file give None (RandomResizedCrop, as in training)."""
     boxes: list[Any] = [None] * count
-    path = Path(run) / BOXES_FILE
+    path = RunFolder(run).boxes_path
     if not path.exists():
         return boxes
     with open(path, newline="") as handle:
