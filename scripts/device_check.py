@@ -103,7 +103,7 @@ class Settings:
     size: int = 224
     batch: int = 32  # per GPU: the recipes' 256 / 8
     steps: int = 20
-    images: int = 512  # box pass and JPEG folder
+    images: int = 1024  # box pass and JPEG folder
     jpeg_size: tuple[int, int] = (500, 375)  # about ImageNet's typical photo
     workers: int = field(default_factory=lambda: min(16, os.cpu_count() or 1))
     methods: tuple[str, ...] = METHODS
@@ -115,7 +115,7 @@ class Settings:
         return cls(device, out, True, train_model="test_resnet",
                    train_data="synthetic:num_samples=64,image_size=32", train_stage=-3,
                    train_batch=16, model="test_resnet", size=128, batch=8, steps=2,
-                   images=32, jpeg_size=(80, 60), workers=0)
+                   images=16, jpeg_size=(80, 60), workers=0)
 
     @property
     def cuda(self) -> bool:
