@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import subprocess
@@ -547,7 +548,7 @@ def check_memory(settings: Settings) -> Result:
         batch = [torch.randn(settings.batch, 3, settings.size, settings.size,
                              device=settings.device) for _ in range(2)]
         losses = [step(batch) for _ in range(3)]
-        if not all(map(lambda value: value == value and abs(value) != float("inf"), losses)):
+        if not all(math.isfinite(value) for value in losses):
             return Result("memory", "failed", f"{method_name}: non-finite loss {losses}", numbers)
         if settings.cuda:
             numbers[method_name] = torch.cuda.max_memory_allocated(settings.device) / 2**30
