@@ -83,7 +83,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import math
 import os
 import platform
@@ -104,6 +103,7 @@ import timm_ccrop.models.cifar  # noqa: F401  (registers resnet18_cifar)
 from timm_ccrop.config import TrainConfig, load_recipe
 from timm_ccrop.localize import Harvester, create_localizer
 from timm_ccrop.methods import build_method
+from timm_ccrop.runs import read_metrics
 
 METHODS = ("simclr", "moco", "byol", "simsiam")
 MODEL = "resnet18_cifar"
@@ -633,7 +633,7 @@ def bench_share(args: argparse.Namespace) -> None:
         with contextlib.redirect_stdout(sys.stderr):
             result = train(config)
         wall = time.perf_counter() - started
-        records = [json.loads(line) for line in result.metrics.read_text().splitlines()]
+        records = read_metrics(result.metrics)
 
     epochs = [r["epoch_seconds"] for r in records]
     passes = [r["box_pass_seconds"] for r in records if "box_pass_seconds" in r]

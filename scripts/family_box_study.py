@@ -15,7 +15,6 @@ localizer by ``scripts/localization_study.py``::
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from timm_ccrop.config import TrainConfig
 from timm_ccrop.data import build_dataset
 from timm_ccrop.localize import default_localizer, localize_dataset
 from timm_ccrop.models.backbones import create_backbone
+from timm_ccrop.runs import read_metrics
 from timm_ccrop.train import train
 
 #: model -> extra timm.create_model arguments (a ViT is told its input size).
@@ -62,7 +62,7 @@ def run_family(model: str, kwargs: dict[str, Any], args: argparse.Namespace) -> 
     started = time.perf_counter()
     result = train(config, overwrite=True)
     seconds = time.perf_counter() - started
-    metrics = [json.loads(line) for line in result.metrics.read_text().splitlines()]
+    metrics = read_metrics(result.metrics)
     passes = [(m["epoch"], m["box_mean_iou"]) for m in metrics if "box_mean_iou" in m]
     whole = next(m["whole_image_mean_iou"] for m in metrics if "whole_image_mean_iou" in m)
     return {"model": model, "passes": passes, "whole": whole, "seconds": seconds,

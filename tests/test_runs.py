@@ -8,13 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from timm_ccrop.config import TrainConfig
+from timm_ccrop.hub import export_backbone
+from timm_ccrop.methods import build_method
+from timm_ccrop.models import create_backbone
 from timm_ccrop.runs import (
     BOXES_CSV_COLUMNS,
     OutputExistsError,
     RunFolder,
     atomic_write_text,
+    build_run_backbone,
+    read_boxes_csv,
     read_checkpoint,
     read_metrics,
+    read_run_weights,
     replace_folder,
     staging_folder,
     write_boxes_csv,
@@ -89,6 +96,48 @@ def test_boxes_csv_has_one_schema(tmp_path: Path) -> None:
         assert [float(v) for v in rows[1][2:6]] == pytest.approx([0.0, 0.1, 0.5, 0.6])
     with pytest.raises(ValueError, match="differ in length"):
         write_boxes_csv(tmp_path / "c.csv", boxes, sample_ids=["only one"])
+
+
+def test_boxes_csv_reads_back_what_was_written_and_refuses_other_files(tmp_path: Path) -> None:
+    boxes = torch.tensor([[0.0, 0.1, 0.5, 0.6], [0.2, 0.2, 1.0, 1.0]])
+    folder = RunFolder(tmp_path)
+    write_boxes_csv(folder.boxes_path, boxes, torch.tensor([True, False]), ["x", "y"])
+    read, valid, ids = folder.read_boxes()
+    assert torch.allclose(read, boxes) and valid.tolist() == [True, False] and ids == ["x", "y"]
+    assert torch.equal(read_boxes_csv(folder.boxes_path)[0], read)  # the file or its folder
+    (tmp_path / "other.csv").write_text("index,x,y\n0,1,2\n")
+    with pytest.raises(ValueError, match="not the boxes.csv schema"):
+        read_boxes_csv(tmp_path / "other.csv")
+    lines = folder.boxes_path.read_text().splitlines()
+    folder.boxes_path.write_text("\n".join([lines[0], lines[2], lines[1]]) + "\n")
+    with pytest.raises(ValueError, match="line 2 is not a boxes.csv row"):
+        folder.read_boxes()
+    with pytest.raises(FileNotFoundError):
+        read_boxes_csv(tmp_path / "missing.csv")
+
+
+def test_a_runs_weights_come_from_its_newest_checkpoint_else_its_export(tmp_path: Path) -> None:
+    config = TrainConfig(model="resnet_tiny_cifar", output=str(tmp_path))
+    method = build_method("simclr", create_backbone(config.model))
+    folder = RunFolder(tmp_path)
+    folder.write_config(config.to_dict())
+    with pytest.raises(FileNotFoundError, match="no checkpoint-epoch"):
+        read_run_weights(tmp_path)
+    export_backbone(method.backbone, folder.backbone_dir, config)
+    exported = read_run_weights(tmp_path)
+    assert exported.source == folder.backbone_dir / "model.safetensors"
+    assert exported.epoch is None and exported.config == config
+    with torch.no_grad():
+        for tensor in method.backbone.parameters():
+            tensor.add_(1.0)  # the checkpoint holds other weights than the export
+    folder.save_checkpoint({"model": method.state_dict(), "epoch": 3,
+                            "config": config.to_dict()}, 3, keep=2)
+    newest = read_run_weights(tmp_path)
+    assert newest.source == folder.checkpoint_path(3) and newest.epoch == 3
+    model = build_run_backbone(newest)
+    assert not model.training
+    for name, tensor in method.backbone.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
 
 
 def test_staging_folder_replaces_only_when_complete(tmp_path: Path) -> None:

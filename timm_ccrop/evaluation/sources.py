@@ -21,15 +21,13 @@ from torch import nn
 from ..config import TrainConfig
 from ..models.backbones import (
     EXPORT_WEIGHT_FILES,
-    backbone_state_from_checkpoint,
     create_backbone,
     export_weights_file,
-    load_backbone_weights,
     sha256_file,
     state_dict_sha256,
     verify_weights_file,
 )
-from ..runs import list_checkpoints, read_checkpoint, read_run_config
+from ..runs import build_run_backbone, list_checkpoints, read_run_config, read_run_weights
 
 __all__ = ["BackboneSource", "load_backbone", "resolve_backbone_source"]
 
@@ -200,35 +198,26 @@ def _build_named(source: BackboneSource, seed: int, verify: bool) -> nn.Module:
 
 def _backbone_from_checkpoint(source: BackboneSource, seed: int, verify: bool
                               ) -> tuple[nn.Module, dict[str, Any]]:
-    """The ``backbone.*`` weights of a training checkpoint in the run's model."""
+    """The ``backbone.*`` weights of a training checkpoint in the run's model (a folder:
+    its newest readable checkpoint, corrupt ones skipped; a file: that one)."""
     given = Path(source.text).expanduser()
-    # A folder: its newest readable checkpoint (corrupt ones are skipped); a file: that one.
-    state, path = read_checkpoint(given if given.is_file() else Path(source.folder or given),
-                                  verify=verify)
-    run_config = source.run_config or state.get("config") or {}
-    if not run_config.get("model"):
-        raise ValueError(f"checkpoint {path} has no run config (config.yaml next to it, or "
-                         "'config' inside) naming the model; export the backbone instead")
-    weights = backbone_state_from_checkpoint(state, f"checkpoint {path}")
-    model = create_backbone(run_config["model"], seed=seed,
-                            **(run_config.get("model_kwargs") or {}))
-    load_backbone_weights(model, weights, f"checkpoint {path}")
-    preset = _run_preset(run_config)
-    if preset:
-        model.pretrained_cfg = {**(getattr(model, "pretrained_cfg", None) or {}), **preset}
-    source.run_config = run_config
-    return model, {"checkpoint": str(path), "epoch": state.get("epoch")}
-
-
-def _run_preset(run_config: dict[str, Any] | None) -> dict[str, Any]:
-    """input size, mean and std of a run's views preset (as its export would record)."""
-    if not run_config:
-        return {}
     try:
-        config = TrainConfig.from_dict(run_config)
-        mean, std = config.normalisation()
-        size = config.resolved_image_size()
-    except (ValueError, TypeError, KeyError):
-        return {}
+        weights = read_run_weights(given if given.is_file() else Path(source.folder or given),
+                                   verify=verify)
+    except ValueError as err:
+        if "neither config.yaml nor a checkpoint" not in str(err):
+            raise
+        raise ValueError(f"{err}; export the backbone instead") from err
+    model = build_run_backbone(weights, seed=seed)
+    preset = _run_preset(weights.config)
+    model.pretrained_cfg = {**(getattr(model, "pretrained_cfg", None) or {}), **preset}
+    source.run_config = weights.config.to_dict()
+    return model, {"checkpoint": str(weights.source), "epoch": weights.epoch}
+
+
+def _run_preset(config: TrainConfig) -> dict[str, Any]:
+    """input size, mean and std of a run's views preset (as its export would record)."""
+    mean, std = config.normalisation()
+    size = config.resolved_image_size()
     return {"input_size": (3, size, size), "mean": tuple(mean), "std": tuple(std),
             "crop_pct": 1.0, "crop_mode": "center", "interpolation": "bilinear"}

@@ -27,8 +27,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
 from timm.models import save_for_hf
 from torch import nn
 
@@ -36,12 +34,9 @@ from ..config import TrainConfig
 from ..models.backbones import (
     CONFIG_NAME,
     WEIGHTS_NAME,
-    backbone_state_from_checkpoint,
-    create_backbone,
-    read_state_dict,
     sign_weights_file,
 )
-from ..runs import RunFolder, read_checkpoint
+from ..runs import RunFolder, RunWeights, build_run_backbone, read_run_weights
 from ..utils.folders import EXPORT_FOLDER_FILES, replace_folder, staging_folder
 from .card import CARD_NAME, CardInfo, render_card
 from .release import METHOD_NAMES, HubExportError, Release, check_tag
@@ -159,75 +154,18 @@ def _crop_params(config: TrainConfig, backbone: nn.Module) -> dict[str, Any]:
     return params
 
 
-@dataclasses.dataclass
-class _Run:
-    """What an export needs of a run folder."""
-
-    folder: Path
-    config: TrainConfig
-    state: dict[str, torch.Tensor]  # the backbone's weights
-    epoch: int | None
-    partial: bool
-    config_text: str
-
-
-def _run_config(run: RunFolder, checkpoint: dict[str, Any] | None) -> tuple[TrainConfig, str]:
-    """The run's config (the checkpoint's, else config.yaml's) and its YAML text."""
-    path = run.config_path
-    text = path.read_text() if path.is_file() else None
-    values = None
-    if checkpoint is not None and isinstance(checkpoint.get("config"), dict):
-        values = checkpoint["config"]
-    elif text is not None:
-        values = yaml.safe_load(text) or {}
-    if values is None:
-        raise HubExportError(f"{run.path} has neither config.yaml nor a checkpoint with its "
-                             "config; cannot tell which architecture was trained")
-    config = TrainConfig.from_dict(values)
-    return config, text if text is not None else yaml.safe_dump(config.to_dict(),
-                                                                 sort_keys=False)
+def _read_run(run: Path, checkpoint: Path | None, verify: bool
+              ) -> tuple[RunWeights, nn.Module]:
+    """The run's weights and its backbone (the run folder's one reader), a failure to read
+    them as the export's error."""
+    try:
+        loaded = read_run_weights(run, checkpoint, verify)
+        return loaded, build_run_backbone(loaded)
+    except ValueError as err:
+        raise HubExportError(str(err)) from err
 
 
-def _load_run(path: Path, checkpoint: Path | None, verify: bool) -> _Run:
-    """A run folder (its newest valid checkpoint, else its ``backbone/``) or a checkpoint;
-    with ``verify`` the weights are checked against their recorded sha256."""
-    if path.is_file():
-        checkpoint, path = path, path.parent
-    if not path.is_dir():
-        raise FileNotFoundError(f"run folder {path} does not exist")
-    run = RunFolder(path)
-    state = None
-    if checkpoint is not None or run.checkpoints():
-        state, _ = read_checkpoint(checkpoint if checkpoint is not None else path,
-                                   verify=verify)
-    config, text = _run_config(run, state)
-    if state is not None:
-        try:
-            weights = backbone_state_from_checkpoint(state, f"checkpoint of {path}")
-        except ValueError as err:
-            raise HubExportError(str(err)) from err
-        epoch = state.get("epoch")
-        return _Run(path, config, weights, int(epoch) if epoch is not None else None,
-                    bool(state.get("partial", False)), text)
-    exported = run.backbone_dir / WEIGHTS_NAME
-    if exported.is_file():
-        return _Run(path, config, read_state_dict(exported, verify),
-                    config.epochs, False, text)
-    raise FileNotFoundError(f"{path} holds no checkpoint-epoch*.pt and no "
-                            f"backbone/{WEIGHTS_NAME}")
-
-
-def _run_backbone(run: _Run) -> nn.Module:
-    config = run.config
-    backbone = create_backbone(config.model, **config.model_kwargs)
-    missing, unexpected = backbone.load_state_dict(run.state, strict=False)
-    if missing or unexpected:
-        raise HubExportError(f"the run's backbone weights do not fit {config.model}: missing "
-                             f"{list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
-    return backbone.eval()
-
-
-def _run_card(run: _Run, release: Release, backbone: nn.Module) -> CardInfo:
+def _run_card(run: RunWeights, release: Release, backbone: nn.Module) -> CardInfo:
     config = run.config
     epochs = str(config.epochs) if run.epoch is None else (
         f"{run.epoch} of {config.epochs}"
@@ -295,9 +233,8 @@ def export_run(run: str | Path, out: str | Path, *, checkpoint: str | Path | Non
     """
     out = Path(out)
     check_export_target(run, out)  # before anything is read or written
-    loaded = _load_run(Path(run), Path(checkpoint) if checkpoint is not None else None,
-                       verify)
-    backbone = _run_backbone(loaded)
+    loaded, backbone = _read_run(Path(run), Path(checkpoint) if checkpoint is not None
+                                 else None, verify)
     release = release_for_config(loaded.config, license, kind=dataset or None,
                                  hf_hub_id=repo_id, crop_params=_crop_params(loaded.config,
                                                                              backbone))

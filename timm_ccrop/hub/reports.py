@@ -7,7 +7,6 @@ monitor of ``metrics.jsonl`` only when it is of the exported epoch.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import warnings
 from collections.abc import Mapping, Sequence
@@ -118,16 +117,14 @@ def matching_eval_reports(candidates: Sequence[Path], hashes: set[str]) -> list[
 
 
 def monitor_record(run: Path, epoch: int | None) -> dict[str, Any] | None:
-    """The trainer's last kNN-monitor record (metrics.jsonl), if it is of ``epoch``."""
-    path = RunFolder(run).metrics_path
-    if not path.is_file():
+    """The trainer's last kNN-monitor record (metrics.jsonl), if it is of ``epoch``; None
+    when there is none, or the file cannot be read (the card then shows no monitor)."""
+    try:
+        rows = RunFolder(run).read_metrics()
+    except ValueError as err:  # e.g. a torn last line of a killed run
+        warnings.warn(f"no training-time kNN on the card: {err}", stacklevel=3)
         return None
-    last = None
-    for line in path.read_text().splitlines():
-        with contextlib.suppress(ValueError):  # a torn last line of a killed run
-            record = json.loads(line)
-            if isinstance(record, dict) and "knn_top1" in record:
-                last = record
+    last = next((row for row in reversed(rows) if "knn_top1" in row), None)
     if last is None or (epoch is not None and last.get("epoch") != epoch):
         return None
     return last

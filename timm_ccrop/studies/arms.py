@@ -13,7 +13,6 @@ with a box source; the arms only name the variants a comparison needs:
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,16 +101,13 @@ def arm_variant(mode: str, localizer: tuple[str, dict[str, Any]], alpha: float,
 def read_final_boxes(run: Path, count: int) -> list[Any]:
     """Crop boxes of a run's final box table (``boxes.csv``); invalid rows and a missing
     file give None (RandomResizedCrop, as in training)."""
-    boxes: list[Any] = [None] * count
-    path = RunFolder(run).boxes_path
-    if not path.exists():
-        return boxes
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            if int(row["valid"]):
-                boxes[int(row["index"])] = validate_box(
-                    [float(row[k]) for k in ("x0", "y0", "x1", "y1")])
-    return boxes
+    folder = RunFolder(run)
+    if not folder.boxes_path.exists():
+        return [None] * count
+    table, valid, _ = folder.read_boxes()
+    boxes: list[Any] = [validate_box(row) if ok else None
+                        for row, ok in zip(table.tolist(), valid.tolist(), strict=True)]
+    return boxes + [None] * (count - len(boxes))
 
 
 def arm_boxes(mode: str, run: Path | None, count: int, gt: torch.Tensor | None) -> list[Any]:
