@@ -21,6 +21,7 @@ import venv
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -168,3 +169,13 @@ def test_floors_file_pins_every_floor_of_pyproject() -> None:
             if name in pins and floor is not None:
                 assert floor == pins[name], f"extra {extra!r}: {text!r}, but {FLOORS.name} " \
                                             f"pins {name}=={pins[name]}"
+
+
+def test_every_subpackage_is_listed_in_pyproject() -> None:
+    # setuptools ships only the listed packages: a new folder left out installs a broken
+    # package that only the (slow) non-editable install test would notice
+    listed = set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]
+                 ["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO_ROOT).parts)
+             for p in (REPO_ROOT / "timm_ccrop").rglob("__init__.py")}
+    assert found - listed == set(), "add these to [tool.setuptools] packages"
