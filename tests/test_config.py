@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+from timm_ccrop.cli import build_parser
+from timm_ccrop.cli.options import config_values
 from timm_ccrop.config import (
     GROUPS,
     TrainConfig,
@@ -14,6 +16,7 @@ from timm_ccrop.config import (
     load_config_file,
     load_recipe,
 )
+from timm_ccrop.studies import CompareConfig
 
 
 def test_paper_schedule_500_epochs() -> None:
@@ -160,3 +163,17 @@ def test_the_default_localizer_subtracts_the_background_and_others_take_no_optio
     # an old run's config keeps what it ran with
     old = TrainConfig.from_dict({**TrainConfig().to_dict(), "localizer_kwargs": {}})
     assert old.build_localizer().describe() == "peak"
+
+
+def test_list_fields_are_typed_per_item_on_the_command_line_and_in_python() -> None:
+    args = build_parser().parse_args(["compare", "--seeds", "3", "1", "--modes", "rcrop",
+                                      "ccrop"])
+    config = CompareConfig(**config_values(args, CompareConfig))
+    assert config.seeds == (3, 1) and config.modes == ("rcrop", "ccrop")
+    assert CompareConfig(seeds=[0, 1]).seeds == (0, 1)  # a YAML list is kept as a tuple
+    problems = "; ".join(CompareConfig(seeds=(0, 1.5), modes=("rcrop", "xcrop")).problems())
+    assert "seeds must hold int values, got 1.5" in problems
+    assert "modes: 'xcrop' is not one of" in problems
+    assert "seeds must name at least one value" in "; ".join(CompareConfig(seeds=()).problems())
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["compare", "--seeds", "one"])

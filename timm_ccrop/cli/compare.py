@@ -10,9 +10,8 @@ import sys
 from typing import Any
 
 from ..studies import CellStopped, CompareConfig, run_compare
-from ..studies.config import GROUPS, LIST_FIELDS
-from ..utils.fields import Option, options_of
-from .options import HelpFormatter, add_config_arguments, config_argument, config_values, number
+from ..studies.config import GROUPS
+from .options import HelpFormatter, add_config_arguments, config_values
 
 __all__ = ["add_compare_parser", "resolve_compare_config", "run_compare_command"]
 
@@ -24,38 +23,19 @@ DESCRIPTION = (
     "folder:~/photos --epochs 50 --seeds 0 1 2")
 
 
-def _list_argument(option: Option, default: Any) -> dict[str, Any]:
-    """``add_argument`` keywords of a field holding several values (``--seeds 0 1 2``)."""
-    keywords = config_argument(option, default)
-    kind = LIST_FIELDS[option.name]
-    keywords.update(nargs="+", type=number(int) if kind is int else str,
-                    metavar=kind.__name__.upper())
-    if option.choices is not None:
-        keywords.update(choices=option.choices, metavar="{" + ",".join(option.choices) + "}")
-    return keywords
-
-
 def add_compare_parser(commands: Any) -> argparse.ArgumentParser:
     """Add ``compare`` to the subcommands ``commands``; returns its parser."""
     parser = commands.add_parser(
         "compare", help="does ContrastiveCrop help on my data? paired-seed rcrop vs ccrop",
         description=DESCRIPTION, formatter_class=HelpFormatter)
-    grid, defaults = parser.add_argument_group(GROUPS[0]), CompareConfig()
-    for option in options_of(CompareConfig):  # the fields of several values: the grid
-        if option.name in LIST_FIELDS:
-            grid.add_argument(f"--{option.name}",
-                              **_list_argument(option, getattr(defaults, option.name)))
-    add_config_arguments(parser, CompareConfig, groups=GROUPS[1:], skip=tuple(LIST_FIELDS))
+    add_config_arguments(parser, CompareConfig, groups=GROUPS)
     parser.set_defaults(handler=run_compare_command)
     return parser
 
 
 def resolve_compare_config(args: argparse.Namespace) -> CompareConfig:
     """The command line's settings over the defaults, validated (ValueError, one line)."""
-    values = config_values(args, CompareConfig)
-    values.update({name: tuple(getattr(args, name)) for name in LIST_FIELDS
-                   if name in vars(args)})
-    config = CompareConfig(**values)
+    config = CompareConfig(**config_values(args, CompareConfig))
     config.validate()
     return config
 

@@ -148,9 +148,15 @@ def _typed_keywords(option: Option) -> dict[str, Any]:
     if option.kind is dict:
         return {"type": yaml_mapping, "metavar": "YAML"}
     if option.kind is tuple:
-        return {"type": number(float), "nargs": option.length or "+", "metavar": "FLOAT"}
+        item = option.item_kind or float
+        keywords = {"nargs": option.length or "+", "metavar": item.__name__.upper(),
+                    "type": str if item is str else number(item)}
+        if option.choices is not None:
+            keywords.update(choices=option.choices,
+                            metavar="{" + ",".join(option.choices) + "}")
+        return keywords
     if option.kind is str:
-        keywords: dict[str, Any] = {"type": optional_text if option.optional else str}
+        keywords = {"type": optional_text if option.optional else str}
         if option.choices is not None:
             keywords["choices"] = (*option.choices, None) if option.optional else option.choices
             keywords["metavar"] = "{" + ",".join(option.choices) + "}"
@@ -163,7 +169,8 @@ def _typed_keywords(option: Option) -> dict[str, Any]:
 def config_argument(option: Option, default: Any) -> dict[str, Any]:
     """``add_argument`` keywords of one config field. Its default is only shown: the
     parser leaves unset options out (``SUPPRESS``), so the config's own default applies."""
-    shown = "none" if default is None else default
+    shown = ("none" if default is None else " ".join(map(str, default))
+             if isinstance(default, (tuple, list)) else default)
     help_text = option.help if "default:" in option.help else f"{option.help} (default: {shown})"
     if option.required:
         help_text = option.help

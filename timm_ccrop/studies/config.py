@@ -9,13 +9,13 @@ from dataclasses import MISSING, Field, asdict, dataclass, fields
 from typing import Any
 
 from ..config import AUGMENT_ON, MIN_IMAGE_SIZE, TrainConfig
-from ..crop.transforms import DEFAULT_ALPHA
+from ..crop.transforms import CCROP_ALPHA
 from ..localize import LOCALIZERS, create_localizer
 from ..methods import METHODS
-from ..utils.fields import field_problems, option, options_of
+from ..utils.fields import field_problems, option, options_of, tuples_from_lists
 from .arms import ARMS
 
-__all__ = ["DEFAULT_DATA", "DEFAULT_SEEDS", "GROUPS", "LIST_FIELDS", "CompareConfig"]
+__all__ = ["DEFAULT_DATA", "DEFAULT_SEEDS", "GROUPS", "CompareConfig"]
 
 #: Small objects pushed towards the borders, on one cluttered background shared by every
 #: image, a colour per class: the built-in benchmark (docs/synthetic.md,
@@ -25,9 +25,6 @@ DEFAULT_DATA = ("synthetic:num_samples=2500,image_size=32,object_scale=0.2:0.35,
 DEFAULT_SEEDS = (0, 1, 2, 3, 4, 5)  # the 6 seeds of docs/results-6seeds.md
 #: The option groups, in the order of the command's help.
 GROUPS = ("grid", "the ccrop arm", "data", "training", "execution", "report")
-#: Fields holding several values (``--seeds 0 1 2``), the grid's group; their item type and
-#: choices are checked by :meth:`CompareConfig.problems`.
-LIST_FIELDS = {"methods": str, "modes": str, "seeds": int}
 
 
 def _default(item: Field) -> Any:
@@ -77,7 +74,7 @@ class CompareConfig:
     box_warmup_epochs: int | None = option(None, "epochs of random crops before the first "
                                            "box update (default: the project's, 20% of "
                                            "training)", group="training", low=0)
-    alpha: float = option(DEFAULT_ALPHA["ccrop"], "Beta(alpha, alpha) of the crop centre of "
+    alpha: float = option(CCROP_ALPHA, "Beta(alpha, alpha) of the crop centre of "
                           "the ccrop arms; another value trains cells of their own (folder "
                           "suffix '-a<alpha>') and reuses the rcrop cells", group="training",
                           low=0, low_open=True)
@@ -102,27 +99,15 @@ class CompareConfig:
                                group="report")
 
     def __post_init__(self) -> None:
-        for name in LIST_FIELDS:  # lists (YAML, JSON) are kept as tuples
-            if isinstance(getattr(self, name), list):
-                setattr(self, name, tuple(getattr(self, name)))
+        tuples_from_lists(self)  # lists of a YAML or JSON file are kept as tuples
 
     def problems(self) -> list[str]:
         """Every invalid setting, one line each (empty: valid)."""
-        found = [p for p in field_problems(self) if p.split(" ", 1)[0] not in LIST_FIELDS]
-        choices = {item.name: item.choices for item in options_of(CompareConfig)}
-        for name, kind in LIST_FIELDS.items():
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if not value:
-                found.append(f"{name} must name at least one value")
-            for item in value:
-                if not isinstance(item, kind) or isinstance(item, bool):
-                    found.append(f"{name} must hold {kind.__name__} values, got {item!r}")
-                elif choices[name] is not None and item not in choices[name]:
-                    found.append(f"{name}: {item!r} is not one of {', '.join(choices[name])}")
-            if len(set(value)) != len(value):
-                found.append(f"{name} names a value twice: {list(value)}")
+        found = field_problems(self)
+        for item in options_of(CompareConfig):
+            value = getattr(self, item.name)
+            if item.kind is tuple and value and len(set(value)) != len(value):
+                found.append(f"{item.name} names a value twice: {list(value)}")
         return found + self._localizer_problems()
 
     def _localizer_problems(self) -> list[str]:

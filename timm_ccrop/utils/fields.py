@@ -14,7 +14,7 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-__all__ = ["Bounds", "Option", "field_problems", "option", "options_of"]
+__all__ = ["Bounds", "Option", "field_problems", "option", "options_of", "tuples_from_lists"]
 
 #: Python types of the annotations a config field may have.
 _KINDS: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict,
@@ -62,8 +62,9 @@ class Option:
     """What a config field declares besides its default: the one source of truth for the
     command line (help, group, type, choices) and for the config's validation.
 
-    ``length`` is the number of values of a ``tuple`` field (numbers, each within
-    ``bounds``); ``required`` marks a field without a default (a required option).
+    A ``tuple`` field holds several values of ``item_kind`` (``tuple[int, ...]``), each
+    within ``choices`` and ``bounds``; ``length`` fixes how many. ``required`` marks a
+    field without a default (a required option).
     """
 
     name: str
@@ -75,6 +76,7 @@ class Option:
     bounds: Bounds | None = None
     length: int | None = None
     required: bool = False
+    item_kind: type | None = None
 
     def problem(self, value: Any) -> str | None:
         """Why ``value`` is not valid for this option (None if it is)."""
@@ -94,13 +96,21 @@ class Option:
         return None
 
     def _tuple_problem(self, value: Any) -> str | None:
-        values = list(value) if isinstance(value, (tuple, list)) else None
-        if values is None or not all(_is_number(v, float) for v in values):
-            return f"{self.name} must be a list of numbers, got {value!r}"
-        if self.length is not None and len(values) != self.length:
-            return f"{self.name} needs {self.length} values, got {values}"
-        if self.bounds is not None and not all(v in self.bounds for v in values):
-            return f"{self.name} values must be {self.bounds.describe()}, got {values}"
+        kind = self.item_kind or float
+        if not isinstance(value, (tuple, list)):
+            return f"{self.name} must be a list of {_KIND_NAMES[kind]} values, got {value!r}"
+        if not value:
+            return f"{self.name} must name at least one value"
+        for item in value:
+            numeric = kind in (int, float)
+            if not (_is_number(item, kind) if numeric else isinstance(item, kind)):
+                return f"{self.name} must hold {kind.__name__} values, got {item!r}"
+            if self.choices is not None and item not in self.choices:
+                return f"{self.name}: {item!r} is not one of {', '.join(self.choices)}"
+            if self.bounds is not None and item not in self.bounds:
+                return f"{self.name} values must be {self.bounds.describe()}, got {list(value)}"
+        if self.length is not None and len(value) != self.length:
+            return f"{self.name} needs {self.length} values, got {list(value)}"
         return None
 
 
@@ -124,18 +134,27 @@ def option(default: Any = MISSING, help: str = "", *, group: str = "options",
 def _field_option(item: Any) -> Option:
     annotation = str(item.type).replace(" ", "")
     optional = annotation.endswith("|None")
-    base = annotation.removesuffix("|None").split("[", 1)[0]
+    base, _, inner = annotation.removesuffix("|None").partition("[")
     required = item.default is MISSING and item.default_factory is MISSING
+    item_kind = _KINDS[inner.split(",", 1)[0]] if base == "tuple" else None
     return Option(name=item.name, kind=_KINDS[base], optional=optional,
                   help=item.metadata["help"], group=item.metadata["group"],
                   choices=item.metadata["choices"], bounds=item.metadata["bounds"],
-                  length=item.metadata.get("length"), required=required)
+                  length=item.metadata.get("length"), required=required, item_kind=item_kind)
 
 
 @functools.cache
 def options_of(config_class: type) -> tuple[Option, ...]:
     """The declared :class:`Option` of every field of ``config_class``, in field order."""
     return tuple(_field_option(item) for item in fields(config_class))
+
+
+def tuples_from_lists(config: Any) -> None:
+    """Turn the lists a YAML or JSON file gives for ``tuple`` fields into tuples (call it
+    from a config's ``__post_init__``), so equal settings compare equal."""
+    for item in options_of(type(config)):
+        if item.kind is tuple and isinstance(getattr(config, item.name), list):
+            setattr(config, item.name, tuple(getattr(config, item.name)))
 
 
 def field_problems(config: Any) -> list[str]:
