@@ -25,7 +25,8 @@ pytestmark = pytest.mark.distributed
 
 NUM_SAMPLES = 37  # not divisible by world size x batch size: uneven last batches
 SIZE = 64
-SETTINGS = {"stage": -2, "threshold": 0.6, "reduction": "l2"}  # varied boxes, 4x4 maps
+# varied boxes, 4x4 maps
+SETTINGS = {"localizer": create_localizer("union", stage=-2, threshold=0.6, reduction="l2")}
 LOCALIZERS = {"component": {"stage": -2, "dilate": True}, "ddt": {"stage": -2},
               "ccam": {"stage": -2},  # ccam's fitted bank of negatives included
               "union": {"stage": -2, "background": "median"}}  # a gathered median map
