@@ -229,7 +229,7 @@ def train_config(settings: Settings, method: str, precision: str, output: Path,
         model=settings.train_model, data=settings.train_data, image_size=32,
         localizer_kwargs={**DEFAULT_LOCALIZER_OPTIONS, "stage": settings.train_stage},
         batch_size=settings.train_batch, epochs=3,
-        warmup_epochs=1, loc_interval=1, num_workers=0 if settings.tiny else 2,
+        box_warmup_epochs=1, loc_interval=1, num_workers=0 if settings.tiny else 2,
         method=method, mixed_precision=MIXED[precision], knn_every=0, pictures=0,
         progress=False, keep_checkpoints=3, output=str(output), **changes)
 

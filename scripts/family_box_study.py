@@ -54,7 +54,7 @@ def run_family(model: str, kwargs: dict[str, Any], args: argparse.Namespace) -> 
     """One short run; its box IoU per pass and its references."""
     folder = Path(args.runs) / model
     config = TrainConfig(data=args.data, model=model, model_kwargs=kwargs, method="simclr",
-                         crop="ccrop", epochs=args.epochs, warmup_epochs=args.interval,
+                         crop="ccrop", epochs=args.epochs, box_warmup_epochs=args.interval,
                          loc_interval=args.interval, image_size=args.image_size,
                          batch_size=args.batch_size, lr=0.3, lr_warmup_epochs=1,
                          knn_every=0, pictures=4, progress=False, output=str(folder),

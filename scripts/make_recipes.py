@@ -16,7 +16,7 @@ OUT = Path(__file__).resolve().parent.parent / "zoo" / "recipes"
 
 SMALL = {
     "model": "resnet18_cifar",
-    "epochs": 500, "warmup_epochs": 100, "loc_interval": 100,
+    "epochs": 500, "box_warmup_epochs": 100, "loc_interval": 100,
     "batch_size": 512, "optimizer": "sgd", "lr": 0.5, "lr_warmup_epochs": 0.0,
     "min_lr_ratio": 0.1, "momentum": 0.9,
     "weight_decay": 1.0e-4, "alpha": 0.1, "localizer": "paper",
@@ -31,7 +31,7 @@ DATASETS = {
     },
     "imagenet": {
         "model": "resnet50", "data": "folder:data/imagenet", "views": "imagenet",
-        "epochs": 100, "warmup_epochs": 20, "loc_interval": 20, "batch_size": 256,
+        "epochs": 100, "box_warmup_epochs": 20, "loc_interval": 20, "batch_size": 256,
         "optimizer": "sgd", "lr": 0.03, "lr_warmup_epochs": 0.0, "momentum": 0.9,
         "weight_decay": 1.0e-4,
         "alpha": 0.6, "localizer": "paper",

@@ -20,7 +20,7 @@ from timm_ccrop.studies import CompareConfig
 
 
 def test_paper_schedule_500_epochs() -> None:
-    config = TrainConfig(epochs=500, warmup_epochs=100, loc_interval=100)
+    config = TrainConfig(epochs=500, box_warmup_epochs=100, loc_interval=100)
     updates = [e for e in range(1, 501) if config.box_update_due(e)]
     assert updates == [100, 200, 300, 400]  # "4 updates in total, except the last epoch"
     assert not config.uses_boxes_from(100) and config.uses_boxes_from(101)
@@ -37,7 +37,7 @@ def test_default_schedule_is_every_fifth_of_training() -> None:
 def test_a_short_warm_up_updates_the_boxes_where_it_ends() -> None:
     # the interval counts from the warm-up's end: a warm-up of 2 with an interval of 4
     # must not crop epochs 3-4 with the initial whole-image boxes
-    config = TrainConfig(epochs=14, warmup_epochs=2, loc_interval=4)
+    config = TrainConfig(epochs=14, box_warmup_epochs=2, loc_interval=4)
     assert [e for e in range(1, 15) if config.box_update_due(e)] == [2, 6, 10]
     assert config.uses_boxes_from(3) and not config.uses_boxes_from(2)
     assert [e for e in range(1, 15) if config.on_box_schedule(e)] == [2, 6, 10, 14]
@@ -177,3 +177,11 @@ def test_list_fields_are_typed_per_item_on_the_command_line_and_in_python() -> N
     assert "seeds must name at least one value" in "; ".join(CompareConfig(seeds=()).problems())
     with pytest.raises(SystemExit):
         build_parser().parse_args(["compare", "--seeds", "one"])
+
+
+def test_the_old_name_of_the_box_warm_up_is_read_with_a_warning() -> None:
+    with pytest.warns(FutureWarning, match="warmup_epochs are read as box_warmup_epochs"):
+        config = TrainConfig.from_dict({"warmup_epochs": 3, "epochs": 10})
+    assert config.box_warmup_epochs == 3 and config.resolved_schedule()[0] == 3
+    with pytest.raises(ValueError, match="same setting"):
+        TrainConfig.from_dict({"warmup_epochs": 3, "box_warmup_epochs": 4})

@@ -36,7 +36,7 @@ def tiny(output: Path, **changes: Any) -> TrainConfig:
     """Three short epochs of test_resnet, box passes after epochs 1 and 2."""
     values = dict(model="test_resnet", data="synthetic:num_samples=64,image_size=32",
                   image_size=32, localizer_kwargs={"background": "median", "stage": -3},
-                  batch_size=16, epochs=3, warmup_epochs=1,
+                  batch_size=16, epochs=3, box_warmup_epochs=1,
                   loc_interval=1, num_workers=0, knn_every=0, pictures=0, progress=False,
                   keep_checkpoints=3, output=str(output))
     return TrainConfig(**{**values, **changes})

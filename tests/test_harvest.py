@@ -439,7 +439,7 @@ def test_harvest_schedule_reads_boxes_every_epoch_after_the_warm_up() -> None:
     assert config.resolved_schedule() == (2, 1)
     assert [e for e in range(1, 11) if config.box_update_due(e)] == list(range(2, 10))
     assert TrainConfig(epochs=10, localizer="harvest", loc_interval=3,
-                       warmup_epochs=1).resolved_schedule() == (1, 3)
+                       box_warmup_epochs=1).resolved_schedule() == (1, 3)
     assert TrainConfig(epochs=10).resolved_schedule() == (2, 2)  # other localizers: unchanged
     assert not TrainConfig(localizer="harvest", crop="rcrop").harvests_boxes()
 

@@ -122,7 +122,7 @@ class TrainConfig:
         "peak, dilate: true} (threshold: the union rule's k); given options replace the "
         "defaults (default: the default localizer's, {background: median}; none for the "
         "others)", group=_CROP)
-    warmup_epochs: int | None = option(None, "epochs of random crops before the first box "
+    box_warmup_epochs: int | None = option(None, "epochs of random crops before the first box "
                                         "pass (default: 20% of training)", group=_CROP,
                                         low=0)
     loc_interval: int | None = option(None, "epochs between box passes (default: 20% of "
@@ -208,11 +208,11 @@ class TrainConfig:
         return dict(DEFAULT_LOCALIZER_OPTIONS) if self.localizer == DEFAULT_LOCALIZER else {}
 
     def resolved_schedule(self) -> tuple[int, int]:
-        """``(warmup_epochs, loc_interval)``: defaults are 20% of training each, except the
+        """``(box_warmup_epochs, loc_interval)``: defaults are 20% of training each, except the
         interval of harvested boxes, 1 (reading them costs nothing, so every epoch after
         the warm-up); a value the user set always wins."""
         fifth = max(1, self.epochs // 5)
-        warmup = fifth if self.warmup_epochs is None else self.warmup_epochs
+        warmup = fifth if self.box_warmup_epochs is None else self.box_warmup_epochs
         default_interval = 1 if self.harvests_boxes() else fifth
         interval = default_interval if self.loc_interval is None else self.loc_interval
         return warmup, interval
@@ -320,12 +320,33 @@ def list_recipes() -> list[str]:
 LEGACY_LOCALIZER_KEYS: dict[str, Any] = {"threshold": None, "reduction": None, "stage": -1}
 
 
+#: Keys renamed since 2026-12: the box schedule's warm-up sits beside the lr's warm-up.
+RENAMED_KEYS: dict[str, str] = {"warmup_epochs": "box_warmup_epochs"}
+
+
+def _renamed_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with renamed keys under their new names (a FutureWarning names them)."""
+    old = [key for key in RENAMED_KEYS if key in values]
+    if not old:
+        return values
+    clash = [key for key in old if RENAMED_KEYS[key] in values]
+    if clash:
+        raise ValueError(f"config keys {clash} and {[RENAMED_KEYS[k] for k in clash]} are the "
+                         "same setting (the first is its old name); keep only the second")
+    warnings.warn(f"config keys {', '.join(old)} are read as "
+                  f"{', '.join(RENAMED_KEYS[k] for k in old)} (renamed 2026-12)",
+                  FutureWarning, stacklevel=4)
+    return {RENAMED_KEYS.get(key, key): value for key, value in values.items()}
+
+
 def upgrade_config_values(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with the keys of older versions read as they meant: ``threshold``,
+    """``values`` with the keys of older versions read as they meant: renamed keys
+    (:data:`RENAMED_KEYS`) under their new names; ``threshold``,
     ``reduction`` and ``stage`` beside the localizer (an old run's config.yaml or
     checkpoint) become ``localizer_kwargs`` entries, as the old config built its
     localizer (given ``localizer_kwargs`` win), with a FutureWarning; at their defaults
     they are dropped silently."""
+    values = _renamed_keys(values)
     legacy = {key: values[key] for key in LEGACY_LOCALIZER_KEYS if key in values}
     if not legacy:
         return values

@@ -147,7 +147,7 @@ def _crop_params(config: TrainConfig, backbone: nn.Module) -> dict[str, Any]:
     params: dict[str, Any] = {"alpha": config.resolved_alpha()}
     if config.crop == "ccrop":
         warmup, interval = config.resolved_schedule()
-        params.update({"box_source": config.box_source, "warmup_epochs": warmup,
+        params.update({"box_source": config.box_source, "box_warmup_epochs": warmup,
                        "loc_interval": interval})
         if config.box_source == "model":  # e.g. peak(background=median), stage -1, ...
             params.update(config.build_localizer().resolve(backbone).card_params())

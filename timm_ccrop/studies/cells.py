@@ -91,7 +91,7 @@ def _train_config(config: CompareConfig, method: str, mode: str, seed: int) -> T
         data=config.data, model=config.model, method=method, crop=arm.crop,
         box_source=arm.box_source, alpha=config.alpha, epochs=config.epochs,
         batch_size=config.batch_size, lr=config.lr, lr_warmup_epochs=config.lr_warmup_epochs,
-        warmup_epochs=config.box_warmup_epochs, augment_on=config.augment_on, knn_every=0,
+        box_warmup_epochs=config.box_warmup_epochs, augment_on=config.augment_on, knn_every=0,
         pictures=0, progress=False, output=str(cell_folder(config, method, mode, seed)),
         seed=seed, num_workers=config.workers, image_size=config.image_size,
         snapshots="passes",  # the weights at every box pass, for localization studies
