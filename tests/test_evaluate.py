@@ -345,17 +345,17 @@ def test_report_path_and_writing(tmp_path) -> None:
     from pathlib import Path
 
     import timm_ccrop
-    from timm_ccrop.evaluation import EvalConfig, report_path, resolve_backbone_source
-    from timm_ccrop.evaluation.report import finish_report, write_report
+    from timm_ccrop.evaluation import EvalConfig, resolve_backbone_source, results_path
+    from timm_ccrop.evaluation.results import finish_results, write_results
 
     source = resolve_backbone_source("resnet_tiny_cifar")
-    assert report_path(EvalConfig("x"), source) == Path("runs/eval/resnet_tiny_cifar/eval.json")
+    assert results_path(EvalConfig("x"), source) == Path("runs/eval/resnet_tiny_cifar/eval.json")
     chosen = tmp_path / "mine.json"
-    assert report_path(EvalConfig("x", output=str(chosen)), source) == chosen
-    report = finish_report({"where": tmp_path}, chosen, {"train": 1, "test": 0}, {"x_s": 1.0})
+    assert results_path(EvalConfig("x", output=str(chosen)), source) == chosen
+    report = finish_results({"where": tmp_path}, chosen, {"train": 1, "test": 0}, {"x_s": 1.0})
     assert report["versions"]["timm_ccrop"] == timm_ccrop.__version__
     assert report["output"] == str(chosen.resolve())
-    write_report(chosen, report)
+    write_results(chosen, report)
     written = json.loads(chosen.read_text())
     assert written["where"] == str(tmp_path) and written["skipped_unreadable"]["train"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["mine.json"]  # no temporary left

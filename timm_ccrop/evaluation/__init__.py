@@ -23,7 +23,7 @@ from .recipes import (
     load_probe_recipe,
     probe_train_transform,
 )
-from .report import EVAL_FORMAT, report_path, summary_lines, write_report
+from .results import EVAL_FORMAT, results_path, summary_lines, write_results
 from .run import EvalInputs, Preprocessing, resolve_inputs, run_evaluation
 from .settings import LINEAR_MODES, PROTOCOLS, EvalConfig
 from .sources import BackboneSource, load_backbone, resolve_backbone_source
@@ -53,7 +53,7 @@ __all__ = [
     "load_backbone",
     "load_probe_recipe",
     "probe_train_transform",
-    "report_path",
+    "results_path",
     "resolve_backbone_source",
     "resolve_inputs",
     "run_evaluation",
@@ -62,5 +62,5 @@ __all__ = [
     "sum_over_processes",
     "summary_lines",
     "topk_accuracy",
-    "write_report",
+    "write_results",
 ]

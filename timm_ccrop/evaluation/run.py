@@ -29,14 +29,14 @@ from .features import extract_features, fits_on
 from .knn import knn_accuracy
 from .probe import EvalSets, LinearProbeResult, linear_probe_features, linear_probe_images
 from .recipes import ProbeRecipe, load_probe_recipe, probe_train_transform
-from .report import (
+from .results import (
     EVAL_FORMAT,
     ReportWriteError,
     check_report_target,
-    finish_report,
-    report_path,
+    finish_results,
     result_lines,
-    write_report,
+    results_path,
+    write_results,
     written_line,
 )
 from .settings import EvalConfig
@@ -89,7 +89,7 @@ def resolve_inputs(config: EvalConfig) -> EvalInputs:
     recipe = None
     if "linear" in config.protocols and config.probe_recipe != "auto":
         recipe = load_probe_recipe(config.probe_recipe)  # an explicit name/path: check now
-    output = report_path(config, source)
+    output = results_path(config, source)
     created = check_report_target(output)  # last: other bad input leaves no folder behind
     return EvalInputs(source, spec, train_split, test_split, train_dataset, test_dataset,
                       train_idx, val_idx, recipe, output, created)
@@ -322,7 +322,7 @@ def _publish(report: dict[str, Any], output: Path,
         for line in result_lines(report):
             echo(line)
     try:
-        write_report(output, report)
+        write_results(output, report)
     except ReportWriteError as err:
         return err
     if echo is not None:
@@ -369,7 +369,7 @@ def run_evaluation(config: EvalConfig, accelerator: Any = None,
         if probe is not None:
             report["linear"] = _probe_section(probe)
     run.timings["total_s"] = round(time.perf_counter() - started, 3)
-    finish_report(report, inputs.output, run.skipped, run.timings)
+    finish_results(report, inputs.output, run.skipped, run.timings)
     failure = _publish(report, inputs.output, echo) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()  # before raising: the other processes must not hang
     if failure is not None:

@@ -25,6 +25,12 @@ from .card import (
     read_card_metadata,
     render_card,
 )
+from .measurements import (
+    export_hashes,
+    matching_eval_results,
+    measurements_from_eval,
+    monitor_record,
+)
 from .official import (
     OFFICIAL_DATASETS,
     OFFICIAL_STATE_KEYS,
@@ -61,7 +67,6 @@ from .release import (
     check_tag,
     full_pretrained_cfg,
 )
-from .reports import export_hashes, matching_eval_reports, measurements_from_eval, monitor_record
 from .zoo import (
     INDEX_NAME,
     METRIC_FIELDS,
@@ -111,7 +116,7 @@ __all__ = [
     "format_zoo_table",
     "full_pretrained_cfg",
     "load_zoo",
-    "matching_eval_reports",
+    "matching_eval_results",
     "measurements_from_eval",
     "monitor_record",
     "official_architecture",

@@ -39,8 +39,13 @@ from ..models.backbones import (
 from ..runs import RunFolder, RunWeights, build_run_backbone, read_run_weights
 from ..utils.folders import EXPORT_FOLDER_FILES, replace_folder, staging_folder
 from .card import CARD_NAME, CardInfo, render_card
+from .measurements import (
+    export_hashes,
+    matching_eval_results,
+    measurements_from_eval,
+    monitor_record,
+)
 from .release import METHOD_NAMES, HubExportError, Release, check_tag
-from .reports import export_hashes, matching_eval_reports, measurements_from_eval, monitor_record
 
 __all__ = ["check_export_target", "export_backbone", "export_run", "release_for_config",
            "write_weights_and_config"]
@@ -246,7 +251,7 @@ def export_run(run: str | Path, out: str | Path, *, checkpoint: str | Path | Non
     with staging_folder(out, overwrite, EXPORT_FOLDER_FILES) as staging:
         write_weights_and_config(backbone, staging, release.pretrained_cfg(backbone),
                                  dict(loaded.config.model_kwargs) or None)
-        reports = matching_eval_reports(candidates, export_hashes(staging, backbone))
+        reports = matching_eval_results(candidates, export_hashes(staging, backbone))
         release = dataclasses.replace(release, measurements=tuple(
             row for report in reports for row in measurements_from_eval(report)))
         (staging / CARD_NAME).write_text(render_card(_run_card(loaded, release, backbone)))

@@ -25,8 +25,8 @@ from ..runs import write_boxes_csv
 from ..utils.folders import EXPORT_FOLDER_FILES, replace_folder, staging_folder
 from .builder import write_weights_and_config
 from .card import CARD_NAME, CardInfo, render_card
+from .measurements import export_hashes, matching_eval_results, measurements_from_eval
 from .release import OFFICIAL_REPO_URL, HubExportError, Release
-from .reports import export_hashes, matching_eval_reports, measurements_from_eval
 
 __all__ = [
     "OFFICIAL_DATASETS",
@@ -233,7 +233,7 @@ def export_official(checkpoint: str | Path, out: str | Path, *, method: str | No
         if boxes and isinstance(official_boxes, torch.Tensor):
             write_boxes_csv(staging / "boxes.csv", from_official(
                 official_boxes.reshape(-1, 4).float(), image_size=(size, size)))
-        reports = matching_eval_reports([out / "eval.json", *(Path(p) for p in eval_reports)],
+        reports = matching_eval_results([out / "eval.json", *(Path(p) for p in eval_reports)],
                                         export_hashes(staging, backbone))
         release = dataclasses.replace(release, measurements=tuple(
             row for report in reports for row in measurements_from_eval(report)))

@@ -1,6 +1,6 @@
-"""The report of an evaluation: where ``eval.json`` goes, that it can be written there
-(checked before any work), its closing fields, writing it atomically, and the lines
-``timm-ccrop eval`` prints."""
+"""The results of an evaluation (``eval.json``): where the file goes, that it can be
+written there (checked before any work), its closing fields, writing it atomically, and
+the lines ``timm-ccrop eval`` prints."""
 
 from __future__ import annotations
 
@@ -19,15 +19,15 @@ from ..version import __version__
 from .settings import EvalConfig
 from .sources import BackboneSource
 
-__all__ = ["EVAL_FORMAT", "ReportWriteError", "check_report_target", "finish_report",
-           "report_path", "result_lines", "summary_lines", "versions", "write_report",
+__all__ = ["EVAL_FORMAT", "ReportWriteError", "check_report_target", "finish_results",
+           "results_path", "result_lines", "summary_lines", "versions", "write_results",
            "written_line"]
 
 #: Version of the eval.json layout.
 EVAL_FORMAT = 1
 
 
-def report_path(config: EvalConfig, source: BackboneSource) -> Path:
+def results_path(config: EvalConfig, source: BackboneSource) -> Path:
     """``--output`` (a .json file, or a folder for ``eval.json``), else ``eval.json`` in
     the run or export folder, else ``runs/eval/NAME/eval.json`` for a timm name."""
     if config.output:
@@ -85,7 +85,7 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def finish_report(report: dict[str, Any], output: Path, skipped: dict[str, int],
+def finish_results(report: dict[str, Any], output: Path, skipped: dict[str, int],
                   timings: dict[str, float]) -> dict[str, Any]:
     """Add the closing fields (skipped images, timings, versions, time, output path)."""
     report["skipped_unreadable"] = skipped
@@ -96,7 +96,7 @@ def finish_report(report: dict[str, Any], output: Path, skipped: dict[str, int],
     return report
 
 
-def write_report(path: Path, report: dict[str, Any]) -> None:
+def write_results(path: Path, report: dict[str, Any]) -> None:
     """Write ``report`` as indented JSON, atomically (a crash leaves the old file).
 
     Raises :class:`ReportWriteError` (an OSError naming ``path``, carrying ``report``).

@@ -19,7 +19,7 @@ from ..models.backbones import WEIGHTS_NAME, sha256_file, state_dict_sha256
 from ..runs import RunFolder
 from .release import Measurement
 
-__all__ = ["export_hashes", "matching_eval_reports", "measurements_from_eval", "monitor_record"]
+__all__ = ["export_hashes", "matching_eval_results", "measurements_from_eval", "monitor_record"]
 
 
 def _eval_command(report: Mapping[str, Any], backbone_text: str | None = None) -> str:
@@ -91,7 +91,7 @@ def export_hashes(folder: Path, backbone: nn.Module) -> set[str]:
     return hashes
 
 
-def matching_eval_reports(candidates: Sequence[Path], hashes: set[str]) -> list[dict[str, Any]]:
+def matching_eval_results(candidates: Sequence[Path], hashes: set[str]) -> list[dict[str, Any]]:
     """eval.json reports among ``candidates`` that evaluated weights with one of ``hashes``;
     the others are skipped with a warning."""
     reports = []
