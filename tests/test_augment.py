@@ -13,12 +13,7 @@ from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchvision.transforms import functional as TF
 
 from tests.test_transforms import FIXED_SCALE, SQUARE, chi_square_pvalue, exact_offset_pmf
-from timm_ccrop.crop.augment import (
-    BatchedViews,
-    DeviceImageBank,
-    resized_crop,
-    sample_crop_params,
-)
+from timm_ccrop.crop.augment import BatchedViews, DeviceImageBank
 from timm_ccrop.crop.color_ops import (
     adjust_brightness,
     adjust_contrast,
@@ -30,6 +25,8 @@ from timm_ccrop.crop.color_ops import (
     rgb_to_grayscale,
     solarize,
 )
+from timm_ccrop.crop.crop_params import sample_crop_params
+from timm_ccrop.crop.resize import resized_crop
 from timm_ccrop.crop.views import CIFAR_MEAN, CIFAR_STD, ViewRecipe
 
 N = 20_000
