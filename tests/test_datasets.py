@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import pickle
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from timm_ccrop.crop.views import VIEW_PRESETS
 from timm_ccrop.data import (
     KINDS,
     DatasetSpec,
@@ -27,7 +30,8 @@ from timm_ccrop.data import (
     split_names,
 )
 from timm_ccrop.data.base import check_split, open_rgb
-from timm_ccrop.data.build import BUILDERS
+from timm_ccrop.data.build import BUILDERS, GENERATORS, READERS, registry_problems
+from timm_ccrop.data.kinds import DATASET_KINDS
 
 try:  # tests/ is a package (tests/__init__.py)
     from . import fixtures as fx_mod
@@ -441,6 +445,38 @@ def test_kinds_and_splits_come_from_the_registry():
         assert default_train_split(kind) == entry.train_split in entry.splits
     with pytest.raises(ValueError, match="unknown dataset kind 'imagenet'"):
         parse_data_spec("imagenet:/data/imagenet")  # registered, but there is no reader
+
+
+def test_each_kind_names_its_reader_and_view_preset():
+    """The reader and generator tables are the registry's; every fixed size has a preset."""
+    assert registry_problems(DATASET_KINDS.values(), READERS, VIEW_PRESETS) == []
+    assert set(GENERATORS) == {kind.name for kind in DATASET_KINDS.values()
+                               if kind.readable and not kind.needs_path}
+    assert all(BUILDERS[kind.name] for kind in DATASET_KINDS.values() if kind.readable)
+    assert {name: dataset_kind(name).views for name in KINDS + ("imagenet",)} == {
+        "cifar10": "cifar", "cifar100": "cifar", "stl10": "stl10",
+        "tiny-imagenet": "tiny-imagenet", "imagenet": "imagenet", "folder": None,
+        "synthetic": None, "scenes": None}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"reader": "cifar.Cifar10"}, "names reader 'cifar.Cifar10', which is not among"),
+    ({"views": None}, "has 32px images but names no view preset"),
+    ({"views": "cifar10"}, "names view preset 'cifar10', which is not among the presets"),
+    ({"views": "stl10"}, "view preset 'stl10' of dataset kind 'new' is not 32px"),
+    ({"reader": None, "needs_path": False}, "generated dataset kind 'new' names no generator"),
+    ({"reader": "folder.FolderDataset", "needs_path": False}, "has no DEFAULT_IMAGE_SIZE"),
+])
+def test_a_kind_without_its_reader_or_preset_is_caught(change, message):
+    new = replace(dataset_kind("cifar10"), name="new", **change)
+    problems = registry_problems([*DATASET_KINDS.values(), new], READERS, VIEW_PRESETS)
+    assert len(problems) == 1 and re.search(message, problems[0]), problems
+
+
+def test_a_reader_no_kind_names_is_caught():
+    readers = {**READERS, "mine.MyReader": object}
+    assert registry_problems(DATASET_KINDS.values(), readers, VIEW_PRESETS) == [
+        "reader 'mine.MyReader' is named by no dataset kind"]
 
 
 def test_check_split_names_the_valid_splits():

@@ -123,7 +123,8 @@ class ViewRecipe:
 _SMALL = ViewRecipe(size=32, mean=CIFAR_MEAN, std=CIFAR_STD)
 _IMAGENET = ViewRecipe(size=224, gaussian_blur_prob=0.5)
 
-#: The paper's recipes (../shared/REFERENCE.md section 3): one ViewRecipe per view.
+#: The paper's recipes (../shared/REFERENCE.md section 3): one ViewRecipe per view. A dataset
+#: kind names its preset (``DatasetKind.views``); timm_ccrop.data.build checks the sizes agree.
 VIEW_PRESETS: dict[str, tuple[ViewRecipe, ...]] = {
     "cifar": (_SMALL, _SMALL),
     "stl10": (replace(_SMALL, size=96, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD),) * 2,

@@ -1,6 +1,11 @@
 """The entry point from a spec string to a dataset: :func:`build_dataset`, and the split
 names a kind accepts (read from the one registry, :mod:`timm_ccrop.data.kinds`).
 
+Each kind of the registry names its reader (``DatasetKind.reader``) and its view preset
+(``DatasetKind.views``); the reader table here is derived from it, and
+:func:`registry_problems` checks both against the classes imported here and
+:data:`~timm_ccrop.crop.views.VIEW_PRESETS` when this module is imported.
+
 A dataset is named by a *spec string* ``KIND:PATH`` (or ``synthetic[:key=value,...]``):
 
 ============================  ====================================================
@@ -22,20 +27,22 @@ dataset has ``classes``, ``num_classes``, ``targets``, ``gt_boxes``, ``has_label
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from ..crop.views import VIEW_PRESETS, ViewRecipe
 from .base import LabeledImageDataset
 from .cifar import CifarDataset
 from .folder import FolderDataset
-from .kinds import dataset_kind
+from .kinds import DATASET_KINDS, DatasetKind, dataset_kind
 from .scenes import PhotoScenes
 from .specs import SPEC_FORMS, DatasetSpec, kind_of, parse_data_spec
 from .stl10 import STL10Dataset
 from .synthetic import SyntheticObjects
 from .tiny_imagenet import TinyImageNetDataset
 
-__all__ = ["GENERATORS", "build_dataset", "default_eval_split", "default_train_split",
-           "split_names", "stored_image_size"]
+__all__ = ["BUILDERS", "GENERATORS", "READERS", "build_dataset", "default_eval_split",
+           "default_train_split", "reader_name", "registry_problems", "split_names",
+           "stored_image_size"]
 
 
 def split_names(kind: str | DatasetSpec) -> tuple[str, ...]:
@@ -78,32 +85,84 @@ def _generated(cls: type) -> Callable[[DatasetSpec, str], LabeledImageDataset]:
     return build
 
 
-def _build_cifar(spec: DatasetSpec, split: str) -> LabeledImageDataset:
-    assert spec.path is not None
-    return CifarDataset(spec.path, split, kind=spec.kind)
-
-
 def _reader(cls: type) -> Callable[[DatasetSpec, str], LabeledImageDataset]:
-    """A builder for a reader class that takes ``(path, split)``."""
+    """A builder for a reader class that takes ``(path, split)`` (and ``kind`` when it
+    reads several kinds, as :class:`CifarDataset` does)."""
+    takes_kind = "kind" in inspect.signature(cls).parameters
+
     def build(spec: DatasetSpec, split: str) -> LabeledImageDataset:
         """Read ``split`` from the spec's path."""
         assert spec.path is not None
+        if takes_kind:
+            return cls(spec.path, split, kind=spec.kind)
         return cls(spec.path, split)
     return build
 
 
-#: The generated kinds' dataset classes (their ``DEFAULT_IMAGE_SIZE`` is the stored size
-#: when a spec gives no ``image_size``).
-GENERATORS: dict[str, type] = {"synthetic": SyntheticObjects, "scenes": PhotoScenes}
+def reader_name(cls: type) -> str:
+    """How a kind names its reader: ``module.Class`` inside :mod:`timm_ccrop.data`."""
+    return f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
 
-#: How each readable kind of the registry is built (a test checks that they match).
+
+#: Every reader and generator class, by the name a kind gives it (``DatasetKind.reader``).
+READERS: dict[str, type] = {reader_name(cls): cls for cls in (
+    CifarDataset, STL10Dataset, TinyImageNetDataset, FolderDataset, SyntheticObjects, PhotoScenes,
+)}
+
+
+def registry_problems(kinds: Iterable[DatasetKind], readers: Mapping[str, type],
+                      presets: Mapping[str, Sequence[ViewRecipe]]) -> list[str]:
+    """What is missing between the registry of kinds, the readers and the view presets.
+
+    A kind that names a reader not in ``readers``, a generated kind without a generator
+    (or one without a ``DEFAULT_IMAGE_SIZE``), a reader no kind names, a kind whose images
+    have one size but no view preset, a preset not in ``presets`` or one whose size is not
+    the kind's: one line each (empty when they agree).
+    """
+    problems, named = [], set()
+    for kind in kinds:
+        if kind.reader is not None:
+            named.add(kind.reader)
+            if kind.reader not in readers:
+                problems.append(f"dataset kind {kind.name!r} names reader {kind.reader!r}, "
+                                f"which is not among the readers: {', '.join(readers)}")
+            elif not kind.needs_path and not hasattr(readers[kind.reader], "DEFAULT_IMAGE_SIZE"):
+                problems.append(f"generator {kind.reader!r} of dataset kind {kind.name!r} has "
+                                "no DEFAULT_IMAGE_SIZE")
+        elif not kind.needs_path:
+            problems.append(f"generated dataset kind {kind.name!r} names no generator")
+        size = kind.stored_size or kind.official_size
+        if kind.views is None:
+            if size is not None:
+                problems.append(f"dataset kind {kind.name!r} has {size}px images but names no "
+                                "view preset")
+        elif kind.views not in presets:
+            problems.append(f"dataset kind {kind.name!r} names view preset {kind.views!r}, "
+                            f"which is not among the presets: {', '.join(presets)}")
+        elif size is not None and any(r.size != size for r in presets[kind.views]):
+            problems.append(f"view preset {kind.views!r} of dataset kind {kind.name!r} is not "
+                            f"{size}px, the kind's image size")
+    problems += [f"reader {name!r} is named by no dataset kind" for name in readers
+                 if name not in named]
+    return problems
+
+
+_PROBLEMS = registry_problems(DATASET_KINDS.values(), READERS, VIEW_PRESETS)
+if _PROBLEMS:
+    raise RuntimeError("the dataset kinds (timm_ccrop/data/kinds.py) disagree with their "
+                       "readers or view presets:\n  " + "\n  ".join(_PROBLEMS))
+
+#: The generated kinds' dataset classes (their ``DEFAULT_IMAGE_SIZE`` is the stored size
+#: when a spec gives no ``image_size``), from the registry.
+GENERATORS: dict[str, type] = {
+    kind.name: READERS[kind.reader] for kind in DATASET_KINDS.values()
+    if kind.reader is not None and not kind.needs_path
+}
+
+#: How each readable kind of the registry is built, from the registry.
 BUILDERS: dict[str, Callable[[DatasetSpec, str], LabeledImageDataset]] = {
-    "cifar10": _build_cifar,
-    "cifar100": _build_cifar,
-    "stl10": _reader(STL10Dataset),
-    "tiny-imagenet": _reader(TinyImageNetDataset),
-    "folder": _reader(FolderDataset),
-    **{kind: _generated(cls) for kind, cls in GENERATORS.items()},
+    kind.name: (_reader if kind.needs_path else _generated)(READERS[kind.reader])
+    for kind in DATASET_KINDS.values() if kind.reader is not None
 }
 
 

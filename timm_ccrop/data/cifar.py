@@ -17,6 +17,7 @@ from PIL import Image
 
 from ..crop.transforms import to_rgb
 from .base import ImageDatasetBase, check_split, require_files, resolve_root
+from .kinds import dataset_kind
 
 __all__ = ["CIFAR_URL", "CifarDataset", "UnsafePickleError", "load_cifar_pickle"]
 
@@ -147,7 +148,7 @@ class CifarDataset(ImageDatasetBase):
             files = [split]
         root = resolve_root(path, subdir)
         super().__init__(root, split)
-        name = "CIFAR-10" if kind == "cifar10" else "CIFAR-100"
+        name = dataset_kind(kind).display_name
         layout = (
             f"{path}/{subdir}/{{{', '.join([*files, meta_name])}}} "
             f"(or the files directly in {path})"
