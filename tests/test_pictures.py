@@ -17,8 +17,8 @@ from timm_ccrop.data import build_dataset
 from timm_ccrop.localize import ComponentRule, Localizer, create_localizer
 from timm_ccrop.models.backbones import create_backbone
 from timm_ccrop.pictures import localization as pictures
+from timm_ccrop.pictures.drawing import LOCALIZED_BOX_COLOR, heatmap_colors
 from timm_ccrop.pictures.localization import localization_picture, render_box_picture
-from timm_ccrop.pictures.viz import LOCALIZED_BOX_COLOR, heatmap_colors
 
 DATA = "synthetic:num_samples=8,image_size=64"
 TILE = 64

@@ -12,12 +12,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from timm_ccrop.cli import main
-from timm_ccrop.pictures.viz import (
-    GT_BOX_COLOR,
-    LOCALIZED_BOX_COLOR,
-    heatmap_boxes_grid,
-    heatmap_colors,
-)
+from timm_ccrop.pictures.box_grids import heatmap_boxes_grid
+from timm_ccrop.pictures.drawing import GT_BOX_COLOR, LOCALIZED_BOX_COLOR, heatmap_colors
 
 DATA = "synthetic:num_samples=8,image_size=64"
 BASE = ["show-boxes", "--data", DATA, "--model", "test_resnet",

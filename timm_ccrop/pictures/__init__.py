@@ -1,2 +1,3 @@
-"""Pictures: crops and boxes drawn on images (viz), line charts of a run's metrics (charts),
-and the localizer's maps and boxes on a dataset (localization)."""
+"""Pictures: the crop demo (viz), boxes drawn over images (box_grids) with their drawing
+primitives (drawing), line charts of a run's metrics (charts), and the localizer's maps and
+boxes on a dataset (localization)."""

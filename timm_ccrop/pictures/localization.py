@@ -2,8 +2,8 @@
 
 :func:`localization_picture` runs a backbone over a few images, localizes a box in each
 heatmap (as the trainer's box pass does), measures the IoU with ground-truth boxes and
-draws :func:`~timm_ccrop.pictures.viz.heatmap_boxes_grid`; ``timm-ccrop show-boxes`` is a thin
-command around it. :func:`render_box_picture` is the trainer's picture after a box pass.
+draws :func:`~timm_ccrop.pictures.box_grids.heatmap_boxes_grid`; ``timm-ccrop show-boxes`` is
+a thin command around it. :func:`render_box_picture` is the trainer's picture after a box pass.
 
 Both draw the map the localizer's rule read (:meth:`~timm_ccrop.localize.Localizer.maps`,
 :meth:`~timm_ccrop.localize.Localizer.sample_maps`: stride removed, background
@@ -24,14 +24,14 @@ from PIL import Image
 from timm.data import resolve_data_config
 from torch import nn
 
-from ..crop.boxes import Box, paired_iou, whole_image_iou
-from ..crop.transforms import to_rgb
+from ..crop.boxes import FULL_BOX, Box, paired_iou, whole_image_iou
+from ..crop.transforms import CCROP_ALPHA, to_rgb
 from ..localize.boxpass import eval_transform
 from ..localize.heatmaps import normalise_maps
 from ..localize.localizers import Localizer, default_localizer
 from ..localize.resolved import ResolvedLocalizer
 from ..models.backbones import eval_mode
-from .viz import heatmap_boxes_grid
+from .box_grids import heatmap_boxes_grid
 
 __all__ = ["LocalizationPicture", "class_labels", "display_maps", "localization_picture",
            "render_box_picture"]
@@ -136,7 +136,7 @@ def localization_picture(
     image_size: int | None = None,
     views: int = 4,
     opacity: float = 0.5,
-    alpha: float = 0.6,
+    alpha: float = CCROP_ALPHA,
     tile: int = 96,
     seed: int = 0,
     source: str = "",
@@ -155,7 +155,8 @@ def localization_picture(
             rule reads; a localizer that fits on a dataset (a background, DDT) fits on
             these images.
         image_size: input resolution (default: the first image's size, at most 224).
-        views, opacity, alpha, tile, seed: as :func:`~timm_ccrop.pictures.viz.heatmap_boxes_grid`.
+        views, opacity, alpha, tile, seed: as
+            :func:`~timm_ccrop.pictures.box_grids.heatmap_boxes_grid`.
         source: what the images are (e.g. ``'synthetic [train]'``), for the title.
         labels: each image's class name, written under its row (with its IoU).
 
@@ -172,7 +173,7 @@ def localization_picture(
     batch = torch.stack([transform(image) for image in images])
     maps, boxes, degenerate = _localize(model, batch, localizer, (size, size), name)
     if too_coarse:
-        boxes, degenerate = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).repeat(len(images), 1), \
+        boxes, degenerate = torch.tensor([FULL_BOX]).repeat(len(images), 1), \
             torch.ones_like(degenerate)
     captions, mean_iou, whole_iou = _iou_captions(boxes, degenerate, gt_boxes, labels)
     settings = localizer.resolve(model)
@@ -197,7 +198,7 @@ def render_box_picture(
     image_size: int,
     localizer: Localizer,
     count: int = 8,
-    alpha: float = 0.6,
+    alpha: float = CCROP_ALPHA,
     mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> Image.Image:
     """The trainer's picture after a box pass: the maps that made the boxes, the table's
