@@ -152,7 +152,7 @@ def test_localize_dataset_marks_an_unreadable_image_degenerate(synthetic, tmp_pa
     data = (folder / "02.png").read_bytes()
     (folder / "02.png").write_bytes(data[: len(data) // 2])  # truncated
     network = model("test_resnet")
-    with warnings.catch_warnings():  # the warning is test_data's (workers keep theirs)
+    with warnings.catch_warnings():  # the warning is test_boxed's (workers keep theirs)
         warnings.simplefilter("ignore")
         result = localize_dataset(network, FolderDataset(tmp_path / "images"), 96,
                                   batch_size=4, num_workers=num_workers, progress=False,
