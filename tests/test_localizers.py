@@ -17,6 +17,7 @@ from timm_ccrop.config import TrainConfig, load_config_file
 from timm_ccrop.localize import (
     FeatureHook,
     create_localizer,
+    default_localizer,
     heatmap_boxes,
     reduce_channels,
 )
@@ -285,10 +286,10 @@ def test_an_old_config_with_threshold_stage_reduction_loads(tmp_path) -> None:
     old.update(stage=-2, reduction="l2")
     with pytest.warns(FutureWarning, match="localizer_kwargs"):
         upgraded = TrainConfig.from_dict(old)
-    assert upgraded.localizer_kwargs == {"background": "median", "stage": -2,
+    assert upgraded.localizer_kwargs == {"background": "auto", "stage": -2,
                                          "reduction": "l2"}
     assert upgraded.build_localizer().describe() == \
-        "peak(background=median, reduction=l2, stage=-2)"
+        "peak(background=auto, reduction=l2, stage=-2)"
     union = {**old, "localizer": "union", "localizer_kwargs": {"stage": -3},
              "threshold": 0.3}
     with pytest.warns(FutureWarning):
@@ -305,9 +306,27 @@ def test_an_old_checkpoint_resumes_with_its_localizer_as_kwargs() -> None:
     """A resume compares the checkpoint's config (old keys read as localizer_kwargs) with
     the run's: the same localizer written the new way is the same run."""
     saved = {**TrainConfig().to_dict(), "threshold": None, "reduction": None, "stage": -2}
-    same = TrainConfig(localizer_kwargs={"background": "median", "stage": -2})
+    same = TrainConfig(localizer_kwargs={"background": "auto", "stage": -2})
     with pytest.warns(FutureWarning):
         assert setting_changes(saved, same) == []
     with pytest.warns(FutureWarning):
         changes = setting_changes(saved, TrainConfig())
     assert [key for key, _, _ in changes] == ["localizer_kwargs"]
+
+
+def test_the_default_background_is_the_model_familys_choice() -> None:
+    # 'auto': the median map, except where the family study found it empties the map
+    efficientnet = timm.create_model("test_efficientnet", num_classes=0)
+    resnet = timm.create_model("test_resnet", num_classes=0)
+    localizer = default_localizer()
+    assert localizer.background_option == "auto" and localizer.needs_fit  # until it is checked
+    localizer.check(efficientnet)
+    assert localizer.background is None and not localizer.needs_fit
+    assert localizer.resolve(efficientnet).background is None
+    localizer.check(resnet)  # the same localizer on another family settles again
+    assert localizer.background == "median" and localizer.needs_fit
+    forced = create_localizer("peak", background="median")
+    forced.check(efficientnet)  # an explicit choice is kept
+    assert forced.background == "median"
+    with pytest.raises(ValueError, match="background must be one of median, auto"):
+        create_localizer("peak", background="mean")

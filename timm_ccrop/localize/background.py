@@ -30,7 +30,9 @@ __all__ = ["BACKGROUNDS", "BACKGROUND_SAMPLE", "median_map", "pop_background",
            "subtract_background"]
 
 #: Values of the localizers' ``background`` option (None: keep the maps as they are).
-BACKGROUNDS = ("median",)
+#: 'auto' is the model family's choice (``localize.heatmaps.localization_defaults``): the
+#: median map, except for the families where the studies found it removes the object.
+BACKGROUNDS = ("median", "auto")
 #: Maps kept per process for the median (a uniform sample of the pass; 8 MiB at 16x16).
 BACKGROUND_SAMPLE = 8192
 _SAMPLE_SEED = 0

@@ -121,6 +121,9 @@ class Localizer:
     #: (:mod:`timm_ccrop.localize.background`); None: the maps as they are.
     background: str | None = None
     background_map: torch.Tensor | None = None  # set by fit
+    #: The ``background`` option as given: 'auto' is resolved per model family by
+    #: :meth:`check` (median until then, the choice of most families).
+    background_option: str | None = None
 
     #: Whether the map is a channel reduction (``ddt`` and ``ccam`` read raw features).
     uses_reduction = True
@@ -136,13 +139,17 @@ class Localizer:
         return self.source.stage
 
     def check(self, network: nn.Module) -> None:
-        """Fail early on a stage the model does not have."""
+        """Fail early on a stage the model does not have; settle ``background='auto'`` for
+        ``network``'s family (the box pass and the pictures call this first)."""
         for stage in self.source.stages():
             resolve_stage(network, stage)
+        if self.background_option == "auto":
+            self.background = localization_defaults(unwrap_model(network)).background
 
     def resolve(self, network: nn.Module) -> ResolvedLocalizer:
         """Every setting of this localizer on ``network``, family defaults filled in."""
         network = unwrap_model(network)
+        self.check(network)
         source, defaults = self.source, localization_defaults(network)
         finest = min(source.stages(),
                      key=lambda s: resolve_stage(network, s)["reduction"])
@@ -304,7 +311,9 @@ def _source(options: dict[str, Any]) -> MapSource:
 
 def _with_background(localizer: Localizer, options: dict[str, Any]) -> Localizer:
     """The localizer with the ``background`` option of ``options`` (popped, checked)."""
-    localizer.background = pop_background(options)
+    localizer.background_option = pop_background(options)
+    localizer.background = "median" if localizer.background_option == "auto" \
+        else localizer.background_option
     return localizer
 
 
@@ -363,9 +372,11 @@ def _peak(options: dict[str, Any]) -> Localizer:
 #: twice as fine by removing the last downsampling stride at inference (every option of
 #: ``component`` may override these); by default on the map less the dataset's per-pixel
 #: median map (``background='median'``: better or equal at every snapshot of the study,
-#: docs/localization.md "Background subtraction"; ``peak`` alone does not subtract it).
+#: docs/localization.md "Background subtraction"; ``peak`` alone does not subtract it),
+#: except for the families whose maps it empties (``background='auto'``: the family
+#: defaults table of :mod:`timm_ccrop.localize.heatmaps`; EfficientNet, docs/realistic.md).
 DEFAULT_LOCALIZER = "peak"
-DEFAULT_LOCALIZER_OPTIONS: dict[str, Any] = {"background": "median"}
+DEFAULT_LOCALIZER_OPTIONS: dict[str, Any] = {"background": "auto"}
 
 #: name -> builder(options) (the builder pops what it understands).
 LOCALIZERS: dict[str, Callable[[dict[str, Any]], Localizer]] = {
