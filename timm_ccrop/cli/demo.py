@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..crop.boxes import Box
+from ..crop.transforms import CCROP_ALPHA
 from ..data import build_dataset
 from ..pictures.viz import crop_views_grid
 from .options import number
@@ -53,8 +54,8 @@ def add_demo_parser(commands: Any) -> argparse.ArgumentParser:
     demo.add_argument("--out", default="ccrop_views.png", help="PNG file to write")
     demo.add_argument("--num-images", type=number(int, low=1), default=6)
     demo.add_argument("--num-views", type=number(int, low=1), default=4)
-    demo.add_argument("--alpha", type=number(float, low=0, low_open=True), default=0.6,
-                      help="Beta(alpha, alpha) of ContrastiveCrop (paper: 0.6)")
+    demo.add_argument("--alpha", type=number(float, low=0, low_open=True), default=CCROP_ALPHA,
+                      help=f"Beta(alpha, alpha) of ContrastiveCrop (paper: {CCROP_ALPHA})")
     demo.add_argument("--min-scale", type=number(float, low=0, high=1, low_open=True),
                       default=0.2, help="smallest crop area fraction (paper: 0.2)")
     demo.add_argument("--tile", type=number(int, low=1), default=96,

@@ -21,7 +21,7 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..crop.boxes import box_area, paired_iou, whole_image_iou
+from ..crop.boxes import FULL_BOX, box_area, paired_iou, whole_image_iou
 from ..data import BoxedDataset
 from ..models.backbones import eval_mode, unwrap_model
 from ..utils.distributed import gather_rows
@@ -146,7 +146,7 @@ def _batch_boxes(network: nn.Module, images: torch.Tensor, too_coarse: bool, aut
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch's ``(boxes, degenerate)``; whole-image boxes when the map is too coarse."""
     if too_coarse:
-        batch_boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).repeat(len(images), 1)
+        batch_boxes = torch.tensor([FULL_BOX]).repeat(len(images), 1)
         return batch_boxes, torch.ones(len(images), dtype=torch.bool)
     with autocast():
         return localizer.boxes(network, images, image_size)
@@ -229,7 +229,7 @@ def _mark_substituted(
     if not flags.any():
         return batch_boxes, batch_bad
     batch_boxes = batch_boxes.clone()
-    batch_boxes[flags] = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=batch_boxes.dtype,
+    batch_boxes[flags] = torch.tensor(FULL_BOX, dtype=batch_boxes.dtype,
                                       device=batch_boxes.device)
     return batch_boxes, batch_bad.bool() | flags
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..crop.boxes import FULL_BOX
+
 __all__ = ["THRESHOLD_RULES", "component_mask", "label_components", "mask_boxes",
            "threshold_maps"]
 
@@ -114,5 +116,5 @@ def mask_boxes(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x0 = torch.where(cols, col_index, big).amin(dim=1)
     x1 = torch.where(cols, col_index, -1).amax(dim=1) + 1
     boxes = torch.stack([x0 / width, y0 / height, x1 / width, y1 / height], dim=1).float()
-    boxes[empty] = torch.tensor([0.0, 0.0, 1.0, 1.0], device=mask.device)
+    boxes[empty] = torch.tensor(FULL_BOX, device=mask.device)
     return boxes, empty

@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..crop.boxes import FULL_BOX
 from ..utils.distributed import first_occurrences, gather_rows
 from .background import median_map, pop_background, subtract_background
 from .heatmaps import REDUCTIONS, localization_defaults, normalise_maps, reduce_channels
@@ -79,7 +80,6 @@ NORMS = ("batch", "mean", "minmax")
 HARVEST_NORM = "batch"
 #: Maps read into boxes per chunk (the component labelling holds a few copies of a chunk).
 _CHUNK = 4096
-_WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
 
 
 def _cell_edges(resolution: int) -> torch.Tensor:
@@ -426,7 +426,7 @@ class HarvestLocalizer(Localizer):
         boxes, degenerate = self.bank.boxes(self, network)
         if self.substituted is not None and bool(self.substituted.any()):
             degenerate = degenerate | self.substituted.cpu().bool()
-            boxes[degenerate] = torch.tensor(_WHOLE_IMAGE)
+            boxes[degenerate] = torch.tensor(FULL_BOX)
         return boxes, degenerate
 
     def sample_maps(self, network: nn.Module, images: torch.Tensor, indices: torch.Tensor
