@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..crop.boxes import FULL_BOX
 from ..models.backbones import eval_mode, unwrap_model
 from .background import median_map, pop_background, subtract_background
 from .components import THRESHOLD_RULES, component_mask, mask_boxes, threshold_maps
@@ -282,8 +283,7 @@ class Localizer:
         boxes, empty = self.rule.boxes(maps, image_size, network)
         degenerate = bad.to(empty.device) | empty
         boxes = boxes.clone()
-        boxes[degenerate] = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=boxes.dtype,
-                                         device=boxes.device)
+        boxes[degenerate] = torch.tensor(FULL_BOX, dtype=boxes.dtype, device=boxes.device)
         return boxes, degenerate
 
     def describe(self) -> str:
