@@ -22,7 +22,8 @@ from PIL import Image
 
 from timm_ccrop.cli import build_parser, error_line, main
 from timm_ccrop.cli import pretrain as pretrain_cli
-from timm_ccrop.evaluation import report as eval_report
+from timm_ccrop.evaluation import results as eval_results
+from timm_ccrop.studies import compare as studies_compare
 
 from .fixtures import write_image_folder
 
@@ -541,7 +542,7 @@ def test_eval_prints_the_numbers_before_a_failed_write(
     def full_disk(path: Path, text: str) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(eval_report, "atomic_write_text", full_disk)
+    monkeypatch.setattr(eval_results, "atomic_write_text", full_disk)
     output = tmp_path / "out" / "eval.json"
     code, out, lines = run_cli(["eval", "--backbone", "test_resnet", "--data", EVAL_DATA,
                                 *QUICK_EVAL, "--output", str(output)], capsys, caplog)
@@ -563,7 +564,7 @@ def test_eval_refuses_an_unwritable_output_before_any_work(
         run_evaluation(EvalConfig("test_resnet", data=EVAL_DATA, output=UNWRITABLE))
     # a folder that can be made is made, and only the probe file touched it
     fine = tmp_path / "new" / "deeper"
-    eval_report.check_report_target(fine / "eval.json")
+    eval_results.check_report_target(fine / "eval.json")
     assert fine.is_dir() and list(fine.iterdir()) == []
 
 
@@ -681,6 +682,9 @@ def _base_commands(run: Path, export: Path, tmp: Path) -> dict[str, list[str]]:
         "push": ["push", str(export), "--repo-id", "ccrop-test/x", "--dry-run"],
         "zoo": ["zoo"],
         "report": ["report", str(run)],
+        "compare": ["compare", "--data", small, "--image-size", "16", "--model", "test_resnet",
+                    "--epochs", "1", "--seeds", "0", "--modes", "rcrop", "--batch-size", "8",
+                    "--jobs", "1", "--runs", str(tmp / "compare")],
     }
 
 
@@ -696,6 +700,10 @@ def _options_with_values() -> list[tuple[str, str]]:
     return found
 
 
+def _grid_reached(*args: object, **kwargs: object) -> None:
+    raise SystemExit(0)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("command, option", [
     pytest.param(*case, id=f"{case[0]}{case[1]}") for case in _options_with_values()])
@@ -704,6 +712,9 @@ def test_every_option_with_garbage_runs_or_fails_in_one_line(
         capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # whatever a garbage path writes lands here
+    # compare: the settings and the data are checked for real; the grid itself (training,
+    # tested in test_compare_cli.py) is skipped: an accepted value stops there with code 0
+    monkeypatch.setattr(studies_compare, "run_grid", _grid_reached)
     run = tmp_path / "run"
     shutil.copytree(simclr_run, run)
     base = _base_commands(run, exported_run, tmp_path)[command]

@@ -27,7 +27,7 @@ from .localize import (
     Localizer,
     create_localizer,
 )
-from .utils.constants import KNN_K, KNN_TEMPERATURE
+from .utils.constants import KNN_K, KNN_TEMPERATURE, MIN_IMAGE_SIZE
 from .utils.fields import Bounds, Option, field_problems, option, options_of
 
 __all__ = [
@@ -52,8 +52,6 @@ __all__ = [
 RECIPE_DIR = Path(str(resources.files("timm_ccrop.zoo") / "recipes"))
 
 BOX_SOURCES = ("model", "ground-truth")
-#: The smallest input size (pixels) pretraining and evaluation accept.
-MIN_IMAGE_SIZE = 8
 MIXED_PRECISION = ("no", "bf16", "fp16")
 #: 'sgd' is classical momentum (the official recipes); the others are timm's (LARS and LAMB
 #: for the large-batch SimCLR/BYOL recipes), built by timm.optim.create_optimizer_v2.

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..utils.constants import MIN_IMAGE_SIZE
 from .shapes import SHAPE_NAMES
 from .synthetic_render import render_images
 
@@ -242,8 +243,8 @@ def _validate(num_samples, image_size, num_classes, seed, split, object_scale, c
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}; "
                          "pass e.g. num_samples=5000")
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
-            or image_size < 8:
-        raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}; "
+            or image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}; "
                          "pass e.g. image_size=32")
     n_shapes = len(SHAPE_NAMES)
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..crop.boxes import from_official
+from ..crop.boxes import FULL_BOX, from_official
 from ..data.kinds import DATASET_KINDS, kind_names
 from ..models.backbones import create_backbone, strip_wrapper_prefixes
 from ..runs import write_boxes_csv
@@ -166,7 +166,7 @@ def _official_crop(boxes: Any) -> str:
     never update the boxes), else ccrop."""
     if isinstance(boxes, torch.Tensor) and boxes.numel():
         rows = boxes.reshape(-1, 4)
-        initial = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=boxes.dtype)
+        initial = torch.tensor(FULL_BOX, dtype=boxes.dtype)
         if torch.equal(rows, initial.expand(rows.shape[0], 4)):
             return "rcrop"
     return "ccrop"

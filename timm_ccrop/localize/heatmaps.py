@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..crop.boxes import FULL_BOX
 from ..models.backbones import eval_mode, unwrap_model
 from .hooks import MIN_MAP_SIZE, FeatureHook
 
@@ -233,6 +234,6 @@ def heatmap_boxes(
         [first_col / width, first_row / height, (last_col + 1) / width, (last_row + 1) / height],
         dim=1,
     ).float()
-    whole = torch.tensor([0.0, 0.0, 1.0, 1.0], device=boxes.device)
+    whole = torch.tensor(FULL_BOX, device=boxes.device)
     boxes = torch.where(degenerate.unsqueeze(1), whole, boxes)
     return (boxes, degenerate) if return_degenerate else boxes

@@ -8,7 +8,8 @@ the mean of per-image stds, which converted official checkpoints must keep.
 
 from __future__ import annotations
 
-__all__ = ["CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "KNN_K", "KNN_TEMPERATURE"]
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "KNN_K", "KNN_TEMPERATURE",
+           "MIN_IMAGE_SIZE"]
 
 #: CIFAR-10 training-set channel statistics (the exact ones).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -20,3 +21,5 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #: vote weights exp(similarity / 0.1).
 KNN_K = 200
 KNN_TEMPERATURE = 0.1
+#: The smallest input size (pixels) the package accepts anywhere (data, pretraining, eval).
+MIN_IMAGE_SIZE = 8
