@@ -340,7 +340,7 @@ def test_preprocessing_and_probe_augmentation() -> None:
     assert not is_augmenting(transforms.ToTensor())
 
 
-def test_report_path_and_writing(tmp_path) -> None:
+def test_results_path_and_writing(tmp_path) -> None:
     import json
     from pathlib import Path
 
