@@ -281,15 +281,17 @@ def test_an_old_config_with_threshold_stage_reduction_loads(tmp_path) -> None:
     old = {k: v for k, v in TrainConfig().to_dict().items()}
     old.update(threshold=None, reduction=None, stage=-1)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the defaults: silently dropped
-        assert TrainConfig.from_dict(old) == TrainConfig()
+        warnings.simplefilter("error")  # the defaults: silently dropped; an unset
+        # localizer_kwargs is read as what it meant then (the median map), not today's
+        assert TrainConfig.from_dict(old) == TrainConfig(
+            localizer_kwargs={"background": "median"})
     old.update(stage=-2, reduction="l2")
     with pytest.warns(FutureWarning, match="localizer_kwargs"):
         upgraded = TrainConfig.from_dict(old)
-    assert upgraded.localizer_kwargs == {"background": "auto", "stage": -2,
+    assert upgraded.localizer_kwargs == {"background": "median", "stage": -2,
                                          "reduction": "l2"}
     assert upgraded.build_localizer().describe() == \
-        "peak(background=auto, reduction=l2, stage=-2)"
+        "peak(background=median, reduction=l2, stage=-2)"
     union = {**old, "localizer": "union", "localizer_kwargs": {"stage": -3},
              "threshold": 0.3}
     with pytest.warns(FutureWarning):
@@ -306,7 +308,7 @@ def test_an_old_checkpoint_resumes_with_its_localizer_as_kwargs() -> None:
     """A resume compares the checkpoint's config (old keys read as localizer_kwargs) with
     the run's: the same localizer written the new way is the same run."""
     saved = {**TrainConfig().to_dict(), "threshold": None, "reduction": None, "stage": -2}
-    same = TrainConfig(localizer_kwargs={"background": "auto", "stage": -2})
+    same = TrainConfig(localizer_kwargs={"background": "median", "stage": -2})
     with pytest.warns(FutureWarning):
         assert setting_changes(saved, same) == []
     with pytest.warns(FutureWarning):
@@ -330,3 +332,17 @@ def test_the_default_background_is_the_model_familys_choice() -> None:
     assert forced.background == "median"
     with pytest.raises(ValueError, match="background must be one of median, auto"):
         create_localizer("peak", background="mean")
+
+
+def test_a_run_records_its_localizer_options_so_a_new_default_cannot_change_it() -> None:
+    pinned = TrainConfig().with_pinned_localizer()
+    assert pinned.localizer_kwargs == TrainConfig().resolved_localizer_kwargs()
+    assert TrainConfig(crop="rcrop").with_pinned_localizer() == TrainConfig(crop="rcrop")
+    given = TrainConfig(localizer_kwargs={"keep": 0.5})
+    assert given.with_pinned_localizer() is given
+    # a run saved before the legacy keys left (unset kwargs then meant the median map)
+    # resumed under today's default: refused, naming the options, never silently changed
+    saved = {**TrainConfig().to_dict(), "threshold": None, "reduction": None, "stage": -1}
+    changes = setting_changes(saved, pinned)
+    assert [key for key, _, _ in changes] == ["localizer_kwargs"]
+    assert changes[0][1] == {"background": "median"}

@@ -205,6 +205,18 @@ class TrainConfig:
             return dict(self.localizer_kwargs)
         return dict(DEFAULT_LOCALIZER_OPTIONS) if self.localizer == DEFAULT_LOCALIZER else {}
 
+    def with_pinned_localizer(self) -> TrainConfig:
+        """This config with the localizer's options written out where they are the
+        default's (``localizer_kwargs`` unset): what a run records, so that a later change
+        of the project's default never changes what a saved run means on resume."""
+        if self.localizer_kwargs is not None or not self.uses_model_boxes():
+            return self
+        return self.replace(localizer_kwargs=self.resolved_localizer_kwargs())
+
+    def uses_model_boxes(self) -> bool:
+        """Whether the run crops with boxes its model's maps give (a localizer runs)."""
+        return self.crop == "ccrop" and self.box_source == "model"
+
     def resolved_schedule(self) -> tuple[int, int]:
         """``(box_warmup_epochs, loc_interval)``: defaults are 20% of training each, except the
         interval of harvested boxes, 1 (reading them costs nothing, so every epoch after
@@ -218,8 +230,7 @@ class TrainConfig:
     def harvests_boxes(self) -> bool:
         """Whether the boxes come from maps harvested in the training forward (``ccrop``
         with model boxes and ``localizer='harvest'``): no separate box pass."""
-        return (self.crop == "ccrop" and self.box_source == "model"
-                and self.localizer == "harvest")
+        return self.uses_model_boxes() and self.localizer == "harvest"
 
     def uses_boxes_from(self, epoch: int) -> bool:
         """Whether ``epoch`` (1-based) crops with the boxes (official: after the warm-up)."""
@@ -249,7 +260,7 @@ class TrainConfig:
         """Every field that breaks its declared type, choices or bounds, one line each
         (and a localizer that cannot be built with its options)."""
         problems = field_problems(self)
-        if not problems and self.crop == "ccrop" and self.box_source == "model":
+        if not problems and self.uses_model_boxes():
             try:
                 self.build_localizer()
             except ValueError as err:
@@ -318,6 +329,8 @@ def list_recipes() -> list[str]:
 LEGACY_LOCALIZER_KEYS: dict[str, Any] = {"threshold": None, "reduction": None, "stage": -1}
 
 
+#: The default localizer's options when configs still carried the legacy keys.
+LEGACY_DEFAULT_LOCALIZER_OPTIONS: dict[str, Any] = {"background": "median"}
 #: Keys renamed since 2026-12: the box schedule's warm-up sits beside the lr's warm-up.
 RENAMED_KEYS: dict[str, str] = {"warmup_epochs": "box_warmup_epochs"}
 
@@ -348,6 +361,11 @@ def upgrade_config_values(values: dict[str, Any]) -> dict[str, Any]:
     legacy = {key: values[key] for key in LEGACY_LOCALIZER_KEYS if key in values}
     if not legacy:
         return values
+    if values.get("localizer", DEFAULT_LOCALIZER) == DEFAULT_LOCALIZER \
+            and values.get("localizer_kwargs") is None:
+        # what an unset localizer_kwargs meant when these keys were written (the default's
+        # options of 2026-11-30 to 2026-12-07), not what it means today
+        values = {**values, "localizer_kwargs": dict(LEGACY_DEFAULT_LOCALIZER_OPTIONS)}
     upgraded = {key: value for key, value in values.items() if key not in legacy}
     moved = {key: value for key, value in legacy.items()
              if value != LEGACY_LOCALIZER_KEYS[key]}

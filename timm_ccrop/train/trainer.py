@@ -107,6 +107,7 @@ def train(config: TrainConfig, resume: str | Path | None = None,
         TrainingStopped: the loss or the weights became non-finite.
     """
     config.validate()
+    config = config.with_pinned_localizer()  # the run records the options it runs with
     check_resume_source(resume)  # before the folder is touched
     folder = RunFolder(config.output)
     if resume == "auto":
