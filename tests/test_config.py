@@ -153,8 +153,10 @@ def test_config_file_errors_name_the_file(tmp_path) -> None:
 
 
 def test_the_default_localizer_subtracts_the_background_and_others_take_no_options() -> None:
-    assert TrainConfig().resolved_localizer_kwargs() == {"background": "auto"}
-    assert TrainConfig().build_localizer().describe() == "peak(background=auto)"
+    assert TrainConfig().resolved_localizer_kwargs() == {"reduction": "contrast", "keep": 0.5,
+                                                         "background": "auto"}
+    assert TrainConfig().build_localizer().describe() == \
+        "peak(reduction=contrast, keep=0.5, background=auto)"
     assert TrainConfig(localizer="paper").build_localizer().describe() == "paper"
     assert TrainConfig(localizer="component").resolved_localizer_kwargs() == {}
     # given options replace the default's (documented): here no background

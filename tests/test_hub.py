@@ -195,9 +195,10 @@ def test_model_card(tmp_path: Path) -> None:
     assert "model-index" not in meta  # nothing evaluated: no numbers claimed
     assert "no accuracy is claimed" in text
     assert "alpha=0.10" in text and "box_warmup_epochs=1" in text
-    assert "localizer=peak(background=auto)" in text  # the localizer and its options
+    # the localizer and its options
+    assert "localizer=peak(reduction=contrast, keep=0.5, background=auto)" in text
     # ... and its settings resolved on the model; no k: peak has no union threshold
-    assert "stage=-1" in text and "reduction=sum (family default)" in text
+    assert "stage=-1" in text and "reduction=contrast" in text
     assert "dataset median map subtracted" in text  # auto, settled for a ResNet
     assert "threshold" not in text
     assert "MoCo v2" in text

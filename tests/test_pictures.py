@@ -14,7 +14,7 @@ from timm.data import resolve_data_config
 
 from timm_ccrop.crop.boxes import BoxTable
 from timm_ccrop.data import build_dataset
-from timm_ccrop.localize import ComponentRule, Localizer, create_localizer
+from timm_ccrop.localize import ComponentRule, Localizer, create_localizer, default_localizer
 from timm_ccrop.models.backbones import create_backbone
 from timm_ccrop.pictures import localization as pictures
 from timm_ccrop.pictures.drawing import LOCALIZED_BOX_COLOR, heatmap_colors
@@ -119,7 +119,8 @@ def test_the_default_localizers_picture_shows_its_finer_background_free_map() ->
     model = create_backbone("resnet_mini_cifar", seed=0)
     picture = localization_picture(model, images, dataset.gt_boxes[:8].float(), views=0,
                                    tile=32)
-    localizer = create_localizer("peak", background="median")
+    localizer = default_localizer()
+    localizer.check(model)  # background 'auto': the median map for a ResNet
     model.eval()
     config = resolve_data_config({}, model=model)
     transform = pictures.eval_transform(32, config["mean"], config["std"])

@@ -188,7 +188,8 @@ def test_localizer_kwargs_change_the_drawn_map(tmp_path, capsys) -> None:
     assert main([*common, "--localizer-kwargs", "{dilate: false}",
                  "--out", str(tmp_path / "plain.png")]) == 0
     plain = capsys.readouterr().out
-    assert "peak(background=auto), stage -1 (layer4)" in default  # as given; resolved:
+    # as given; resolved:
+    assert "peak(reduction=contrast, keep=0.5, background=auto), stage -1 (layer4)" in default
     assert "median subtracted" in default  # resnet's family keeps the median map
     assert "stride removed" in default and "; 8x8 maps at 32px" in default
     assert "peak(dilate=False), stage -1 (layer4)" in plain and "; 4x4 maps at 32px" in plain

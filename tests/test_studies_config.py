@@ -75,9 +75,9 @@ def test_alpha_and_warm_up_variants_get_folders_of_their_own(tmp_path):
     default = CompareConfig(runs=runs)
     variant = CompareConfig(runs=runs, alpha=0.1, box_warmup_epochs=2)
     assert cell_folder(variant, "simclr", "ccrop", 3).name == (
-        "simclr-ccrop-peak-background-auto-a0.1-w2-seed3")
+        "simclr-ccrop-peak-background-auto-keep-0.5-reduction-contrast-a0.1-w2-seed3")
     assert cell_folder(default, "simclr", "ccrop", 3).name == (
-        "simclr-ccrop-peak-background-auto-seed3")
+        "simclr-ccrop-peak-background-auto-keep-0.5-reduction-contrast-seed3")
     plain = CompareConfig(runs=runs, localizer="peak", localizer_kwargs={})
     assert cell_folder(plain, "simclr", "ccrop", 3).name == "simclr-ccrop-peak-seed3"
     assert cell_folder(default, "simclr", "ccrop-gt", 3).name == "simclr-ccrop-gt-seed3"

@@ -40,7 +40,7 @@ def test_report_with_and_without_ground_truth_boxes(tmp_path):
                     "False-positive", "Box quality", "Overhead of the box passes"):
         assert section in text
     assert "| simclr | ccrop | +2.50 ± 0.50 | [" in text
-    assert "| simclr | ccrop | `peak(background=auto)` | " in text
+    assert "| simclr | ccrop | `peak(reduction=contrast, keep=0.5, background=auto)` | " in text
     assert "| simclr | ccrop | 10.00 ± 0.00 |" in text  # false-positive pairs, in %
     plain = _grid(False, ("rcrop", "ccrop"), _cells({"ccrop": [2.0, 2.5, 3.0]}))
     text = report_text(plain, tmp_path / "r.png", None)

@@ -54,11 +54,12 @@ from .background import median_map, pop_background, subtract_background
 from .heatmaps import REDUCTIONS, localization_defaults, normalise_maps, reduce_channels
 from .hooks import FeatureHook, to_nchw
 from .localizers import (
+    DEFAULT_LOCALIZER,
     ComponentRule,
     Localizer,
     MapSource,
     component_rule,
-    default_localizer,
+    create_localizer,
     register_localizer,
 )
 
@@ -441,7 +442,9 @@ class HarvestLocalizer(Localizer):
 
 
 def _default_rule_options() -> dict[str, Any]:
-    rule = default_localizer().rule
+    # the default localizer's rule without its options: harvest's own studies chose it so
+    # (docs/harvest.md); keep and contrast were chosen for a separate box pass
+    rule = create_localizer(DEFAULT_LOCALIZER).rule
     return dataclasses.asdict(rule) if isinstance(rule, ComponentRule) else {}
 
 
