@@ -136,7 +136,7 @@ def test_localize_dataset_too_coarse_gives_whole_boxes(synthetic):
         result = localize_dataset(model("test_convnext"), synthetic, 80, progress=False)
     assert not result.degenerate.all()
     # ... and a map still below 3x3 after that warns with the localizer's own size.
-    with pytest.warns(UserWarning, match=r"peak\(reduction=contrast, keep=0.5, background=auto\) gives 2x2 maps"):
+    with pytest.warns(UserWarning, match=r"keep=0.5, background=auto\) gives 2x2 maps"):
         localize_dataset(model("test_resnet"), synthetic, 32, progress=False)
 
 
