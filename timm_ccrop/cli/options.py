@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from typing import Any, NoReturn
 
 import yaml
 
-from ..utils.fields import Bounds, Option, options_of
+from ..utils.fields import Bounds, Option, field_default, options_of
 
 __all__ = ["BooleanFlag", "HelpFormatter", "OneLineErrorParser", "add_config_arguments",
            "config_values", "number", "optional_text", "parse_bool", "yaml_mapping"]
@@ -171,9 +171,8 @@ def config_argument(option: Option, default: Any) -> dict[str, Any]:
     parser leaves unset options out (``SUPPRESS``), so the config's own default applies."""
     shown = ("none" if default is None else " ".join(map(str, default))
              if isinstance(default, (tuple, list)) else default)
-    help_text = option.help if "default:" in option.help else f"{option.help} (default: {shown})"
-    if option.required:
-        help_text = option.help
+    shows_default = option.required or "default:" in option.help
+    help_text = option.help if shows_default else f"{option.help} (default: {shown})"
     if option.bounds is not None:
         help_text += f"; {option.bounds.describe()}"
     if option.optional and option.kind not in (bool, tuple):
@@ -199,9 +198,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type,
         skip: fields the command declares itself.
     """
     sections = {name: parser.add_argument_group(name) for name in groups}
-    defaults = {item.name: item.default if item.default is not MISSING
-                else item.default_factory() if item.default_factory is not MISSING else None
-                for item in fields(config_class)}
+    defaults = {item.name: field_default(item) for item in fields(config_class)}
     for item in options_of(config_class):
         if item.name in skip:
             continue

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import MISSING, Field, asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..config import AUGMENT_ON, MIN_IMAGE_SIZE, TrainConfig
 from ..crop.transforms import CCROP_ALPHA
 from ..localize import LOCALIZERS, create_localizer
 from ..methods import METHODS
-from ..utils.fields import field_problems, option, options_of, tuples_from_lists
+from ..utils.fields import field_default, field_problems, option, options_of, tuples_from_lists
 from .arms import ARMS
 
 __all__ = ["DEFAULT_DATA", "DEFAULT_SEEDS", "GROUPS", "CompareConfig"]
@@ -25,10 +25,6 @@ DEFAULT_DATA = ("synthetic:num_samples=2500,image_size=32,object_scale=0.2:0.35,
 DEFAULT_SEEDS = (0, 1, 2, 3, 4, 5)  # the 6 seeds of docs/results-6seeds.md
 #: The option groups, in the order of the command's help.
 GROUPS = ("grid", "the ccrop arm", "data", "training", "execution", "report")
-
-
-def _default(item: Field) -> Any:
-    return item.default_factory() if item.default_factory is not MISSING else item.default
 
 
 @dataclass
@@ -139,7 +135,7 @@ class CompareConfig:
         words = ["timm-ccrop", "compare"]
         for item in fields(self):
             value = pinned.get(item.name, getattr(self, item.name))
-            if item.name not in pinned and value == _default(item):
+            if item.name not in pinned and value == field_default(item):
                 continue
             flag = "--" + item.name.replace("_", "-")
             if isinstance(value, bool):

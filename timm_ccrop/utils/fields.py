@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
-__all__ = ["Bounds", "Option", "field_problems", "option", "options_of", "tuples_from_lists"]
+__all__ = ["Bounds", "Option", "field_default", "field_problems", "option", "options_of",
+           "tuples_from_lists"]
 
 #: Python types of the annotations a config field may have.
 _KINDS: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict,
@@ -147,6 +148,13 @@ def _field_option(item: Any) -> Option:
 def options_of(config_class: type) -> tuple[Option, ...]:
     """The declared :class:`Option` of every field of ``config_class``, in field order."""
     return tuple(_field_option(item) for item in fields(config_class))
+
+
+def field_default(item: Field) -> Any:
+    """A dataclass field's default value (its factory called; None for a required field)."""
+    if item.default_factory is not MISSING:
+        return item.default_factory()
+    return None if item.default is MISSING else item.default
 
 
 def tuples_from_lists(config: Any) -> None:
