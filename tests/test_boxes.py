@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from timm_ccrop import Box, BoxTable, from_official, to_official
+from timm_ccrop.crop.boxes import blend_boxes
 
 
 def test_official_boxes_convert_both_ways_and_sample_identically() -> None:
@@ -47,3 +48,21 @@ def test_box_table_validates_on_write_and_serves_rows() -> None:
     assert fresh.is_active and torch.equal(fresh.boxes, table.boxes)
     with pytest.raises(ValueError, match="another dataset"):
         BoxTable(5).load_state_dict(state)
+
+
+def test_box_momentum_moves_valid_boxes_part_of_the_way_and_keeps_what_it_has() -> None:
+    old = torch.tensor([[0.0, 0.0, 0.5, 0.5]] * 4)
+    new = torch.tensor([[0.5, 0.5, 1.0, 1.0]] * 4)
+    old_valid = torch.tensor([True, True, False, False])
+    new_valid = torch.tensor([True, False, True, False])
+    boxes, valid = blend_boxes(old, old_valid, new, new_valid, momentum=0.75)
+    assert torch.allclose(boxes[0], torch.tensor([0.125, 0.125, 0.625, 0.625]))
+    assert torch.equal(boxes[1], old[1])  # no new box: the old one stays
+    assert torch.equal(boxes[2], new[2])  # nothing to move from: the new one as it is
+    assert valid.tolist() == [True, True, True, False]
+    kept, _ = blend_boxes(old, old_valid, new, new_valid, momentum=1.0)
+    assert torch.equal(kept[:2], old[:2])
+    replaced, _ = blend_boxes(old, old_valid, new, new_valid, momentum=0.0)
+    assert torch.equal(replaced[0], new[0])
+    with pytest.raises(ValueError, match="box momentum must be in"):
+        blend_boxes(old, old_valid, new, new_valid, momentum=-0.1)

@@ -43,6 +43,13 @@ def test_a_short_warm_up_updates_the_boxes_where_it_ends() -> None:
     assert [e for e in range(1, 15) if config.on_box_schedule(e)] == [2, 6, 10, 14]
 
 
+def test_no_warm_up_means_a_box_pass_before_the_first_epoch() -> None:
+    config = TrainConfig(epochs=10, box_warmup_epochs=0, loc_interval=5)
+    assert [e for e in range(0, 11) if config.box_update_due(e)] == [0, 5]
+    assert config.uses_boxes_from(1)
+    assert not TrainConfig(epochs=10).box_update_due(0)  # the default warm-up: no such pass
+
+
 @pytest.mark.parametrize("crop, box_source", [("rcrop", "model"), ("simccrop", "model"),
                                               ("ccrop", "ground-truth")])
 def test_no_box_passes_without_model_localization(crop: str, box_source: str) -> None:
@@ -62,6 +69,8 @@ def test_no_box_passes_without_model_localization(crop: str, box_source: str) ->
         ({"epochs": 0}, "epochs must be >= 1"),
         ({"mixed_precision": "fp8"}, "mixed_precision"),
         ({"loc_interval": 0}, "loc_interval"),
+        ({"box_momentum": 1.5}, "box_momentum must be in"),
+        ({"localizer": "harvest", "box_warmup_epochs": 0}, "use box_warmup_epochs >= 1"),
     ],
 )
 def test_invalid_settings_are_rejected_up_front(changes: dict, message: str) -> None:

@@ -78,6 +78,13 @@ def test_alpha_and_warm_up_variants_get_folders_of_their_own(tmp_path):
         "simclr-ccrop-peak-background-auto-keep-0.5-reduction-contrast-a0.1-w2-seed3")
     assert cell_folder(default, "simclr", "ccrop", 3).name == (
         "simclr-ccrop-peak-background-auto-keep-0.5-reduction-contrast-seed3")
+    momentum = CompareConfig(runs=runs, box_warmup_epochs=0, box_momentum=0.9)
+    assert cell_folder(momentum, "simclr", "ccrop", 3).name == (
+        "simclr-ccrop-peak-background-auto-keep-0.5-reduction-contrast-w0-m0.9-seed3")
+    # the oracle has no box passes: the momentum leaves its folder (and cells) alone
+    assert cell_folder(momentum, "simclr", "ccrop-gt", 3).name == "simclr-ccrop-gt-w0-seed3"
+    assert "box_momentum" in cell_signature(momentum, "ccrop", HELD_OUT)
+    assert "box_momentum" not in cell_signature(momentum, "ccrop-gt", HELD_OUT)
     plain = CompareConfig(runs=runs, localizer="peak", localizer_kwargs={})
     assert cell_folder(plain, "simclr", "ccrop", 3).name == "simclr-ccrop-peak-seed3"
     assert cell_folder(default, "simclr", "ccrop-gt", 3).name == "simclr-ccrop-gt-seed3"

@@ -20,6 +20,8 @@ from timm_ccrop.cli import main
 from timm_ccrop.config import TrainConfig
 from timm_ccrop.crop.augment import BatchedViews
 from timm_ccrop.crop.views import multi_view_transform
+from timm_ccrop.data import build_dataset, parse_data_spec
+from timm_ccrop.localize import localize_dataset
 from timm_ccrop.methods import build_method
 from timm_ccrop.models.backbones import create_backbone
 from timm_ccrop.runs import list_checkpoints, read_checkpoint, save_checkpoint
@@ -221,3 +223,31 @@ def test_unknown_view_preset_has_one_error() -> None:
                  lambda: TrainConfig(views="cifra").validate()):
         with pytest.raises(ValueError, match=message):
             make()
+
+
+def test_no_warm_up_boxes_from_the_random_init_and_a_full_momentum_keeps_them(
+        tmp_path: Path) -> None:
+    """box_warmup_epochs=0: a pass on the random-init network before epoch 1 (recorded in
+    the baseline, with a snapshot); box_momentum=1: later passes never move those boxes."""
+    assert run_cli(tmp_path, "--epochs", "3", "--box-warmup-epochs", "0", "--loc-interval", "1",
+                   "--box-momentum", "1", "--knn-every", "0", "--pictures", "0",
+                   "--snapshots", "passes") == 0
+    baseline = json.loads((tmp_path / "baseline.json").read_text())
+    assert baseline["box_pass"]["epoch"] == 0 and "box_mean_iou" in baseline["box_pass"]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["uses_boxes"] for r in records] == [True, True, True]
+    assert [r["epoch"] for r in records if "box_pass_mean_iou" in r] == [1, 2]
+    snapshot, _ = read_checkpoint(tmp_path / "snapshots" / "epoch0000.pt")
+    config = TrainConfig.from_dict(snapshot["config"])
+    method = build_method(config.method, create_backbone(config.model), **config.method_kwargs)
+    method.load_state_dict(snapshot["model"])
+    localizer = config.build_localizer()
+    localizer.attach(method.projector)
+    first = localize_dataset(method.backbone, build_dataset(parse_data_spec(config.data)), 32,
+                             localizer=localizer, mean=config.normalisation()[0],
+                             std=config.normalisation()[1], progress=False)
+    # every box the random-init network gave is what the crops still use (a row it gave
+    # none may take a later pass's box)
+    final, found = final_state(tmp_path), ~first.degenerate
+    assert found.any() and final["valid"][found].all()
+    assert torch.allclose(final["boxes"][found], first.boxes[found])

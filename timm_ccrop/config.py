@@ -121,8 +121,13 @@ class TrainConfig:
         "defaults (default: the default localizer's, {background: median}; none for the "
         "others)", group=_CROP)
     box_warmup_epochs: int | None = option(None, "epochs of random crops before the first box "
-                                        "pass (default: 20% of training)", group=_CROP,
+                                        "pass (default: 20% of training; 0: a pass on the "
+                                        "random-init network before epoch 1)", group=_CROP,
                                         low=0)
+    box_momentum: float = option(0.0, "each box pass moves a box this share of the way less "
+                                 "to the new one: 0 replaces it (the paper), 0.9 keeps 90% "
+                                 "of the old box, 1 keeps the first pass's boxes (docs/"
+                                 "realistic.md)", group=_CROP, low=0, high=1)
     loc_interval: int | None = option(None, "epochs between box passes (default: 20% of "
                                        "training; every epoch with --localizer harvest)",
                                        group=_CROP, low=1)
@@ -238,7 +243,8 @@ class TrainConfig:
         return self.crop == "ccrop" and epoch >= warmup + 1
 
     def box_update_due(self, epoch: int) -> bool:
-        """Whether boxes are recomputed after ``epoch`` (1-based): at the end of the warm-up,
+        """Whether boxes are recomputed after ``epoch`` (1-based; 0 is before the first
+        epoch, due with ``box_warmup_epochs=0`` only): at the end of the warm-up,
         then every interval, never after the last epoch. Counting the interval from the
         warm-up (the official code counts from epoch 0; the same where the warm-up is a
         multiple of the interval, as in every official recipe) means a short warm-up never
@@ -260,6 +266,10 @@ class TrainConfig:
         """Every field that breaks its declared type, choices or bounds, one line each
         (and a localizer that cannot be built with its options)."""
         problems = field_problems(self)
+        if self.harvests_boxes() and self.box_warmup_epochs == 0:
+            problems.append("box_warmup_epochs=0 (a box pass before epoch 1) has no maps to "
+                            "read with --localizer harvest, which harvests them while "
+                            "training: use box_warmup_epochs >= 1")
         if not problems and self.uses_model_boxes():
             try:
                 self.build_localizer()

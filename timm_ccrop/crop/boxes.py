@@ -27,6 +27,7 @@ __all__ = [
     "Box",
     "BoxTable",
     "FULL_BOX",
+    "blend_boxes",
     "box_area",
     "from_official",
     "paired_iou",
@@ -282,6 +283,27 @@ class BoxTable:
         self.boxes.copy_(validate_boxes(boxes))
         self.valid.copy_(state["valid"].to(torch.bool))
         self.active.copy_(state["active"].to(torch.bool).reshape(1))
+
+
+def blend_boxes(old: torch.Tensor, old_valid: torch.Tensor, new: torch.Tensor,
+                new_valid: torch.Tensor, momentum: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes ``[N, 4]`` moved ``1 - momentum`` of the way from ``old`` to ``new`` (a box
+    momentum: each pass changes the boxes only gradually), and their validity.
+
+    A row with no valid new box keeps its old one; a row with no valid old box takes the
+    new one as it is. ``momentum=0`` takes every valid new box, ``momentum=1`` keeps
+    every valid box for good. Averaging corners keeps a box valid (x0 < x1, y0 < y1).
+    """
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"box momentum must be in [0, 1], got {momentum}")
+    if old.shape != new.shape:
+        raise ValueError(f"box shapes differ: {tuple(old.shape)} vs {tuple(new.shape)}")
+    old_valid, new_valid = old_valid.to(torch.bool), new_valid.to(torch.bool)
+    moved = momentum * old + (1.0 - momentum) * new.to(old)
+    keep_old = old_valid & ~new_valid
+    take_new = ~old_valid
+    boxes = torch.where(keep_old[:, None], old, torch.where(take_new[:, None], new.to(old), moved))
+    return boxes, old_valid | new_valid
 
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:

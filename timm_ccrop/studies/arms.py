@@ -78,10 +78,11 @@ def describe_localizer(mode: str, localizer: tuple[str, dict[str, Any]]) -> str 
 
 
 def arm_variant(mode: str, localizer: tuple[str, dict[str, Any]], alpha: float,
-                box_warmup_epochs: int | None) -> str:
+                box_warmup_epochs: int | None, box_momentum: float = 0.0) -> str:
     """Folder suffix of a ContrastiveCrop arm: the localizer of the 'ccrop' arm (name and
     options, always: the project default changes), an alpha other than ContrastiveCrop's
-    default (``-a0.1``) or a box warm-up (``-w2``); '' for rcrop and the random init.
+    default (``-a0.1``), a box warm-up (``-w2``) or, for the model-box arms, a box momentum
+    (``-m0.9``); '' for rcrop and the random init.
     Variant grids share one runs folder (and its rcrop cells) without overwriting cells."""
     if mode in (BASELINE, RANDOM_INIT):
         return ""
@@ -95,6 +96,8 @@ def arm_variant(mode: str, localizer: tuple[str, dict[str, Any]], alpha: float,
         parts.append(f"-a{alpha:g}")
     if box_warmup_epochs is not None:
         parts.append(f"-w{box_warmup_epochs}")
+    if box_momentum and mode in MODEL_BOX_ARMS:
+        parts.append(f"-m{box_momentum:g}")
     return "".join(parts)
 
 

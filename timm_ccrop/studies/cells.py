@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig
-from ..runs import read_metrics
+from ..runs import RunFolder, read_metrics
 from ..train import train
 from ..utils.folders import atomic_write_text
 from .arms import ARMS, BASELINE, RANDOM_INIT, arm_variant, describe_localizer, localizer_for
@@ -21,7 +21,7 @@ __all__ = ["CELL_FILE", "IGNORED_BY_BASELINE", "CellStopped", "cell_folder",
 
 CELL_FILE = "cell.json"
 #: Settings a random-crop run never reads: its cells are reused across them.
-IGNORED_BY_BASELINE = ("alpha", "box_warmup_epochs")
+IGNORED_BY_BASELINE = ("alpha", "box_warmup_epochs", "box_momentum")
 
 
 class CellStopped(RuntimeError):
@@ -49,6 +49,8 @@ def cell_signature(config: CompareConfig, mode: str, scoring: Scoring) -> dict[s
         "augment_on": config.augment_on, "image_size": config.image_size,
         **scoring.signature()}
     localizer = localizer_for(mode, config.resolved_localizer())
+    if localizer is not None and config.box_momentum:
+        signature["box_momentum"] = config.box_momentum
     if localizer is not None:
         # through JSON, so it compares equal to what cell.json gives back
         signature["localizer"] = json.loads(json.dumps(
@@ -62,7 +64,7 @@ def cell_folder(config: CompareConfig, method: str, mode: str, seed: int) -> Pat
     if mode == RANDOM_INIT:
         return root / f"{RANDOM_INIT}-seed{seed}"
     variant = arm_variant(mode, config.resolved_localizer(), config.alpha,
-                          config.box_warmup_epochs)
+                          config.box_warmup_epochs, config.box_momentum)
     return root / f"{method}-{mode}{variant}-seed{seed}"
 
 
@@ -92,6 +94,7 @@ def _train_config(config: CompareConfig, method: str, mode: str, seed: int) -> T
         box_source=arm.box_source, alpha=config.alpha, epochs=config.epochs,
         batch_size=config.batch_size, lr=config.lr, lr_warmup_epochs=config.lr_warmup_epochs,
         box_warmup_epochs=config.box_warmup_epochs, augment_on=config.augment_on, knn_every=0,
+        **({"box_momentum": config.box_momentum} if localizer is not None else {}),
         pictures=0, progress=False, output=str(cell_folder(config, method, mode, seed)),
         seed=seed, num_workers=config.workers, image_size=config.image_size,
         snapshots="passes",  # the weights at every box pass, for localization studies
@@ -120,7 +123,7 @@ def _trained_cell(config: CompareConfig, method: str, mode: str, seed: int,
         "box_passes": [
             {"epoch": m["epoch"], "box_mean_iou": m["box_mean_iou"],
              "whole_image_mean_iou": m.get("whole_image_mean_iou")}
-            for m in metrics if "box_mean_iou" in m
+            for m in [*_first_pass(folder), *metrics] if "box_mean_iou" in m
         ],
     }
 
@@ -144,3 +147,12 @@ def compute_cell(config: CompareConfig, method: str, mode: str, seed: int,
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / CELL_FILE, json.dumps(cell, indent=1))
     return cell
+
+
+def _first_pass(folder: Path) -> list[dict[str, Any]]:
+    """The box pass before epoch 1 (``box_warmup_epochs=0``), which the run records in its
+    baseline (there is no metrics row for epoch 0); [] where there was none."""
+    run = RunFolder(folder)
+    baseline = run.read_json(run.baseline_path) or {}
+    first = baseline.get("box_pass")
+    return [first] if isinstance(first, dict) else []

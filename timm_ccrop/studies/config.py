@@ -69,7 +69,13 @@ class CompareConfig:
                                      group="training", low=0)
     box_warmup_epochs: int | None = option(None, "epochs of random crops before the first "
                                            "box update (default: the project's, 20% of "
-                                           "training)", group="training", low=0)
+                                           "training; 0: a pass on the random-init "
+                                           "network before epoch 1)", group="training",
+                                           low=0)
+    box_momentum: float = option(0.0, "box momentum of the model-box arms: each pass keeps "
+                                 "this share of the old box (0: the paper's replacement); "
+                                 "another value trains cells of their own (folder suffix "
+                                 "'-m<momentum>')", group="training", low=0, high=1)
     alpha: float = option(CCROP_ALPHA, "Beta(alpha, alpha) of the crop centre of "
                           "the ccrop arms; another value trains cells of their own (folder "
                           "suffix '-a<alpha>') and reuses the rcrop cells", group="training",

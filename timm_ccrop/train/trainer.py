@@ -28,6 +28,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from timm.models import parse_model_name
 
 from ..config import TrainConfig
+from ..crop.boxes import blend_boxes, paired_iou
 from ..data import sample_seed, seed_everything
 from ..hub import export_backbone
 from ..localize import Localizer, localize_dataset
@@ -39,7 +40,14 @@ from .epoch import EpochResult, device_augmenter, stop_signals, train_one_epoch
 from .monitor import knn_datasets, knn_monitor
 from .resume import check_resume_source, read_resumable
 from .setup import RunData, build_data, build_method_for, build_optimizer, build_scheduler
-from .summary import epoch_line, format_summary, measure_baseline, plot_run, summarize_run
+from .summary import (
+    epoch_line,
+    format_summary,
+    gt_boxes_of,
+    measure_baseline,
+    plot_run,
+    summarize_run,
+)
 
 __all__ = ["TrainResult", "TrainingStopped", "train"]
 
@@ -225,6 +233,10 @@ def _baseline(run: _Run, fresh: bool) -> dict[str, Any]:
         knn = knn_monitor(run.config, run.accelerator, run.inner.backbone, run.knn_data,
                           run.data.image_size)
     baseline = measure_baseline(run.config, run.data.dataset, knn)
+    if run.config.box_update_due(0):  # box_warmup_epochs=0: the random-init network's boxes
+        baseline["box_pass"] = {"epoch": 0, **_update_boxes(run, 0)}
+        if _snapshot_due(run.config, 0) and run.is_main:
+            folder.save_snapshot(run.inner.state_dict(), 0, run.config.to_dict())
     if run.is_main:
         folder.write_json(folder.baseline_path, baseline)
         if knn:
@@ -355,14 +367,32 @@ def _update_boxes(run: _Run, epoch: int) -> dict[str, Any]:
         num_workers=config.num_workers, accelerator=accelerator, mean=mean, std=std,
         progress=config.progress,
     )
-    data.boxes.update(result.boxes, valid=~result.degenerate)
+    stats = dict(result.stats)
+    if config.box_momentum > 0:
+        boxes, valid = blend_boxes(data.boxes.boxes, data.boxes.valid, result.boxes,
+                                   ~result.degenerate, config.box_momentum)
+        data.boxes.update(boxes, valid=valid)
+        stats.update(_momentum_stats(data.dataset, boxes, stats))
+    else:  # the paper's update: a map without a box falls back to random crops
+        data.boxes.update(result.boxes, valid=~result.degenerate)
     if run.is_main:
         sample_id = getattr(data.dataset, "sample_id", str)
         write_boxes_csv(run.folder.boxes_path, data.boxes.boxes, data.boxes.valid,
                         [sample_id(i) for i in range(len(data.dataset))])
         if config.pictures:
             _box_picture(run, run.folder.box_picture_path(epoch))
-    return result.stats
+    return stats
+
+
+def _momentum_stats(dataset: Any, boxes: torch.Tensor, stats: dict[str, float]
+                    ) -> dict[str, float]:
+    """With a box momentum the crops use the blended boxes: ``box_mean_iou`` is theirs, and
+    ``box_pass_mean_iou`` that of the pass's own boxes (where the data has ground truth)."""
+    gt = gt_boxes_of(dataset)
+    if gt is None or "box_mean_iou" not in stats:
+        return {}
+    return {"box_pass_mean_iou": stats["box_mean_iou"],
+            "box_mean_iou": float(paired_iou(boxes, gt.to(boxes)).mean())}
 
 
 def _box_picture(run: _Run, path: Path) -> None:
