@@ -16,6 +16,7 @@ from timm_ccrop.config import (
     load_config_file,
     load_recipe,
 )
+from timm_ccrop.localize import DEFAULT_LOCALIZER_OPTIONS
 from timm_ccrop.studies import CompareConfig
 
 
@@ -196,3 +197,12 @@ def test_the_old_name_of_the_box_warm_up_is_read_with_a_warning() -> None:
     assert config.box_warmup_epochs == 3 and config.resolved_schedule()[0] == 3
     with pytest.raises(ValueError, match="same setting"):
         TrainConfig.from_dict({"warmup_epochs": 3, "box_warmup_epochs": 4})
+
+
+def test_options_given_to_the_default_localizer_name_the_defaults_they_leave_out() -> None:
+    assert TrainConfig(localizer_kwargs={"stage": -2}).dropped_localizer_defaults() == dict(
+        DEFAULT_LOCALIZER_OPTIONS)
+    kept = TrainConfig(localizer_kwargs={**DEFAULT_LOCALIZER_OPTIONS, "stage": -2})
+    assert kept.dropped_localizer_defaults() == {}
+    assert TrainConfig().dropped_localizer_defaults() == {}  # nothing given: the defaults
+    assert TrainConfig(localizer="union", localizer_kwargs={}).dropped_localizer_defaults() == {}

@@ -210,6 +210,15 @@ class TrainConfig:
             return dict(self.localizer_kwargs)
         return dict(DEFAULT_LOCALIZER_OPTIONS) if self.localizer == DEFAULT_LOCALIZER else {}
 
+    def dropped_localizer_defaults(self) -> dict[str, Any]:
+        """The default localizer's default options that ``localizer_kwargs`` leaves out
+        (given options replace the defaults, they are not merged): what a user who wrote
+        ``{stage: -2}`` may not know they turned off. Empty for other localizers."""
+        if self.localizer != DEFAULT_LOCALIZER or self.localizer_kwargs is None:
+            return {}
+        return {key: value for key, value in DEFAULT_LOCALIZER_OPTIONS.items()
+                if key not in self.localizer_kwargs}
+
     def with_pinned_localizer(self) -> TrainConfig:
         """This config with the localizer's options written out where they are the
         default's (``localizer_kwargs`` unset): what a run records, so that a later change

@@ -219,6 +219,11 @@ def _start_logging(run: _Run) -> None:
             "wandb": {"name": name}, "mlflow": {"run_name": name}})
     if run.is_main:
         run.folder.write_config(run.config.to_dict())
+        dropped = run.config.dropped_localizer_defaults()
+        if dropped and run.config.uses_model_boxes():
+            _LOG.warning("--localizer-kwargs replaces the default localizer's options: this "
+                         "run leaves out %s; add them to the mapping to keep them",
+                         ", ".join(f"{k}: {v}" for k, v in dropped.items()))
 
 
 def _baseline(run: _Run, fresh: bool) -> dict[str, Any]:
