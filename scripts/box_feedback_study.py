@@ -81,8 +81,10 @@ def run_boxes(folder: Path, localizer: tuple[str, dict[str, Any]], cache: Path |
         dataset, gt = torch.utils.data.Subset(dataset, range(limit)), gt[:limit]
     mean, std = config.normalisation()
     epochs, boxes, degenerate = [], [], []
-    for epoch in [0, *sorted(by_epoch)]:
-        method, _ = load_snapshot(by_epoch[epoch or first], random_init=epoch == 0)
+    for epoch in sorted({0, *by_epoch}):
+        # a run with --box-warmup-epochs 0 kept its random-init network as epoch 0
+        method, _ = load_snapshot(by_epoch.get(epoch, by_epoch[first]),
+                                  random_init=epoch not in by_epoch)
         made = create_localizer(localizer[0], **localizer[1])
         made.attach(method.projector)
         result = localize_dataset(method.backbone, dataset, config.resolved_image_size(),
