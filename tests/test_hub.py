@@ -183,7 +183,7 @@ def test_trainer_export_is_config_and_weights_only(tmp_path: Path) -> None:
 
 def test_model_card(tmp_path: Path) -> None:
     make_run(tmp_path / "run", method="moco", data="cifar10:/data/cifar10", alpha=0.1,
-             box_warmup_epochs=1, loc_interval=1)
+             box_warmup_epochs=1, loc_interval=1, box_momentum=0.5)
     out = hub.export_run(tmp_path / "run", tmp_path / "out", repo_id="me/tiny-moco")
     text = (out / "README.md").read_text()
     meta = hub.card_metadata(text)
@@ -195,6 +195,7 @@ def test_model_card(tmp_path: Path) -> None:
     assert "model-index" not in meta  # nothing evaluated: no numbers claimed
     assert "no accuracy is claimed" in text
     assert "alpha=0.10" in text and "box_warmup_epochs=1" in text
+    assert "box_momentum=0.5" in text
     # the localizer and its options
     assert "localizer=peak(reduction=contrast, keep=0.5, background=auto)" in text
     # ... and its settings resolved on the model; no k: peak has no union threshold
