@@ -32,8 +32,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import torch
 import yaml
+
+matplotlib.use("Agg")  # before pyplot: the picture is a file, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from timm_ccrop.crop.boxes import paired_iou, whole_image_iou
 from timm_ccrop.data import build_dataset, parse_data_spec
@@ -177,6 +182,30 @@ def report(rows: list[dict[str, Any]], label: str, localizer: tuple[str, dict[st
     return "\n".join(lines)
 
 
+def plot(rows: list[dict[str, Any]], label: str, path: Path) -> None:
+    """Mean IoU per pass of every policy (mean over the runs), with the whole image and the
+    random-init network as dashed lines."""
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for name in POLICIES:
+        mine = [r["scores"] for r in rows if r["policy"] == name]
+        width = min(len(s) for s in mine)
+        start = 0 if POLICIES[name][0] else 1
+        axis.plot(range(start, start + width),
+                  [statistics.fmean(s[i] for s in mine) for i in range(width)],
+                  marker="o", label=name)
+    fresh = [r for r in rows if r["policy"] == "fresh (today)"]
+    axis.axhline(statistics.fmean(r["random_init"] for r in fresh), color="grey",
+                 linestyle="--", label="random-init network")
+    axis.axhline(fresh[0]["whole"], color="black", linestyle=":", label="whole image")
+    axis.set(xlabel="box pass (0: before epoch 1)", ylabel="mean IoU with ground truth",
+             title=f"Box-update policies on {label}")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders with snapshots")
@@ -197,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    plot(rows, args.label, args.out.with_suffix(".png"))
     print(text)
     return 0
 
