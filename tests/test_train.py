@@ -251,3 +251,17 @@ def test_no_warm_up_boxes_from_the_random_init_and_a_full_momentum_keeps_them(
     final, found = final_state(tmp_path), ~first.degenerate
     assert found.any() and final["valid"][found].all()
     assert torch.allclose(final["boxes"][found], first.boxes[found])
+
+
+def test_a_full_momentum_skips_the_passes_once_every_image_has_its_box(tmp_path: Path) -> None:
+    # the default options give every random-init map of this data a box (the run above,
+    # with {stage: -3} alone, leaves some without one, which later passes fill)
+    assert run_cli(tmp_path, "--epochs", "3", "--box-warmup-epochs", "0", "--loc-interval", "1",
+                   "--box-momentum", "1", "--knn-every", "0", "--pictures", "0",
+                   "--localizer-kwargs",
+                   "{stage: -3, reduction: contrast, keep: 0.5, background: auto}") == 0
+    baseline = json.loads((tmp_path / "baseline.json").read_text())
+    assert baseline["box_pass"]["box_degenerate_share"] == 0.0
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert not any("box_pass_seconds" in r for r in records)  # no pass could change a box
+    assert all(r["uses_boxes"] for r in records)

@@ -333,7 +333,7 @@ def _epoch_record(run: _Run, epoch: int, result: EpochResult,
     record: dict[str, Any] = {"epoch": epoch, **result.record(),
                               "epoch_seconds": epoch_seconds,
                               "uses_boxes": data.boxes.is_active}
-    if config.box_update_due(epoch):
+    if config.box_update_due(epoch) and not _boxes_final(run):
         record.update(_update_boxes(run, epoch))
     if run.knn_data and (epoch % config.knn_every == 0 or epoch == config.epochs):
         record.update(knn_monitor(config, run.accelerator, run.inner.backbone, run.knn_data,
@@ -387,6 +387,12 @@ def _update_boxes(run: _Run, epoch: int) -> dict[str, Any]:
         if config.pictures:
             _box_picture(run, run.folder.box_picture_path(epoch))
     return stats
+
+
+def _boxes_final(run: _Run) -> bool:
+    """Whether no pass can change the boxes any more: a momentum of 1 keeps every valid
+    box, so once every image has one the passes are skipped (their cost saved)."""
+    return run.config.box_momentum == 1.0 and bool(run.data.boxes.valid.all())
 
 
 def _momentum_stats(dataset: Any, boxes: torch.Tensor, stats: dict[str, float]
