@@ -28,6 +28,7 @@ from timm_ccrop.localize.components import (
     threshold_maps,
 )
 from timm_ccrop.localize.localizers import stride_removed
+from timm_ccrop.localize.sources import MapSource
 from timm_ccrop.models.backbones import create_backbone
 from timm_ccrop.train.resume import setting_changes
 from timm_ccrop.train.setup import build_method_for
@@ -109,6 +110,35 @@ def test_stride_removal_doubles_the_map_and_restores_the_model() -> None:
             fine = hook.feature_map.shape[-2:]
     assert tuple(coarse) == (4, 4) and tuple(fine) == (8, 8)
     assert before == {name: getattr(m, "stride", None) for name, m in model.named_modules()}
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenetv3_small_100", "densenet121"])
+def test_stride_removal_finds_a_stride_that_sits_before_the_listed_stage(name: str) -> None:
+    # EfficientNet's last listed stage (blocks.6) has no stride of its own: blocks.5 has
+    # it; DenseNet pools in a transition between its listed blocks. The map used to stay
+    # as coarse as without stride removal, silently.
+    model = create_backbone(name, seed=0).eval()
+    with torch.no_grad():
+        coarse, _ = MapSource(reduction="l2").maps(model, torch.randn(1, 3, 96, 96))
+        fine, _ = MapSource(reduction="l2", dilate=True).maps(model, torch.randn(1, 3, 96, 96))
+    assert tuple(coarse.shape[1:]) == (3, 3) and tuple(fine.shape[1:]) == (6, 6)
+
+
+def test_a_stage_without_a_stride_to_remove_is_said_and_the_plain_map_used() -> None:
+    model = create_backbone("resnet18", seed=0).eval()
+    for _, layer in model.layer4.named_modules():  # a ResNet whose last stage lost its stride
+        if isinstance(layer, torch.nn.Conv2d) and layer.stride == (2, 2):
+            layer.stride = (1, 1)
+    source = MapSource(reduction="l2", dilate=True)
+    with torch.no_grad(), pytest.warns(UserWarning, match="no stride-2 layer between"):
+        maps, _ = source.maps(model, torch.randn(1, 3, 64, 64))
+    assert not source.dilate and tuple(maps.shape) == (1, 4, 4)
+    # a ViT has no stride anywhere: nothing to say, the plain token map
+    vit = create_backbone("test_vit", seed=0).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tokens, _ = MapSource(reduction="l2", dilate=True).maps(vit, torch.randn(1, 3, 160, 160))
+    assert tokens.shape[0] == 1
 
 
 @pytest.mark.parametrize("name", ["resnet_mini_cifar", "test_vit", "test_convnext"])

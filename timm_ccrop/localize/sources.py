@@ -32,9 +32,8 @@ def stride_removed(model: nn.Module, stage: int) -> Iterator[None]:
     position = stage % len(entries)
     while position > 0 and entries[position]["reduction"] <= entries[position - 1]["reduction"]:
         position -= 1  # a dilated stage keeps its input's resolution: look further back
-    module = model.get_submodule(entries[position]["module"])
     changed: list[tuple[nn.Module, Any, Any]] = []
-    for layer in module.modules():
+    for layer in _stage_span(model, entries, position):
         stride = getattr(layer, "stride", None)
         if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)) and stride in (2, (2, 2)):
             kernel = getattr(layer, "kernel_size", None)
@@ -44,6 +43,11 @@ def stride_removed(model: nn.Module, stage: int) -> Iterator[None]:
                 # a 2x2/2 pooling shortcut (ResNet-D) would lose a row at stride 1: the
                 # main path keeps the size, so the shortcut becomes the identity
                 layer.kernel_size = (1, 1) if isinstance(kernel, tuple) else 1
+    isotropic = len({entry["reduction"] for entry in entries}) == 1
+    if not changed and not isotropic:  # a ViT has no stride to remove: its plain map
+        raise RuntimeError(f"no stride-2 layer between feature stages "
+                           f"{entries[position - 1]['module'] if position else 'the input'} "
+                           f"and {entries[position]['module']}")
     try:
         yield
     finally:
@@ -51,6 +55,25 @@ def stride_removed(model: nn.Module, stage: int) -> Iterator[None]:
             layer.stride = stride
             if kernel is not None:
                 layer.kernel_size = kernel
+
+
+def _stage_span(model: nn.Module, entries: list[dict[str, Any]], position: int
+                ) -> list[nn.Module]:
+    """Every module after the previous feature stage's last one, up to this stage's last,
+    in registration order: where the stage's downsampling lives. In ResNet that is the
+    stage's own module (``layer4``); in EfficientNet and MobileNet the stride-2 block
+    precedes the listed one (``blocks.5`` before ``blocks.6``), and DenseNet pools in a
+    transition between its listed blocks."""
+    names = [name for name, _ in model.named_modules()]
+
+    def last_index(prefix: str) -> int:
+        return max(i for i, name in enumerate(names)
+                   if name == prefix or name.startswith(prefix + "."))
+
+    start = last_index(entries[position - 1]["module"]) + 1 if position > 0 else 0
+    end = last_index(entries[position]["module"])
+    modules = dict(model.named_modules())
+    return [modules[name] for name in names[start:end + 1]]
 
 
 @dataclass
