@@ -124,6 +124,21 @@ def test_stride_removal_finds_a_stride_that_sits_before_the_listed_stage(name: s
     assert tuple(coarse.shape[1:]) == (3, 3) and tuple(fine.shape[1:]) == (6, 6)
 
 
+def test_peak_removes_the_stride_where_the_family_defaults_say_so() -> None:
+    # measured on EfficientNet at 96 px: its plain 3x3 map boxes better than the 6x6 one
+    # (docs/realistic.md); every other family keeps the finer map
+    efficientnet = create_backbone("efficientnet_b0", seed=0).eval()
+    resnet = create_backbone("resnet18", seed=0).eval()
+    default = create_localizer("peak")
+    assert default.map_size(efficientnet, (96, 96)) == (3, 3)
+    assert default.map_size(resnet, (96, 96)) == (6, 6)
+    assert create_localizer("peak", dilate=True).map_size(efficientnet, (96, 96)) == (6, 6)
+    resolved = default.resolve(efficientnet)
+    assert not resolved.finer and "dilate" in resolved.family_defaults
+    with pytest.raises(ValueError, match="dilate must be true, false or auto"):
+        create_localizer("peak", dilate="yes")
+
+
 def test_a_stage_without_a_stride_to_remove_is_said_and_the_plain_map_used() -> None:
     model = create_backbone("resnet18", seed=0).eval()
     for _, layer in model.layer4.named_modules():  # a ResNet whose last stage lost its stride

@@ -157,13 +157,15 @@ class Localizer:
         threshold = self.rule.resolved_threshold(network) \
             if isinstance(self.rule, UnionRule) else None
         family = (("reduction",) if self.uses_reduction and source.reduction is None else ()) \
-            + (("threshold",) if threshold is not None and self.rule.threshold is None else ())
+            + (("threshold",) if threshold is not None and self.rule.threshold is None else ()) \
+            + (("dilate",) if source.dilate == "auto" else ())
         return ResolvedLocalizer(
             description=self.describe(), stage=source.stage,
             module=str(resolve_stage(network, finest)["module"]),
             reduction=(source.reduction or defaults.reduction) if self.uses_reduction
             else None,
-            threshold=threshold, finer=source.dilate, fuse=tuple(source.fuse),
+            threshold=threshold, finer=source.removes_stride(network),
+            fuse=tuple(source.fuse),
             background=self.background, family_defaults=family)
 
     def map_size(self, network: nn.Module, image_size: tuple[int, int]) -> tuple[int, int]:
@@ -181,7 +183,7 @@ class Localizer:
             return int(maps.shape[-2]), int(maps.shape[-1])
         except Exception:  # a fixed-size model at another size: the stride estimate
             stride = min(resolve_stage(network, s)["reduction"] for s in self.source.stages())
-            stride = max(1, stride // 2) if self.source.dilate else stride
+            stride = max(1, stride // 2) if self.source.removes_stride(network) else stride
             return math.ceil(image_size[0] / stride), math.ceil(image_size[1] / stride)
 
     def too_coarse(self, network: nn.Module, image_size: tuple[int, int],
@@ -300,9 +302,11 @@ def describe_localizer(name: str, options: dict[str, Any]) -> str:
 def _source(options: dict[str, Any]) -> MapSource:
     fuse = options.pop("fuse", ())
     fuse = (fuse,) if isinstance(fuse, int) else tuple(int(s) for s in fuse or ())
+    dilate = options.pop("dilate", False)
+    if dilate not in (True, False, "auto"):
+        raise ValueError(f"dilate must be true, false or auto, got {dilate!r}")
     source = MapSource(stage=int(options.pop("stage", -1)),
-                       reduction=options.pop("reduction", None),
-                       dilate=bool(options.pop("dilate", False)), fuse=fuse)
+                       reduction=options.pop("reduction", None), dilate=dilate, fuse=fuse)
     if source.reduction is not None and source.reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got "
                          f"{source.reduction!r}")
@@ -358,7 +362,7 @@ def _component(options: dict[str, Any]) -> Localizer:
 
 
 def _peak(options: dict[str, Any]) -> Localizer:
-    merged = {"dilate": True, "level": 2.0, **options}
+    merged = {"dilate": "auto", "level": 2.0, **options}
     localizer = _component(merged)  # pops what it takes; unknown keys stay in merged
     for key in [k for k in options if k not in merged]:
         del options[key]
@@ -368,7 +372,8 @@ def _peak(options: dict[str, Any]) -> Localizer:
 
 #: The default localizer. ``peak`` is the ``component`` rule with the connected component
 #: holding the peak, above twice the map's mean, on the last map made twice as fine by
-#: removing the last downsampling stride at inference (every option of ``component`` may
+#: removing the last downsampling stride at inference where the family's defaults say so
+#: (``dilate='auto'``: all but EfficientNet) (every option of ``component`` may
 #: override these). Its default options, since 2026-12-07 (issue 21, docs/realistic.md):
 #: ``reduction='contrast'`` (each position's distance from its image's median feature)
 #: and ``keep=0.5`` (the box spans every component peaking at >= half the peak), chosen by

@@ -86,17 +86,24 @@ class MapSource:
 
     stage: int = -1
     reduction: str | None = None  # None: the family default
-    dilate: bool = False
+    dilate: bool | str = False  # 'auto': the family default
     fuse: tuple[int, ...] = ()
 
     def stages(self) -> tuple[int, ...]:
         return tuple(self.fuse) or (self.stage,)
 
+    def removes_stride(self, network: nn.Module) -> bool:
+        """Whether the maps of ``network`` are read with the last stride removed
+        (``dilate='auto'``: its family's default, :func:`localization_defaults`)."""
+        if self.dilate == "auto":
+            return localization_defaults(network).dilate
+        return bool(self.dilate)
+
     def _raw_maps(self, network: nn.Module, images: torch.Tensor,
                   reduction: str) -> list[torch.Tensor]:
         """Channel-reduced maps of every stage, from one forward."""
         with contextlib.ExitStack() as stack:
-            if self.dilate:
+            if self.removes_stride(network):
                 stack.enter_context(stride_removed(network, self.stage))
             hooks = [stack.enter_context(FeatureHook(network, s)) for s in self.stages()]
             network(images)
@@ -110,7 +117,7 @@ class MapSource:
         try:
             raw = self._raw_maps(network, images, reduction)
         except (RuntimeError, AssertionError) as err:
-            if not self.dilate:
+            if not self.removes_stride(network):
                 raise
             # Some families cannot run without their stride (Swin's attention windows):
             # say so once and use the plain map from then on.
