@@ -121,8 +121,9 @@ class TrainConfig:
         "defaults (default: the default localizer's, {background: median}; none for the "
         "others)", group=_CROP)
     box_warmup_epochs: int | None = option(None, "epochs of random crops before the first box "
-                                        "pass (default: 20% of training; 0: a pass on the "
-                                        "random-init network before epoch 1)", group=_CROP,
+                                        "pass (default: 20% of training); 0 makes the first "
+                                        "pass on the random-init network, before epoch 1",
+                                        group=_CROP,
                                         low=0)
     box_momentum: float = option(0.0, "each box pass moves a box this share of the way less "
                                  "to the new one: 0 replaces it (the paper), 0.9 keeps 90% "
