@@ -40,7 +40,7 @@ matplotlib.use("Agg")  # before pyplot: the picture is a file, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from timm_ccrop.crop.boxes import paired_iou, whole_image_iou
+from timm_ccrop.crop.boxes import blend_boxes, paired_iou, whole_image_iou
 from timm_ccrop.data import build_dataset, parse_data_spec
 from timm_ccrop.localize import (
     DEFAULT_LOCALIZER,
@@ -115,15 +115,11 @@ def replay(found: dict[str, Any], from_random_init: bool, momentum: float) -> li
     epochs = found["epochs"].tolist()
     passes = [i for i, e in enumerate(epochs) if 0 < e < int(found["last_epoch"])]
     order = ([0] if from_random_init else []) + passes
-    boxes = None
-    scores = []
-    for step, index in enumerate(order):
-        new, bad = found["boxes"][index], found["degenerate"][index]
-        if boxes is None:
-            boxes = new.clone()
-        elif step > 0:
-            moved = momentum * boxes + (1.0 - momentum) * new
-            boxes = torch.where(bad[:, None], boxes, moved)
+    boxes, valid = found["boxes"][order[0]], ~found["degenerate"][order[0]]
+    scores = [float(paired_iou(boxes, found["gt"]).mean())]
+    for index in order[1:]:  # the trainer's update (timm_ccrop.crop.boxes.blend_boxes)
+        boxes, valid = blend_boxes(boxes, valid, found["boxes"][index],
+                                   ~found["degenerate"][index], momentum)
         scores.append(float(paired_iou(boxes, found["gt"]).mean()))
     return scores
 

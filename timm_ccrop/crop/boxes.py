@@ -298,11 +298,10 @@ def blend_boxes(old: torch.Tensor, old_valid: torch.Tensor, new: torch.Tensor,
         raise ValueError(f"box momentum must be in [0, 1], got {momentum}")
     if old.shape != new.shape:
         raise ValueError(f"box shapes differ: {tuple(old.shape)} vs {tuple(new.shape)}")
-    old_valid, new_valid = old_valid.to(torch.bool), new_valid.to(torch.bool)
-    moved = momentum * old + (1.0 - momentum) * new.to(old)
-    keep_old = old_valid & ~new_valid
-    take_new = ~old_valid
-    boxes = torch.where(keep_old[:, None], old, torch.where(take_new[:, None], new.to(old), moved))
+    old_valid, new_valid, new = old_valid.to(torch.bool), new_valid.to(torch.bool), new.to(old)
+    boxes = momentum * old + (1.0 - momentum) * new
+    boxes = torch.where((old_valid & ~new_valid)[:, None], old, boxes)
+    boxes = torch.where(~old_valid[:, None], new, boxes)
     return boxes, old_valid | new_valid
 
 

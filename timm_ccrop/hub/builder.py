@@ -154,9 +154,9 @@ def _crop_params(config: TrainConfig, backbone: nn.Module) -> dict[str, Any]:
         warmup, interval = config.resolved_schedule()
         params.update({"box_source": config.box_source, "box_warmup_epochs": warmup,
                        "loc_interval": interval})
-        if config.box_momentum and config.box_source == "model":
-            params["box_momentum"] = config.box_momentum
         if config.box_source == "model":  # e.g. peak(background=median), stage -1, ...
+            if config.box_momentum:
+                params["box_momentum"] = config.box_momentum
             params.update(config.build_localizer().resolve(backbone).card_params())
     return params
 

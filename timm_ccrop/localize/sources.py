@@ -64,16 +64,15 @@ def _stage_span(model: nn.Module, entries: list[dict[str, Any]], position: int
     stage's own module (``layer4``); in EfficientNet and MobileNet the stride-2 block
     precedes the listed one (``blocks.5`` before ``blocks.6``), and DenseNet pools in a
     transition between its listed blocks."""
-    names = [name for name, _ in model.named_modules()]
+    named = list(model.named_modules())
 
     def last_index(prefix: str) -> int:
-        return max(i for i, name in enumerate(names)
+        return max(i for i, (name, _) in enumerate(named)
                    if name == prefix or name.startswith(prefix + "."))
 
     start = last_index(entries[position - 1]["module"]) + 1 if position > 0 else 0
     end = last_index(entries[position]["module"])
-    modules = dict(model.named_modules())
-    return [modules[name] for name in names[start:end + 1]]
+    return [module for _, module in named[start:end + 1]]
 
 
 @dataclass
