@@ -65,7 +65,7 @@ def test_pretrain_help_is_grouped_with_types_choices_and_defaults(
     for fragment in ("--crop {rcrop,ccrop,simccrop}", "--mixed-precision {no,bf16,fp16}",
                      "--lr FLOAT", "--epochs INT", "--model-kwargs YAML",
                      "--progress, --no-progress", "--channels-last, --no-channels-last",
-                     "peak learning rate (default: 0.3); > 0", "(default: 20% of training)",
+                     "peak learning rate (default: 0.3); > 0", "the paper's schedule (default: 0)",
                      "-c FILE.yaml, --config FILE.yaml", "--print-config"):
         assert fragment in text, fragment
     assert "VALUE" not in out.split("configuration:")[1]  # every field has a real type

@@ -27,12 +27,34 @@ def test_paper_schedule_500_epochs() -> None:
     assert not config.uses_boxes_from(100) and config.uses_boxes_from(101)
 
 
-def test_default_schedule_is_every_fifth_of_training() -> None:
-    config = TrainConfig(epochs=10)
+def test_the_papers_schedule_is_every_fifth_of_training() -> None:
+    config = TrainConfig(epochs=10, box_warmup_epochs=None)
     assert config.resolved_schedule() == (2, 2)
     assert [e for e in range(1, 11) if config.box_update_due(e)] == [2, 4, 6, 8]
-    short = TrainConfig(epochs=3)
+    assert config.resolved_box_momentum() == 0.0  # fresh boxes at every pass
+    short = TrainConfig(epochs=3, box_warmup_epochs=None)
     assert [e for e in range(1, 4) if short.box_update_due(e)] == [1, 2]
+
+
+def test_default_boxes_come_from_the_random_init_network_and_are_kept() -> None:
+    config = TrainConfig(epochs=10)
+    assert config.resolved_schedule() == (0, 2)
+    assert [e for e in range(0, 11) if config.box_update_due(e)] == [0, 2, 4, 6, 8]
+    assert config.uses_boxes_from(1)
+    assert config.resolved_box_momentum() == 1.0
+    # a given momentum wins; without model boxes (or after a warm-up) the default is 0
+    assert TrainConfig(box_momentum=0.5).resolved_box_momentum() == 0.5
+    assert TrainConfig(box_warmup_epochs=3).resolved_box_momentum() == 0.0
+    assert TrainConfig(box_source="ground-truth").resolved_box_momentum() == 0.0
+    assert TrainConfig(crop="rcrop").resolved_box_momentum() == 0.0
+
+
+def test_a_run_records_the_defaults_that_depend_on_other_settings() -> None:
+    pinned = TrainConfig().with_pinned_defaults()
+    assert pinned.box_momentum == 1.0 and pinned.localizer_kwargs is not None
+    assert TrainConfig(box_warmup_epochs=None).with_pinned_defaults().box_momentum == 0.0
+    # a config saved before the key existed (no box_momentum) meant the paper's update
+    assert TrainConfig.from_dict({"box_warmup_epochs": None}).resolved_box_momentum() == 0.0
 
 
 def test_a_short_warm_up_updates_the_boxes_where_it_ends() -> None:
@@ -48,7 +70,8 @@ def test_no_warm_up_means_a_box_pass_before_the_first_epoch() -> None:
     config = TrainConfig(epochs=10, box_warmup_epochs=0, loc_interval=5)
     assert [e for e in range(0, 11) if config.box_update_due(e)] == [0, 5]
     assert config.uses_boxes_from(1)
-    assert not TrainConfig(epochs=10).box_update_due(0)  # the default warm-up: no such pass
+    # a warm-up (here the paper's 20%): no such pass
+    assert not TrainConfig(epochs=10, box_warmup_epochs=None).box_update_due(0)
 
 
 @pytest.mark.parametrize("crop, box_source", [("rcrop", "model"), ("simccrop", "model"),
@@ -71,7 +94,7 @@ def test_no_box_passes_without_model_localization(crop: str, box_source: str) ->
         ({"mixed_precision": "fp8"}, "mixed_precision"),
         ({"loc_interval": 0}, "loc_interval"),
         ({"box_momentum": 1.5}, "box_momentum must be in"),
-        ({"localizer": "harvest", "box_warmup_epochs": 0}, "use box_warmup_epochs >= 1"),
+        ({"localizer": "harvest", "box_warmup_epochs": 0}, "add --box-warmup-epochs null"),
     ],
 )
 def test_invalid_settings_are_rejected_up_front(changes: dict, message: str) -> None:

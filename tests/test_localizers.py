@@ -380,14 +380,31 @@ def test_the_default_background_is_the_model_familys_choice() -> None:
 
 
 def test_a_run_records_its_localizer_options_so_a_new_default_cannot_change_it() -> None:
-    pinned = TrainConfig().with_pinned_localizer()
+    pinned = TrainConfig().with_pinned_defaults()
     assert pinned.localizer_kwargs == TrainConfig().resolved_localizer_kwargs()
-    assert TrainConfig(crop="rcrop").with_pinned_localizer() == TrainConfig(crop="rcrop")
+    assert TrainConfig(crop="rcrop").with_pinned_defaults().localizer_kwargs is None
     given = TrainConfig(localizer_kwargs={"keep": 0.5})
-    assert given.with_pinned_localizer() is given
+    assert given.with_pinned_defaults().localizer_kwargs == {"keep": 0.5}
     # a run saved before the legacy keys left (unset kwargs then meant the median map)
     # resumed under today's default: refused, naming the options, never silently changed
     saved = {**TrainConfig().to_dict(), "threshold": None, "reduction": None, "stage": -1}
     changes = setting_changes(saved, pinned)
     assert [key for key, _, _ in changes] == ["localizer_kwargs"]
     assert changes[0][1] == {"background": "median"}
+
+
+def test_a_run_of_the_papers_schedule_resumes_only_with_that_schedule() -> None:
+    """Saved before random-init boxes became the default (2026-12-08): ``null`` still means
+    20% of training, and a config without ``box_momentum`` meant fresh boxes."""
+    saved = {**TrainConfig(epochs=10, box_warmup_epochs=None).to_dict()}
+    del saved["box_momentum"]
+    same = TrainConfig(epochs=10, box_warmup_epochs=None)
+    assert setting_changes(saved, same) == []
+    changes = setting_changes(saved, TrainConfig(epochs=10))  # today's defaults: refused
+    assert [(key, old, new) for key, old, new in changes] == [("box_warmup_epochs", 2, 0)]
+    # a run of today's default records its momentum: another one is another run
+    today = TrainConfig(epochs=10).with_pinned_defaults().to_dict()
+    assert setting_changes(today, TrainConfig(epochs=10)) == []
+    assert [key for key, _, _ in setting_changes(today, TrainConfig(epochs=10,
+                                                                    box_momentum=0.5))] == [
+        "box_momentum"]

@@ -10,7 +10,12 @@ import pytest
 from timm_ccrop.config import TrainConfig
 from timm_ccrop.crop.transforms import CROP_MODES
 from timm_ccrop.studies import ARMS, MODEL_BOX_ARMS, CompareConfig
-from timm_ccrop.studies.cells import cell_folder, cell_signature, finished_cell
+from timm_ccrop.studies.cells import (
+    cell_folder,
+    cell_signature,
+    cell_train_config,
+    finished_cell,
+)
 from timm_ccrop.studies.scoring import Scoring
 
 HELD_OUT = Scoring("test")
@@ -70,9 +75,32 @@ def test_localizer_is_part_of_the_signature_of_model_box_arms_only():
     assert "scored" not in cell_signature(base, "rcrop", HELD_OUT)
 
 
+def test_default_grid_crops_with_random_init_boxes_and_harvest_keeps_a_warm_up(tmp_path):
+    grid = CompareConfig(runs=str(tmp_path))
+    assert grid.arm_box_schedule("ccrop") == (0, 1.0)
+    assert grid.arm_box_schedule("ccrop-paper") == (0, 1.0)
+    # harvest has no maps before training: the paper's 20%, fresh boxes, its old cells
+    assert grid.arm_box_schedule("ccrop-harvest") == (None, 0.0)
+    assert cell_folder(grid, "simclr", "ccrop-harvest", 1).name == "simclr-ccrop-harvest-seed1"
+    assert grid.arm_box_schedule("ccrop-gt") == (0, 0.0)  # the oracle: the grid's schedule
+    assert cell_folder(grid, "simclr", "ccrop", 1).name.endswith("-w0-m1-seed1")
+    signature = cell_signature(grid, "ccrop", HELD_OUT)
+    assert (signature["box_warmup_epochs"], signature["box_momentum"]) == (0, 1.0)
+    # the cells of a grid run before the switch with --box-warmup-epochs 0 --box-momentum 1
+    # are the same cells (folder and signature)
+    explicit = CompareConfig(runs=str(tmp_path), box_warmup_epochs=0, box_momentum=1)
+    assert cell_signature(explicit, "ccrop", HELD_OUT) == signature
+    assert cell_folder(explicit, "simclr", "ccrop", 1) == cell_folder(grid, "simclr", "ccrop", 1)
+    trained = cell_train_config(grid, "simclr", "ccrop-harvest", 1)
+    assert trained.box_warmup_epochs is None and not trained.problems()
+    harvest_arm = CompareConfig(runs=str(tmp_path), localizer="harvest")  # as the ccrop arm
+    assert harvest_arm.arm_box_schedule("ccrop") == (None, 0.0)
+    assert not cell_train_config(harvest_arm, "simclr", "ccrop", 1).problems()
+
+
 def test_alpha_and_warm_up_variants_get_folders_of_their_own(tmp_path):
     runs = str(tmp_path)
-    default = CompareConfig(runs=runs)
+    default = CompareConfig(runs=runs, box_warmup_epochs=None)  # the paper's schedule
     variant = CompareConfig(runs=runs, alpha=0.1, box_warmup_epochs=2)
     assert cell_folder(variant, "simclr", "ccrop", 3).name == (
         "simclr-ccrop-peak-background-auto-keep-0.5-reduction-contrast-a0.1-w2-seed3")
@@ -85,7 +113,8 @@ def test_alpha_and_warm_up_variants_get_folders_of_their_own(tmp_path):
     assert cell_folder(momentum, "simclr", "ccrop-gt", 3).name == "simclr-ccrop-gt-w0-seed3"
     assert "box_momentum" in cell_signature(momentum, "ccrop", HELD_OUT)
     assert "box_momentum" not in cell_signature(momentum, "ccrop-gt", HELD_OUT)
-    plain = CompareConfig(runs=runs, localizer="peak", localizer_kwargs={})
+    plain = CompareConfig(runs=runs, localizer="peak", localizer_kwargs={},
+                          box_warmup_epochs=None)
     assert cell_folder(plain, "simclr", "ccrop", 3).name == "simclr-ccrop-peak-seed3"
     assert cell_folder(default, "simclr", "ccrop-gt", 3).name == "simclr-ccrop-gt-seed3"
     assert CompareConfig(localizer="component").resolved_localizer() == ("component", {})

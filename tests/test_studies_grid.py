@@ -74,4 +74,5 @@ def test_cells_in_processes_with_the_oracle(tmp_path):
     again = run_compare(CompareConfig(**{**config.to_dict(), "localizer_kwargs": {"rule": "max"},
                                          "jobs": 1}))
     assert "4 of 5 cells, random init included, reused" in again.report.read_text()
-    assert (tmp_path / "runs" / "simclr-ccrop-component-rule-max-seed0" / "cell.json").exists()
+    assert (tmp_path / "runs" / "simclr-ccrop-component-rule-max-w0-m1-seed0" / "cell.json"
+            ).exists()

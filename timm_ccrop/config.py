@@ -120,15 +120,20 @@ class TrainConfig:
         "peak, dilate: true} (threshold: the union rule's k); given options replace the "
         "defaults (default: the default localizer's, {background: median}; none for the "
         "others)", group=_CROP)
-    box_warmup_epochs: int | None = option(None, "epochs of random crops before the first box "
-                                        "pass (default: 20% of training); 0 makes the first "
-                                        "pass on the random-init network, before epoch 1",
-                                        group=_CROP,
-                                        low=0)
-    box_momentum: float = option(0.0, "each box pass moves a box this share of the way less "
-                                 "to the new one: 0 replaces it (the paper), 0.9 keeps 90% "
-                                 "of the old box, 1 keeps the first pass's boxes (docs/"
-                                 "realistic.md)", group=_CROP, low=0, high=1)
+    # 0 since 2026-12-08: on per-image photographs a random-crop warm-up taught the maps
+    # the background and the first boxes were worse than the random-init network's
+    # (docs/realistic.md, "Boxes that stay good"; plan amendment 5's rule)
+    box_warmup_epochs: int | None = option(0, "epochs of random crops before the first box "
+                                        "pass; 0 makes the first pass on the random-init "
+                                        "network, before epoch 1 (--localizer harvest "
+                                        "needs >= 1); null: 20% of training, the paper's "
+                                        "schedule", group=_CROP, low=0)
+    box_momentum: float | None = option(None, "each box pass moves a box this share of the "
+                                        "way less to the new one: 0 replaces it (the "
+                                        "paper), 0.9 keeps 90% of the old box, 1 keeps the "
+                                        "first pass's boxes (default: 1 when the first "
+                                        "pass reads the random-init network, else 0; "
+                                        "docs/realistic.md)", group=_CROP, low=0, high=1)
     loc_interval: int | None = option(None, "epochs between box passes (default: 20% of "
                                        "training; every epoch with --localizer harvest)",
                                        group=_CROP, low=1)
@@ -220,22 +225,35 @@ class TrainConfig:
         return {key: value for key, value in DEFAULT_LOCALIZER_OPTIONS.items()
                 if key not in self.localizer_kwargs}
 
-    def with_pinned_localizer(self) -> TrainConfig:
-        """This config with the localizer's options written out where they are the
-        default's (``localizer_kwargs`` unset): what a run records, so that a later change
-        of the project's default never changes what a saved run means on resume."""
-        if self.localizer_kwargs is not None or not self.uses_model_boxes():
-            return self
-        return self.replace(localizer_kwargs=self.resolved_localizer_kwargs())
+    def with_pinned_defaults(self) -> TrainConfig:
+        """This config with the defaults that depend on other settings written out: the
+        localizer's options (where ``localizer_kwargs`` is unset) and the box momentum.
+        What a run records, so that a later change of the project's defaults never changes
+        what a saved run means on resume."""
+        pinned: dict[str, Any] = {"box_momentum": self.resolved_box_momentum()}
+        if self.localizer_kwargs is None and self.uses_model_boxes():
+            pinned["localizer_kwargs"] = self.resolved_localizer_kwargs()
+        return self.replace(**pinned)
+
+    def resolved_box_momentum(self) -> float:
+        """``box_momentum``, or where unset 1 when the first box pass reads the random-init
+        network (model boxes, ``box_warmup_epochs=0``: its boxes are kept, because on
+        per-image photographs later passes got worse) and 0 otherwise (the paper's
+        replacement; also what every config saved before the key existed meant)."""
+        if self.box_momentum is not None:
+            return float(self.box_momentum)
+        random_init_boxes = self.uses_model_boxes() and self.box_warmup_epochs == 0
+        return 1.0 if random_init_boxes else 0.0
 
     def uses_model_boxes(self) -> bool:
         """Whether the run crops with boxes its model's maps give (a localizer runs)."""
         return self.crop == "ccrop" and self.box_source == "model"
 
     def resolved_schedule(self) -> tuple[int, int]:
-        """``(box_warmup_epochs, loc_interval)``: defaults are 20% of training each, except the
-        interval of harvested boxes, 1 (reading them costs nothing, so every epoch after
-        the warm-up); a value the user set always wins."""
+        """``(box_warmup_epochs, loc_interval)``: the warm-up as set (default 0, a box pass
+        before epoch 1; None: 20% of training, the paper's); the interval 20% of training,
+        except for harvested boxes, 1 (reading them costs nothing, so every epoch after the
+        warm-up); a value the user set always wins."""
         fifth = max(1, self.epochs // 5)
         warmup = fifth if self.box_warmup_epochs is None else self.box_warmup_epochs
         default_interval = 1 if self.harvests_boxes() else fifth
@@ -277,9 +295,10 @@ class TrainConfig:
         (and a localizer that cannot be built with its options)."""
         problems = field_problems(self)
         if self.harvests_boxes() and self.box_warmup_epochs == 0:
-            problems.append("box_warmup_epochs=0 (a box pass before epoch 1) has no maps to "
-                            "read with --localizer harvest, which harvests them while "
-                            "training: use box_warmup_epochs >= 1")
+            problems.append("box_warmup_epochs=0 (the default: a box pass before epoch 1) "
+                            "has no maps to read with --localizer harvest, which harvests "
+                            "them while training: add --box-warmup-epochs null (20% of "
+                            "training) or a number >= 1")
         if not problems and self.uses_model_boxes():
             try:
                 self.build_localizer()

@@ -17,7 +17,7 @@ from .config import CompareConfig
 from .scoring import Scoring, evaluate_backbone
 
 __all__ = ["CELL_FILE", "IGNORED_BY_BASELINE", "CellStopped", "cell_folder",
-           "cell_signature", "compute_cell", "finished_cell"]
+           "cell_signature", "cell_train_config", "compute_cell", "finished_cell"]
 
 CELL_FILE = "cell.json"
 #: Settings a random-crop run never reads: its cells are reused across them.
@@ -40,17 +40,17 @@ def cell_signature(config: CompareConfig, mode: str, scoring: Scoring) -> dict[s
     The localizer (name and options) belongs to the signature of the model-box arms only;
     the folder of a variant (:func:`arm_variant`) keeps its cells apart.
     """
+    warmup, momentum = config.arm_box_schedule(mode)
     signature: dict[str, Any] = {
         "data": config.data, "model": config.model, "epochs": config.epochs,
         "batch_size": config.batch_size, "lr": config.lr, "alpha": config.alpha,
         **({"lr_warmup_epochs": config.lr_warmup_epochs} if config.lr_warmup_epochs else {}),
-        **({"box_warmup_epochs": config.box_warmup_epochs}
-           if config.box_warmup_epochs is not None else {}),
+        **({"box_warmup_epochs": warmup} if warmup is not None else {}),
         "augment_on": config.augment_on, "image_size": config.image_size,
         **scoring.signature()}
     localizer = localizer_for(mode, config.resolved_localizer())
-    if localizer is not None and config.box_momentum:
-        signature["box_momentum"] = config.box_momentum
+    if momentum:
+        signature["box_momentum"] = momentum
     if localizer is not None:
         # through JSON, so it compares equal to what cell.json gives back
         signature["localizer"] = json.loads(json.dumps(
@@ -64,7 +64,7 @@ def cell_folder(config: CompareConfig, method: str, mode: str, seed: int) -> Pat
     if mode == RANDOM_INIT:
         return root / f"{RANDOM_INIT}-seed{seed}"
     variant = arm_variant(mode, config.resolved_localizer(), config.alpha,
-                          config.box_warmup_epochs, config.box_momentum)
+                          *config.arm_box_schedule(mode))
     return root / f"{method}-{mode}{variant}-seed{seed}"
 
 
@@ -84,17 +84,20 @@ def finished_cell(folder: Path, signature: dict[str, Any], mode: str) -> dict[st
     return cell if relevant(cell.get("signature")) == relevant(signature) else None
 
 
-def _train_config(config: CompareConfig, method: str, mode: str, seed: int) -> TrainConfig:
+def cell_train_config(config: CompareConfig, method: str, mode: str, seed: int) -> TrainConfig:
+    """The training config of one cell: the grid's settings with the arm's crop, boxes,
+    localizer and box schedule (:meth:`CompareConfig.arm_box_schedule`)."""
     arm = ARMS[mode]
     localizer = localizer_for(mode, config.resolved_localizer())
     extra = {} if localizer is None else {"localizer": localizer[0],
                                           "localizer_kwargs": dict(localizer[1])}
+    warmup, momentum = config.arm_box_schedule(mode)
     return TrainConfig(
         data=config.data, model=config.model, method=method, crop=arm.crop,
         box_source=arm.box_source, alpha=config.alpha, epochs=config.epochs,
         batch_size=config.batch_size, lr=config.lr, lr_warmup_epochs=config.lr_warmup_epochs,
-        box_warmup_epochs=config.box_warmup_epochs, augment_on=config.augment_on, knn_every=0,
-        **({"box_momentum": config.box_momentum} if localizer is not None else {}),
+        box_warmup_epochs=warmup, box_momentum=momentum, augment_on=config.augment_on,
+        knn_every=0,
         pictures=0, progress=False, output=str(cell_folder(config, method, mode, seed)),
         seed=seed, num_workers=config.workers, image_size=config.image_size,
         snapshots="passes",  # the weights at every box pass, for localization studies
@@ -105,7 +108,7 @@ def _train_config(config: CompareConfig, method: str, mode: str, seed: int) -> T
 def _trained_cell(config: CompareConfig, method: str, mode: str, seed: int,
                   scoring: Scoring) -> dict[str, Any]:
     """Pretrain one cell, then evaluate its exported backbone."""
-    train_config = _train_config(config, method, mode, seed)
+    train_config = cell_train_config(config, method, mode, seed)
     folder = Path(train_config.output)
     started = time.perf_counter()
     result = train(train_config, overwrite=True)  # a cell reruns only when its result is stale

@@ -13,7 +13,7 @@ from ..crop.transforms import CCROP_ALPHA
 from ..localize import LOCALIZERS, create_localizer
 from ..methods import METHODS
 from ..utils.fields import field_default, field_problems, option, options_of, tuples_from_lists
-from .arms import ARMS
+from .arms import ARMS, MODEL_BOX_ARMS, localizer_for
 
 __all__ = ["DEFAULT_DATA", "DEFAULT_SEEDS", "GROUPS", "CompareConfig"]
 
@@ -67,15 +67,20 @@ class CompareConfig:
     lr_warmup_epochs: float = option(0.0, "linear lr warm-up in epochs (0.3 with 2 warm-up "
                                      "epochs is the steadier protocol of docs/evidence.md)",
                                      group="training", low=0)
-    box_warmup_epochs: int | None = option(None, "epochs of random crops before the first "
-                                           "box update (default: the project's, 20% of "
-                                           "training; 0: a pass on the random-init "
-                                           "network before epoch 1)", group="training",
-                                           low=0)
-    box_momentum: float = option(0.0, "box momentum of the model-box arms: each pass keeps "
-                                 "this share of the old box (0: the paper's replacement); "
-                                 "another value trains cells of their own (folder suffix "
-                                 "'-m<momentum>')", group="training", low=0, high=1)
+    box_warmup_epochs: int | None = option(0, "epochs of random crops before the first "
+                                           "box update; 0 (the project's default): a pass "
+                                           "on the random-init network before epoch 1 (the "
+                                           "harvest arm, which has no maps before training, "
+                                           "keeps 20%); null: 20% of training, the paper's "
+                                           "schedule and the default before 2026-12-08",
+                                           group="training", low=0)
+    box_momentum: float | None = option(None, "box momentum of the model-box arms: each "
+                                        "pass keeps this share of the old box (0: the "
+                                        "paper's replacement; default: the project's, 1 "
+                                        "with a box pass on the random-init network, else "
+                                        "0); another value trains cells of their own "
+                                        "(folder suffix '-m<momentum>')", group="training",
+                                        low=0, high=1)
     alpha: float = option(CCROP_ALPHA, "Beta(alpha, alpha) of the crop centre of "
                           "the ccrop arms; another value trains cells of their own (folder "
                           "suffix '-a<alpha>') and reuses the rcrop cells", group="training",
@@ -132,12 +137,29 @@ class CompareConfig:
         resolved = TrainConfig(localizer=self.localizer, localizer_kwargs=self.localizer_kwargs)
         return self.localizer, resolved.resolved_localizer_kwargs()
 
+    def arm_box_schedule(self, mode: str) -> tuple[int | None, float]:
+        """``(box_warmup_epochs, box_momentum)`` of an arm's cells: the grid's warm-up,
+        except where the grid's is 0 for an arm whose localizer is ``harvest`` (it harvests
+        its maps while training, so it keeps 20% of training), and the momentum as ``TrainConfig``
+        resolves it (0 for arms without model boxes, which run no box pass)."""
+        warmup = self.box_warmup_epochs
+        if mode not in MODEL_BOX_ARMS:
+            return warmup, 0.0
+        arm = ARMS[mode]
+        localizer = localizer_for(mode, self.resolved_localizer())
+        if localizer is not None and localizer[0] == "harvest" and warmup == 0:
+            warmup = None
+        cell = TrainConfig(crop=arm.crop, box_source=arm.box_source, box_warmup_epochs=warmup,
+                           box_momentum=self.box_momentum)
+        return warmup, cell.resolved_box_momentum()
+
     def command_line(self, modes: tuple[str, ...]) -> str:
         """``timm-ccrop compare`` with every setting that differs from its default, and the
-        arms and the localizer always (their defaults change over time): the command that
-        reproduces a report."""
+        arms, the localizer and the box warm-up always (their defaults change over time):
+        the command that reproduces a report."""
         pinned = {"modes": modes, "localizer": self.localizer,
-                  "localizer_kwargs": self.resolved_localizer()[1]}
+                  "localizer_kwargs": self.resolved_localizer()[1],
+                  "box_warmup_epochs": self.box_warmup_epochs}
         words = ["timm-ccrop", "compare"]
         for item in fields(self):
             value = pinned.get(item.name, getattr(self, item.name))
@@ -150,8 +172,8 @@ class CompareConfig:
                 words += [flag, *map(str, value)]
             elif isinstance(value, dict):
                 words += [flag, json.dumps(value, sort_keys=True)]
-            elif value is not None:
-                words += [flag, str(value)]
+            else:  # a pinned None is written: null means a schedule of its own
+                words += [flag, "null" if value is None else str(value)]
         return shlex.join(words)
 
     def to_dict(self) -> dict[str, Any]:

@@ -85,8 +85,8 @@ def _settings(grid: GridResult) -> list[str]:
     warmup = ("20% of training" if config.box_warmup_epochs is None
               else "none: a box pass on the random-init network before epoch 1"
               if config.box_warmup_epochs == 0 else config.box_warmup_epochs)
-    momentum = (f", box momentum {config.box_momentum:g} (model boxes)"
-                if config.box_momentum else "")
+    momentum = config.arm_box_schedule("ccrop")[1]
+    momentum_text = f", box momentum {momentum:g} (model boxes)" if momentum else ""
     return [
         "## Settings", "",
         f"- command (reproduces this report): `{grid.command}`",
@@ -102,7 +102,10 @@ def _settings(grid: GridResult) -> list[str]:
         "- arms:",
         *[f"  - `{mode}`: {arm_description(grid, mode)}" for mode in grid.modes],
         f"- epochs {config.epochs}, batch {config.batch_size}, lr {config.lr} (linear warm-up "
-        f"{config.lr_warmup_epochs} epochs), alpha {config.alpha}, box warm-up {warmup}{momentum}, "
+        f"{config.lr_warmup_epochs} epochs), alpha {config.alpha}, "
+        f"box warm-up {warmup}{momentum_text}"
+        + (" (the harvest arm: 20% of training)" if config.box_warmup_epochs == 0
+           and "ccrop-harvest" in grid.modes else "") + ", "
         f"augment_on `{config.augment_on}`; box interval: the localizer's default (a box "
         "pass every 20% of training; harvest: every epoch)",
         "- evaluation: `run_evaluation(protocol='both', linear_mode='fast')`, top-1 (%) "

@@ -48,7 +48,8 @@ def _meaning(values: dict[str, Any]) -> dict[str, Any]:
     warmup, interval = config.resolved_schedule()
     meaning.update(image_size=config.resolved_image_size(), alpha=config.resolved_alpha(),
                    localizer_kwargs=config.resolved_localizer_kwargs(),
-                   box_warmup_epochs=warmup, loc_interval=interval)
+                   box_warmup_epochs=warmup, loc_interval=interval,
+                   box_momentum=config.resolved_box_momentum())
     return meaning
 
 

@@ -115,7 +115,7 @@ def train(config: TrainConfig, resume: str | Path | None = None,
         TrainingStopped: the loss or the weights became non-finite.
     """
     config.validate()
-    config = config.with_pinned_localizer()  # the run records the options it runs with
+    config = config.with_pinned_defaults()  # the run records the options it runs with
     check_resume_source(resume)  # before the folder is touched
     folder = RunFolder(config.output)
     if resume == "auto":
@@ -373,9 +373,10 @@ def _update_boxes(run: _Run, epoch: int) -> dict[str, Any]:
         progress=config.progress,
     )
     stats = dict(result.stats)
-    if config.box_momentum > 0:
+    momentum = config.resolved_box_momentum()
+    if momentum > 0:
         boxes, valid = blend_boxes(data.boxes.boxes, data.boxes.valid, result.boxes,
-                                   ~result.degenerate, config.box_momentum)
+                                   ~result.degenerate, momentum)
         data.boxes.update(boxes, valid=valid)
         stats.update(_momentum_stats(data.dataset, boxes, stats))
     else:  # the paper's update: a map without a box falls back to random crops
@@ -392,7 +393,7 @@ def _update_boxes(run: _Run, epoch: int) -> dict[str, Any]:
 def _boxes_final(run: _Run) -> bool:
     """Whether no pass can change the boxes any more: a momentum of 1 keeps every valid
     box, so once every image has one the passes are skipped (their cost saved)."""
-    return run.config.box_momentum == 1.0 and bool(run.data.boxes.valid.all())
+    return run.config.resolved_box_momentum() == 1.0 and bool(run.data.boxes.valid.all())
 
 
 def _momentum_stats(dataset: Any, boxes: torch.Tensor, stats: dict[str, float]
