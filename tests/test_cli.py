@@ -69,6 +69,8 @@ def test_pretrain_help_is_grouped_with_types_choices_and_defaults(
                      "-c FILE.yaml, --config FILE.yaml", "--print-config"):
         assert fragment in text, fragment
     assert "VALUE" not in out.split("configuration:")[1]  # every field has a real type
+    # a field whose help says what null means does not also call it "unset"
+    assert "the paper's schedule (default: 0); >= 0; null: unset" not in text
 
 
 @pytest.mark.parametrize("args, fragment", [

@@ -175,8 +175,8 @@ def config_argument(option: Option, default: Any) -> dict[str, Any]:
     help_text = option.help if shows_default else f"{option.help} (default: {shown})"
     if option.bounds is not None:
         help_text += f"; {option.bounds.describe()}"
-    if option.optional and option.kind not in (bool, tuple):
-        help_text += "; null: unset"
+    if option.optional and option.kind not in (bool, tuple) and "null:" not in option.help:
+        help_text += "; null: unset"  # unless the help says what null means
     keywords = {"help": help_text.replace("%", "%%"), "dest": option.name,
                 **_typed_keywords(option)}
     if option.required:
