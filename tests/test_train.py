@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import timm
@@ -26,6 +27,7 @@ from timm_ccrop.methods import build_method
 from timm_ccrop.models.backbones import create_backbone
 from timm_ccrop.runs import list_checkpoints, read_checkpoint, save_checkpoint
 from timm_ccrop.train.setup import build_optimizer
+from timm_ccrop.utils.distributed import ignored_precision
 
 TINY = [
     "--model", "test_resnet", "--data", "synthetic:num_samples=96,image_size=32",
@@ -269,3 +271,15 @@ def test_a_full_momentum_skips_the_passes_once_every_image_has_its_box(tmp_path:
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert not any("box_pass_seconds" in r for r in records)  # no pass could change a box
     assert all(r["uses_boxes"] for r in records)
+
+
+def test_fp16_on_the_cpu_says_it_runs_in_fp32(tmp_path: Path,
+                                              capfd: pytest.CaptureFixture) -> None:
+    """Accelerate quietly trains fp16 in fp32 on the CPU: the run says so."""
+    assert ignored_precision(SimpleNamespace(mixed_precision="bf16",
+                                             device=torch.device("cpu"))) is None
+    assert ignored_precision(SimpleNamespace(mixed_precision="fp16",
+                                             device=torch.device("cuda"))) is None
+    assert run_cli(tmp_path, "--epochs", "1", "--mixed-precision", "fp16", "--knn-every", "0",
+                   "--pictures", "0", "--crop", "rcrop") == 0
+    assert "fp16 has no effect on the CPU" in capfd.readouterr().err

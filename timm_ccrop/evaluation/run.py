@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from timm.data import create_transform, resolve_model_data_config
 from torch import nn
 
 from ..data import DatasetSpec, default_eval_split, parse_data_spec
+from ..utils.distributed import ignored_precision
 from .features import extract_features, fits_on
 from .knn import knn_accuracy
 from .probe import EvalSets, LinearProbeResult, linear_probe_features, linear_probe_images
@@ -309,8 +311,12 @@ def _probe_section(probe: LinearProbeResult) -> dict[str, Any]:
 
 def _default_accelerator(config: EvalConfig) -> Accelerator:
     # the probe's own sampler orders the batches; Accelerate must not reseed it
-    return Accelerator(mixed_precision=config.mixed_precision,
-                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=False))
+    accelerator = Accelerator(mixed_precision=config.mixed_precision,
+                              dataloader_config=DataLoaderConfiguration(
+                                  use_seedable_sampler=False))
+    if problem := ignored_precision(accelerator):
+        warnings.warn(problem, UserWarning, stacklevel=3)
+    return accelerator
 
 
 def _publish(report: dict[str, Any], output: Path,

@@ -35,6 +35,7 @@ from ..localize import Localizer, localize_dataset
 from ..methods import SiameseMethod
 from ..pictures.localization import render_box_picture
 from ..runs import RunFolder, write_boxes_csv
+from ..utils.distributed import ignored_precision
 from .claim import claim_folder
 from .epoch import EpochResult, device_augmenter, stop_signals, train_one_epoch
 from .monitor import knn_datasets, knn_monitor
@@ -137,12 +138,15 @@ def _accelerator(config: TrainConfig) -> Accelerator:
     # AcceleratorState is a process-wide singleton: a second run in the same process (a
     # notebook, a sweep) with other settings needs a fresh one. The process group stays.
     AcceleratorState._reset_state()
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         log_with=config.log_with,
         project_dir=config.output,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=False),
     )
+    if (problem := ignored_precision(accelerator)) and accelerator.is_main_process:
+        _LOG.warning(problem)
+    return accelerator
 
 
 def _build_run(config: TrainConfig, accelerator: Accelerator, folder: RunFolder) -> _Run:

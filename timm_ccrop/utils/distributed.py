@@ -26,6 +26,7 @@ __all__ = [
     "gather_sizes",
     "gather_with_grad",
     "gather_without_grad",
+    "ignored_precision",
     "rank",
     "world_size",
 ]
@@ -128,3 +129,14 @@ def any_process(accelerator: Any, local: bool) -> bool:
         return local
     flag = torch.tensor([1.0 if local else 0.0], device=accelerator.device)
     return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+
+def ignored_precision(accelerator: Any) -> str | None:
+    """Why the accelerator's mixed precision does nothing here, None when it works:
+    Accelerate runs ``fp16`` on the CPU in fp32 without a word (it has no CPU fp16
+    autocast), so a user comparing speeds or memory would be misled."""
+    if str(accelerator.mixed_precision) == "fp16" and accelerator.device.type == "cpu":
+        return ("mixed_precision fp16 has no effect on the CPU (Accelerate runs fp32 there): "
+                "use bf16 for CPU autocast, or 'no'")
+    return None
+
