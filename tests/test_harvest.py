@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -511,3 +512,15 @@ def test_resuming_a_run_without_a_bank_into_harvest_is_one_error(tmp_path: Path,
     # read (issue 23; the bank's own check stays for checkpoints without a config)
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "localizer=" in err and "harvest" in err
+
+
+def test_harvest_settles_background_auto_per_family_like_peak() -> None:
+    """'auto' used to mean the median map for harvest whatever the model (it was never
+    settled); it follows the family-defaults table now, as for the default localizer."""
+    localizer = create_localizer("harvest", background="auto")
+    assert localizer.background == "median" and localizer.background_option == "auto"
+    localizer.check(timm.create_model("test_efficientnet", num_classes=0))
+    assert localizer.background is None  # EfficientNet's family default: no median map
+    localizer.check(timm.create_model("test_resnet", num_classes=0))
+    assert localizer.background == "median"
+    assert create_localizer("harvest").background is None  # unset: no background

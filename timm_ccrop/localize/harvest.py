@@ -50,7 +50,7 @@ from torch import nn
 
 from ..crop.boxes import FULL_BOX
 from ..utils.distributed import first_occurrences, gather_rows
-from .background import median_map, pop_background, subtract_background
+from .background import median_map, subtract_background
 from .heatmaps import REDUCTIONS, localization_defaults, normalise_maps, reduce_channels
 from .hooks import FeatureHook, to_nchw
 from .localizers import (
@@ -61,6 +61,7 @@ from .localizers import (
     component_rule,
     create_localizer,
     register_localizer,
+    with_background,
 )
 
 __all__ = ["HARVEST_NORM", "HARVEST_RATE", "HARVEST_RESOLUTION", "NORMS", "HarvestLocalizer",
@@ -461,9 +462,9 @@ def _harvest(options: dict[str, Any]) -> HarvestLocalizer:
     if source.reduction is not None and source.reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got "
                          f"{source.reduction!r}")
-    return HarvestLocalizer("harvest", source, component_rule(rule_options),
-                            background=pop_background(options),
-                            resolution=int(resolution), rate=float(rate), norm=norm)
+    harvest = HarvestLocalizer("harvest", source, component_rule(rule_options),
+                               resolution=int(resolution), rate=float(rate), norm=norm)
+    return with_background(harvest, options)  # 'auto' settles per family, as for peak
 
 
 register_localizer("harvest", _harvest)

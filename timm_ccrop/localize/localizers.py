@@ -50,7 +50,8 @@ from .sources import MapSource, stride_removed
 
 __all__ = ["DEFAULT_LOCALIZER", "DEFAULT_LOCALIZER_OPTIONS", "LOCALIZERS", "ComponentRule",
            "Localizer", "MapSource", "UnionRule", "component_rule", "create_localizer",
-           "default_localizer", "describe_localizer", "register_localizer", "stride_removed"]
+           "default_localizer", "describe_localizer", "register_localizer", "stride_removed",
+           "with_background"]
 
 
 # --------------------------------------------------------------------------------------
@@ -313,8 +314,10 @@ def _source(options: dict[str, Any]) -> MapSource:
     return source
 
 
-def _with_background(localizer: Localizer, options: dict[str, Any]) -> Localizer:
-    """The localizer with the ``background`` option of ``options`` (popped, checked)."""
+def with_background(localizer: Localizer, options: dict[str, Any]) -> Localizer:
+    """The localizer with the ``background`` option of ``options`` (popped, checked):
+    'auto' means the median map until :meth:`Localizer.check` settles it for the
+    network's family."""
     localizer.background_option = pop_background(options)
     localizer.background = "median" if localizer.background_option == "auto" \
         else localizer.background_option
@@ -330,7 +333,7 @@ def _union(options: dict[str, Any]) -> Localizer:
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     source = _source(options)
-    return _with_background(
+    return with_background(
         Localizer("union", source, UnionRule(None if threshold is None else float(threshold))),
         options)
 
@@ -358,7 +361,7 @@ def component_rule(options: dict[str, Any]) -> ComponentRule:
 
 def _component(options: dict[str, Any]) -> Localizer:
     rule = component_rule(options)
-    return _with_background(Localizer("component", _source(options), rule), options)
+    return with_background(Localizer("component", _source(options), rule), options)
 
 
 def _peak(options: dict[str, Any]) -> Localizer:

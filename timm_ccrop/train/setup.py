@@ -138,6 +138,7 @@ def build_method_for(config: TrainConfig, accelerator: Accelerator, data: RunDat
     """The backbone wrapped in the Siamese method, on the run's memory format."""
     backbone = create_backbone(config.model, **config.model_kwargs)
     if data.localizer is not None:  # the localizer's own map (stride removed, a bank...)
+        data.localizer.check(backbone)  # settles 'auto' options for the family (harvest too)
         data.localizer.too_coarse(backbone, (data.image_size, data.image_size))
     method = build_method(config.method, backbone, **config.method_kwargs)
     method.check_dataset(len(data.dataset))
