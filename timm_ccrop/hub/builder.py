@@ -155,8 +155,8 @@ def _crop_params(config: TrainConfig, backbone: nn.Module) -> dict[str, Any]:
         params.update({"box_source": config.box_source, "box_warmup_epochs": warmup,
                        "loc_interval": interval})
         if config.box_source == "model":  # e.g. peak(background=median), stage -1, ...
-            if config.resolved_box_momentum():
-                params["box_momentum"] = config.resolved_box_momentum()
+            if momentum := config.resolved_box_momentum():
+                params["box_momentum"] = momentum
             params.update(config.build_localizer().resolve(backbone).card_params())
     return params
 

@@ -142,16 +142,15 @@ class CompareConfig:
         except where the grid's is 0 for an arm whose localizer is ``harvest`` (it harvests
         its maps while training, so it keeps 20% of training), and the momentum as ``TrainConfig``
         resolves it (0 for arms without model boxes, which run no box pass)."""
-        warmup = self.box_warmup_epochs
         if mode not in MODEL_BOX_ARMS:
-            return warmup, 0.0
-        arm = ARMS[mode]
-        localizer = localizer_for(mode, self.resolved_localizer())
-        if localizer is not None and localizer[0] == "harvest" and warmup == 0:
-            warmup = None
-        cell = TrainConfig(crop=arm.crop, box_source=arm.box_source, box_warmup_epochs=warmup,
+            return self.box_warmup_epochs, 0.0
+        arm, (localizer, _) = ARMS[mode], localizer_for(mode, self.resolved_localizer())
+        cell = TrainConfig(crop=arm.crop, box_source=arm.box_source, localizer=localizer,
+                           box_warmup_epochs=self.box_warmup_epochs,
                            box_momentum=self.box_momentum)
-        return warmup, cell.resolved_box_momentum()
+        if cell.harvests_boxes() and cell.box_warmup_epochs == 0:
+            cell = cell.replace(box_warmup_epochs=None)
+        return cell.box_warmup_epochs, cell.resolved_box_momentum()
 
     def command_line(self, modes: tuple[str, ...]) -> str:
         """``timm-ccrop compare`` with every setting that differs from its default, and the

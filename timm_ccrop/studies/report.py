@@ -104,8 +104,8 @@ def _settings(grid: GridResult) -> list[str]:
         f"- epochs {config.epochs}, batch {config.batch_size}, lr {config.lr} (linear warm-up "
         f"{config.lr_warmup_epochs} epochs), alpha {config.alpha}, "
         f"box warm-up {warmup}{momentum_text}"
-        + (" (the harvest arm: 20% of training)" if config.box_warmup_epochs == 0
-           and "ccrop-harvest" in grid.modes else "") + ", "
+        + "".join(f" (the {mode} arm: 20% of training)" for mode in grid.modes
+                  if config.arm_box_schedule(mode)[0] != config.box_warmup_epochs) + ", "
         f"augment_on `{config.augment_on}`; box interval: the localizer's default (a box "
         "pass every 20% of training; harvest: every epoch)",
         "- evaluation: `run_evaluation(protocol='both', linear_mode='fast')`, top-1 (%) "
